@@ -1,0 +1,91 @@
+"""Mel spectrograms, decibels, and a configured log-Mel transform."""
+import numpy as np
+
+from ._array import get_array_module
+from .mel import mel_filterbank
+from .stft import stft_frames
+
+
+def melspectrogram(y, sr, n_fft=2048, hop_length=512, win_length=None, window="hann",
+                   center=True, pad_mode="constant", power=2.0, n_mels=128, fmin=0.0,
+                   fmax=None, htk=False, norm="slaney", mel_basis=None):
+    """M[..., m, t] = sum_k F[m, k] |S[..., k, t]|^power  ->  (..., n_mels, frames).
+
+    ``mel_basis`` (n_mels, 1 + n_fft // 2) may be given to avoid rebuilding F on every call.
+    """
+    xp = get_array_module(y)
+    if mel_basis is None:
+        mel_basis = xp.asarray(mel_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm,
+                                              dtype=y.dtype))
+    spec = stft_frames(y, n_fft, hop_length, win_length, window, center, pad_mode)
+    magnitude2 = spec.real * spec.real + spec.imag * spec.imag
+    spectrum = magnitude2 if power == 2.0 else magnitude2 ** (power / 2.0)
+    # frames-major (..., T, K) @ (K, n_mels) is one contiguous GEMM; swap to (..., n_mels, T).
+    return (spectrum @ mel_basis.T.astype(spectrum.dtype)).swapaxes(-1, -2)
+
+
+def power_to_db(S, ref=1.0, amin=1e-10, top_db=80.0):
+    """10 log10(max(S, amin) / max(ref, amin)), then floored at (max - top_db).
+
+    ``amin`` keeps log10 away from zero; ``top_db`` bounds the dynamic range.  A 2-D S is one
+    spectrogram; for S of shape (..., n_mels, frames) every item is treated alone: its own
+    maximum sets its floor (and its own reference when ``ref`` is a function such as np.max).
+    """
+    xp = get_array_module(S)
+    if amin <= 0:
+        raise ValueError("amin must be strictly positive")
+    if top_db is not None and top_db < 0:
+        raise ValueError("top_db must be non-negative")
+    S = xp.asarray(S)
+    if xp.iscomplexobj(S):
+        raise TypeError("power_to_db expects a real power spectrogram; take |S|**2 first")
+    per_item = (-2, -1) if S.ndim >= 2 else (-1,)
+    if callable(ref):
+        if ref in (np.max, np.amax, getattr(xp, "max", None), getattr(xp, "amax", None)):
+            ref_value = S.max(axis=per_item, keepdims=True)
+        else:
+            items = S.reshape((-1,) + S.shape[len(S.shape) - len(per_item):])
+            ref_value = xp.asarray([ref(item) for item in items], dtype=S.dtype)
+            ref_value = ref_value.reshape(S.shape[:S.ndim - len(per_item)] + (1,) * len(per_item))
+    else:
+        ref_value = abs(ref)
+    log_spec = 10.0 * xp.log10(xp.maximum(S, amin))
+    log_spec -= 10.0 * xp.log10(xp.maximum(ref_value, amin))
+    if top_db is not None:
+        log_spec = xp.maximum(log_spec, log_spec.max(axis=per_item, keepdims=True) - top_db)
+    return log_spec
+
+
+class LogMel:
+    """The configured front end: (B, T) or (T,) audio -> (B, n_mels, frames) log-Mel in dB.
+
+    The filterbank and window are built once per array module (NumPy / CuPy) and reused.
+    """
+
+    def __init__(self, sr=16000, n_fft=1024, hop_length=320, n_mels=64, fmin=0.0, fmax=None,
+                 power=2.0, top_db=80.0, center=True, pad_mode="constant"):
+        self.sr, self.n_fft, self.hop_length, self.n_mels = sr, n_fft, hop_length, n_mels
+        self.fmin, self.fmax, self.power, self.top_db = fmin, fmax, power, top_db
+        self.center, self.pad_mode = center, pad_mode
+        self._basis = {}
+
+    def config(self):
+        return dict(sr=self.sr, n_fft=self.n_fft, hop_length=self.hop_length,
+                    n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax, power=self.power,
+                    top_db=self.top_db, center=self.center, pad_mode=self.pad_mode)
+
+    def num_frames(self, num_samples):
+        if self.center:
+            return 1 + num_samples // self.hop_length
+        return 1 + (num_samples - self.n_fft) // self.hop_length
+
+    def __call__(self, y):
+        xp = get_array_module(y)
+        key = (xp.__name__, np.dtype(y.dtype).str)
+        if key not in self._basis:
+            self._basis[key] = xp.asarray(mel_filterbank(self.sr, self.n_fft, self.n_mels,
+                                                         self.fmin, self.fmax, dtype=y.dtype))
+        mel = melspectrogram(y, self.sr, self.n_fft, self.hop_length, power=self.power,
+                             center=self.center, pad_mode=self.pad_mode,
+                             mel_basis=self._basis[key])
+        return power_to_db(mel, top_db=self.top_db)

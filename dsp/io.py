@@ -1,0 +1,57 @@
+"""Reading audio files: soundfile for decoding, mono mix-down, polyphase resampling."""
+import math
+import os
+
+import numpy as np
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio; the message names the file and the problem."""
+
+
+def resample(y, orig_sr, target_sr):
+    """Resample along the last axis by the rational factor target_sr / orig_sr.
+
+    ``scipy.signal.resample_poly`` upsamples by L, low-pass filters (a Kaiser-windowed FIR at
+    the lower of the two Nyquist frequencies, against aliasing and imaging) and downsamples by
+    M, with L / M = target_sr / orig_sr reduced by their gcd.
+    """
+    from scipy.signal import resample_poly
+    if orig_sr == target_sr:
+        return y
+    if orig_sr <= 0 or target_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
+    g = math.gcd(int(orig_sr), int(target_sr))
+    out = resample_poly(y, int(target_sr) // g, int(orig_sr) // g, axis=-1)
+    return out.astype(y.dtype, copy=False)
+
+
+def load_audio(path, sr=None, mono=True, dtype=np.float32):
+    """Read an audio file (wav, flac, ogg, ... anything libsndfile decodes).
+
+    Returns (y, sr): y is float32 in [-1, 1], shape (samples,) when mono (channels averaged),
+    else (channels, samples) as librosa; ``sr`` resamples to that rate (None keeps the file's).
+    Missing, empty, truncated or undecodable files, and silent-NaN content, raise an error
+    naming the file.
+    """
+    import soundfile as sf
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: file is empty (0 bytes)")
+    try:
+        data, file_sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(f"{path}: cannot decode audio ({e})") from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: contains no samples")
+    if not np.all(np.isfinite(data)):
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    y = data.mean(axis=1) if mono else data.T
+    if sr is not None and sr != file_sr:
+        y = resample(y, file_sr, sr)
+        file_sr = sr
+    return np.ascontiguousarray(y, dtype=dtype), int(file_sr)

@@ -1,0 +1,63 @@
+"""Seeded data augmentation on batches of log-Mel images (N, 1, n_mels, frames).
+
+Random numbers are drawn on the host from a NumPy Generator (reproducible for a seed on CPU
+and GPU alike); the masks and indices built from them are applied with the batch's own array
+module, without a loop over the batch.
+"""
+import numpy as np
+
+from scratchnet.backend import get_array_module
+
+
+def time_shift(x, rng, max_fraction):
+    """Roll each clip along time by an independent integer in [-max_fraction*T, max_fraction*T]
+    (circularly: environmental sounds have no fixed onset)."""
+    xp = get_array_module(x)
+    n, t = x.shape[0], x.shape[-1]
+    limit = int(max_fraction * t)
+    if limit == 0:
+        return x
+    shifts = rng.integers(-limit, limit + 1, size=n)
+    index = (np.arange(t)[None, :] - shifts[:, None]) % t          # (N, T)
+    index = xp.asarray(index).reshape(n, 1, 1, t)
+    return xp.take_along_axis(x, xp.broadcast_to(index, x.shape), axis=-1)
+
+
+def _band_mask(rng, n, size, max_width):
+    """(N, size) boolean: one band [start, start + width) per row, width ~ U{0..max_width}."""
+    width = rng.integers(0, max_width + 1, size=n)
+    start = rng.integers(0, np.maximum(size - width, 0) + 1)
+    positions = np.arange(size)[None, :]
+    return (positions >= start[:, None]) & (positions < (start + width)[:, None])
+
+
+def spec_augment(x, rng, freq_mask, time_mask, fill=0.0):
+    """SpecAugment (Park et al., 2019): one frequency band of up to ``freq_mask`` mel bins and
+    one time band of up to ``time_mask`` frames per clip set to ``fill`` (the mean of the
+    standardised features)."""
+    xp = get_array_module(x)
+    n, _, m, t = x.shape
+    masked = np.zeros((n, 1, m, t), dtype=bool)
+    if freq_mask:
+        masked |= _band_mask(rng, n, m, min(freq_mask, m))[:, None, :, None]
+    if time_mask:
+        masked |= _band_mask(rng, n, t, min(time_mask, t))[:, None, None, :]
+    return xp.where(xp.asarray(masked), x.dtype.type(fill), x)
+
+
+def one_hot(labels, num_classes, xp, dtype):
+    out = xp.zeros((len(labels), num_classes), dtype=dtype)
+    out[xp.arange(len(labels)), xp.asarray(labels)] = 1
+    return out
+
+
+def mixup(x, labels, num_classes, rng, alpha):
+    """Mixup (Zhang et al., 2018): x' = lam x + (1 - lam) x[perm], t' = lam t + (1 - lam) t[perm],
+    lam ~ Beta(alpha, alpha), one lam per batch.  Returns (x', soft targets (N, K))."""
+    xp = get_array_module(x)
+    lam = float(rng.beta(alpha, alpha))
+    perm = xp.asarray(rng.permutation(x.shape[0]))
+    targets = one_hot(labels, num_classes, xp, x.dtype)
+    x = x * x.dtype.type(lam) + x[perm] * x.dtype.type(1 - lam)
+    targets = targets * lam + targets[perm] * (1 - lam)
+    return x, targets

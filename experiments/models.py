@@ -1,0 +1,42 @@
+"""Model presets: a network and the log-Mel features it expects, chosen together.
+
+- ``seed``: the seed project's design for the GPU, a ResNet-34-shaped network (stages [3, 4, 6, 3]
+  of widths [64, 128, 256, 512], 7x7/2 stem, 3x3/2 max-pool, dropout 0.5) on 128-mel inputs.
+  The seed used 44.1 kHz audio with hop 512 (11.6 ms); at our 16 kHz that hop is 186 samples,
+  giving the same 1 x 128 x 431 input.
+- ``cpu``: compute-lean for 2 CPU cores: stages [2, 2, 2, 2] of widths [32, 64, 128, 256] on
+  64 mels with a 20 ms hop (1 x 64 x 251), about 7x fewer FLOPs than ``seed``.
+Each preset also carries its training recipe (the seed's, with the SpecAugment masks scaled to
+the input size).
+"""
+from scratchnet import ResNet
+
+PRESETS = {
+    "seed": dict(
+        features=dict(sr=16000, n_fft=1024, hop_length=186, n_mels=128, fmin=0.0, fmax=8000.0),
+        model=dict(widths=[64, 128, 256, 512], depths=[3, 4, 6, 3], stem_kernel=7,
+                   stem_stride=2, stem_pool=True, dropout=0.5),
+        train=dict(epochs=100, batch_size=32, lr=5e-4, max_lr=2e-3, warmup=0.1,
+                   weight_decay=0.01, label_smoothing=0.1, mixup_alpha=0.2, mixup_prob=0.3,
+                   freq_mask=30, time_mask=80, time_shift=0.2, clip_norm=5.0),
+    ),
+    "cpu": dict(
+        features=dict(sr=16000, n_fft=1024, hop_length=320, n_mels=64, fmin=0.0, fmax=8000.0),
+        model=dict(widths=[32, 64, 128, 256], depths=[2, 2, 2, 2], stem_kernel=7,
+                   stem_stride=2, stem_pool=True, dropout=0.3),
+        train=dict(epochs=80, batch_size=32, lr=5e-4, max_lr=2e-3, warmup=0.1,
+                   weight_decay=0.01, label_smoothing=0.1, mixup_alpha=0.2, mixup_prob=0.3,
+                   freq_mask=15, time_mask=46, time_shift=0.2, clip_norm=5.0),
+    ),
+}
+
+
+def get_preset(name):
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def build_model(model_config, num_classes=50, seed=0):
+    """A ResNet from a preset's ``model`` entry (as stored in checkpoints)."""
+    return ResNet(in_channels=1, num_classes=num_classes, seed=seed, **model_config)

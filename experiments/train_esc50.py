@@ -1,0 +1,248 @@
+"""Train and evaluate on ESC-50 with the official 5-fold protocol.
+
+    python -m experiments.train_esc50 --device cpu --folds 1            # CPU preset, fold 1
+    python -m experiments.train_esc50 --device gpu --preset seed --folds 1 2 3 4 5
+
+For each test fold k the model trains on the other four folds for a fixed schedule and is
+scored on fold k at the end of it: the reported accuracy is never picked by its test score.
+Outputs go to --out: results.json, and per fold metrics.json (per epoch), checkpoint.npz
+(resumable, written every epoch), model.npz (final weights + config), per-class accuracy,
+training curves and the confusion matrix (PNG).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from scratchnet import (AdamW, OneCycleLR, SoftmaxCrossEntropy, clip_grad_norm,
+                        load_checkpoint, save_checkpoint)
+from scratchnet.backend import DeviceError, check_device, to_numpy
+
+from . import augment, esc50
+from .models import PRESETS, build_model, get_preset
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.train_esc50", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official archive into ./data/ESC-50 if it is missing")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="model + features + recipe (default: cpu on --device cpu, seed on gpu)")
+    p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
+    p.add_argument("--epochs", type=int, help="override the preset's epoch count")
+    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/esc50", help="output directory")
+    p.add_argument("--cache-dir", help="log-Mel feature cache (default ~/.cache/scratchnet)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each fold from its checkpoint.npz in --out")
+    p.add_argument("--limit", type=int,
+                   help="use only the first N clips of each fold (smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if any(f not in range(1, 6) for f in args.folds):
+        p.error(f"--folds must be among 1..5, got {args.folds}")
+    args.preset = args.preset or ("seed" if args.device == "gpu" else "cpu")
+    return args
+
+
+def standardise(x, mean, std):
+    return (x - mean) / std
+
+
+def evaluate(model, x, labels, xp, batch=100):
+    """Logits of the whole set in eval mode, batched; returns (predictions, logits) on host."""
+    model.eval()
+    logits = []
+    for s in range(0, x.shape[0], batch):
+        logits.append(to_numpy(model.forward(x[s:s + batch])))
+    model.train()
+    logits = np.concatenate(logits)
+    return logits.argmax(axis=1), logits
+
+
+def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
+    """Train on every fold but ``fold`` and score on ``fold``; returns the fold's result dict."""
+    from tqdm import tqdm
+    tr = cfg["train"]
+    out = os.path.join(args.out, f"fold{fold}")
+    os.makedirs(out, exist_ok=True)
+    train_idx, test_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    # Standardise with statistics of the training folds only (one scalar mean and std).
+    mean, std = float(feats[train_idx].mean()), float(feats[train_idx].std())
+    x_train = xp.asarray(standardise(feats[train_idx], mean, std)[:, None])
+    x_test = xp.asarray(standardise(feats[test_idx], mean, std)[:, None])
+    y_train, y_test = labels[train_idx], labels[test_idx]
+
+    model = build_model(cfg["model"], esc50.NUM_CLASSES, seed=args.seed).to(args.device)
+    params = list(model.parameters())
+    optimizer = AdamW(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
+    batch = tr["batch_size"]
+    steps_per_epoch = len(train_idx) // batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"fold {fold}: {len(train_idx)} training clips, fewer than one batch "
+                         f"of {batch}")
+    schedule = OneCycleLR(optimizer, max_lr=tr["max_lr"], total_steps=tr["epochs"] *
+                          steps_per_epoch, pct_start=tr["warmup"],
+                          div_factor=tr["max_lr"] / tr["lr"])
+    criterion = SoftmaxCrossEntropy(label_smoothing=tr["label_smoothing"])
+    history, start_epoch, elapsed = [], 0, 0.0
+    ckpt_path = os.path.join(out, "checkpoint.npz")
+    if args.resume and os.path.isfile(ckpt_path):
+        state, meta = load_checkpoint(ckpt_path)
+        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        optimizer.load_state_dict({"lr": meta["optimizer"]["lr"],
+                                   "step_count": meta["optimizer"]["step_count"],
+                                   "buffers": [state[f"optim.{i}"]
+                                               for i in range(len(optimizer._buffers()))]})
+        schedule.load_state_dict(meta["schedule"])
+        history, start_epoch, elapsed = meta["history"], meta["epoch"], meta["seconds"]
+        print(f"fold {fold}: resumed from {ckpt_path} at epoch {start_epoch}", file=sys.stderr)
+
+    for epoch in range(start_epoch, tr["epochs"]):
+        t0 = time.perf_counter()
+        # One generator per (seed, fold, epoch): a resumed run draws the same numbers.
+        rng = np.random.default_rng([args.seed, fold, epoch])
+        model.dropout.reseed(args.seed * 100003 + fold * 1009 + epoch)
+        order = rng.permutation(len(train_idx))
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"fold {fold} epoch {epoch + 1}/{tr['epochs']}",
+                   disable=args.no_progress, file=sys.stderr, leave=False)
+        for step in bar:
+            idx = order[step * batch:(step + 1) * batch]
+            xb, yb = x_train[xp.asarray(idx)], y_train[idx]
+            xb = augment.time_shift(xb, rng, tr["time_shift"])
+            xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"])
+            if tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
+                xb, targets = augment.mixup(xb, yb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"])
+            else:
+                targets = xp.asarray(yb)
+            optimizer.zero_grad()
+            logits = model.forward(xb)
+            loss = criterion.forward(logits, targets)
+            model.backward(criterion.backward())
+            clip_grad_norm(params, tr["clip_norm"])
+            optimizer.step()
+            schedule.step()
+            loss_sum += float(loss) * len(idx)
+            correct += int((to_numpy(logits.argmax(axis=1)) == yb).sum())
+            seen += len(idx)
+            rate = seen / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            clips_s=f"{rate:.1f}", lr=f"{optimizer.lr:.2e}")
+        pred, _ = evaluate(model, x_test, y_test, xp)
+        test_acc = float((pred == y_test).mean())
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        history.append(dict(epoch=epoch + 1, train_loss=loss_sum / seen,
+                            train_acc=correct / seen, test_acc=test_acc, lr=optimizer.lr,
+                            seconds=seconds))
+        print(f"fold {fold} epoch {epoch + 1}/{tr['epochs']}: loss {loss_sum / seen:.4f} "
+              f"train acc {correct / seen:.3f} test acc {test_acc:.3f} "
+              f"({seconds:.0f} s, {seen / seconds:.1f} clips/s)", file=sys.stderr, flush=True)
+        state = {"model." + k: v for k, v in model.state_dict().items()}
+        state.update({f"optim.{i}": b for i, b in enumerate(optimizer._buffers())})
+        save_checkpoint(ckpt_path, state, dict(
+            epoch=epoch + 1, seconds=elapsed, history=history, schedule=schedule.state_dict(),
+            optimizer={"lr": optimizer.lr, "step_count": optimizer.step_count}))
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(history, f, indent=1)
+
+    pred, logits = evaluate(model, x_test, y_test, xp)
+    accuracy = float((pred == y_test).mean())
+    config = dict(preset=args.preset, features=cfg["features"], model=cfg["model"],
+                  normalization=dict(mean=mean, std=std), classes=names, fold=fold,
+                  trained_on=sorted(set(folds.tolist()) - {fold}), accuracy=accuracy)
+    save_checkpoint(os.path.join(out, "model.npz"), model.state_dict(), config)
+    per_class = {names[c]: float((pred[y_test == c] == c).mean())
+                 for c in range(esc50.NUM_CLASSES) if (y_test == c).any()}
+    with open(os.path.join(out, "per_class_accuracy.json"), "w") as f:
+        json.dump(per_class, f, indent=1)
+    plot_fold(out, history, y_test, pred, names)
+    return dict(accuracy=accuracy, epochs=tr["epochs"], seconds=elapsed)
+
+
+def plot_fold(out, history, y_true, y_pred, names):
+    """Training curves and the confusion matrix as PNGs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if history:
+        epochs = [h["epoch"] for h in history]
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+        a.plot(epochs, [h["train_loss"] for h in history])
+        a.set(xlabel="epoch", ylabel="training loss", title="loss")
+        b.plot(epochs, [h["train_acc"] for h in history], label="train (augmented)")
+        b.plot(epochs, [h["test_acc"] for h in history], label="held-out fold")
+        b.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+        b.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "curves.png"), dpi=100)
+        plt.close(fig)
+    k = len(names)
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)  # host-side counting of 400 pairs, not a training path
+    fig, ax = plt.subplots(figsize=(12, 11))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(k), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(k), names, fontsize=6)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (held-out fold)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "confusion.png"), dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        xp = check_device(args.device)
+    except DeviceError as e:
+        sys.exit(f"error: {e}")
+    cfg = json.loads(json.dumps(get_preset(args.preset)))
+    if args.epochs:
+        cfg["train"]["epochs"] = args.epochs
+    if args.batch_size:
+        cfg["train"]["batch_size"] = args.batch_size
+    try:
+        root = esc50.find_dataset(args.data)
+    except esc50.DatasetNotFound as e:
+        if not args.download:
+            sys.exit(f"error: {e}")
+        root = esc50.download()
+    rows = esc50.read_metadata(root)
+    if args.limit:
+        rows = [r for f in range(1, 6) for r in [r for r in rows if r["fold"] == f][:args.limit]]
+    names = esc50.class_names(esc50.read_metadata(root))
+    feats, labels, folds = esc50.load_features(root, cfg["features"], args.cache_dir, xp, rows,
+                                               progress=not args.no_progress)
+    os.makedirs(args.out, exist_ok=True)
+    results_path = os.path.join(args.out, "results.json")
+    results = {"folds": {}}
+    if args.resume and os.path.isfile(results_path):
+        with open(results_path) as f:
+            results["folds"] = json.load(f).get("folds", {})
+    for fold in args.folds:
+        if args.resume and str(fold) in results["folds"]:
+            continue
+        results["folds"][str(fold)] = train_fold(fold, feats, labels, folds, cfg, args, xp,
+                                                 names)
+        accs = [r["accuracy"] for r in results["folds"].values()]
+        results.update(mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)),
+                       config=dict(cfg, preset=args.preset, device=args.device, seed=args.seed,
+                                   data=os.path.abspath(root), limit=args.limit))
+        with open(results_path, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"fold {fold}: accuracy {results['folds'][str(fold)]['accuracy']:.4f}",
+              file=sys.stderr)
+    print(json.dumps({k: results[k] for k in ("folds", "mean_accuracy", "std_accuracy")}))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""scratchnet: an autograd-free layer library on NumPy or CuPy, every backward derived by hand."""
+from .backend import DeviceError, get_array_module, gpu_available, to_device, to_numpy
+from .checkpoint import load_checkpoint, save_checkpoint
+from .layers import (BasicBlock, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer,
+                     Linear, MaxPool2d, Parameter, ReLU, ResNet, Sequential)
+from .losses import SoftmaxCrossEntropy
+from .optim import SGD, AdamW, CosineWarmupLR, OneCycleLR, clip_grad_norm
+
+__version__ = "0.1.0"

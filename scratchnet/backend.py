@@ -1,0 +1,77 @@
+"""NumPy / CuPy selection: the only module in the project that imports CuPy.
+
+Every other module asks ``get_array_module(x)`` for the array module of its inputs and then
+writes one implementation that runs on both (Chainer's convention).  CuPy is optional: when it
+is missing, everything runs on NumPy and asking for the GPU raises a clear ``DeviceError``.
+"""
+import numpy as np
+
+try:  # CuPy is an optional extra (pip install .[gpu])
+    import cupy as _cupy
+except Exception:  # ImportError, or a broken CUDA install that fails at import
+    _cupy = None
+
+
+class DeviceError(RuntimeError):
+    """Raised when a device is asked for that this machine cannot provide."""
+
+
+def gpu_available():
+    """True when CuPy imports and at least one CUDA device answers."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return np
+
+
+def check_device(device):
+    """Validate a device name ("cpu" or "gpu") and return the matching array module."""
+    if device == "cpu":
+        return np
+    if device == "gpu":
+        if _cupy is None:
+            raise DeviceError("device 'gpu' was asked for, but CuPy is not installed "
+                              "(install the extra: pip install -e .[gpu]); use --device cpu")
+        if not gpu_available():
+            raise DeviceError("device 'gpu' was asked for, but no CUDA device is visible to CuPy; "
+                              "use --device cpu")
+        return _cupy
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
+
+
+def to_device(x, device):
+    """Copy an array to "cpu" (NumPy) or "gpu" (CuPy); no copy when it is already there."""
+    xp = check_device(device)
+    if xp is np:
+        return to_numpy(x)
+    return _cupy.asarray(x)
+
+
+def to_numpy(x):
+    """Return a NumPy array for a NumPy or CuPy array (a device-to-host copy for CuPy)."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy.asnumpy(x)
+    return np.asarray(x)
+
+
+def device_of(x):
+    """"gpu" for a CuPy array, "cpu" otherwise."""
+    return "gpu" if get_array_module(x) is not np else "cpu"
+
+
+def as_strided(x, shape, strides):
+    """``as_strided`` from the module that owns ``x`` (NumPy's lives in numpy.lib)."""
+    if get_array_module(x) is np:
+        return np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
+    return _cupy.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)

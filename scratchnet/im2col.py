@@ -1,0 +1,89 @@
+"""Patch extraction for convolution (im2col) and its adjoint (col2im).
+
+Layout.  Tensors are NCHW at every interface, but patches are laid out channels-last: a row of
+the patch matrix is one output pixel (n, i, j) and holds the receptive field in (kh, kw, C)
+order.  In channels-last memory the receptive field of a pixel is kh runs of kw*C contiguous
+numbers, so im2col is a strided *view* plus one copy, and the whole batch folds into the rows
+of a single GEMM:
+
+    cols[(n, i, j), (a, b, c)] = xpad[n, s*i + a, s*j + b, c]          (N*Ho*Wo, kh*kw*C)
+    conv(x, W)[n, o, i, j]     = sum_{a,b,c} cols[(n,i,j), (a,b,c)] * W[o, c, a, b]
+
+with Ho = (H + 2p - kh) // s + 1 (and likewise Wo).  A convolution's output keeps this
+channels-last memory behind an NCHW view (``y.transpose(0, 3, 1, 2)``); element-wise layers
+preserve it, so the next im2col needs no transpose copy.
+
+Why col2im is the adjoint.  im2col is a linear map P: x -> cols that copies entries; every
+column entry reads exactly one input entry.  Its adjoint P^T (defined by <P x, c> = <x, P^T c>
+for all x, c) must therefore send each column entry back to the input entry it was read from and
+*add* the contributions of all patches that read the same pixel.  That is the backward pass of
+im2col: dL/dx = P^T (dL/dcols).  For a fixed kernel offset (a, b) the pixels read by the
+different output positions are distinct (they are a strided grid), so P^T is kh*kw strided
+slice-adds, each touching every index at most once: no ``add.at`` and no loop over pixels.
+"""
+from .backend import as_strided, get_array_module
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Number of positions a kernel of width ``kernel`` takes along an axis of length ``size``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def to_channels_last(x, padding=0, fill=0.0):
+    """Return x (N, C, H, W) as a C-contiguous (N, H+2p, W+2p, C) array, padded with ``fill``.
+
+    When x already lives in channels-last memory and needs no padding this is a free view.
+    """
+    xp = get_array_module(x)
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    if padding == 0:
+        return xp.ascontiguousarray(x_nhwc)
+    n, h, w, c = x_nhwc.shape
+    out = xp.empty((n, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
+    # Fill only the border, then copy the interior once.
+    out[:, :padding] = fill
+    out[:, h + padding:] = fill
+    out[:, :, :padding] = fill
+    out[:, :, w + padding:] = fill
+    out[:, padding:h + padding, padding:w + padding] = x_nhwc
+    return out
+
+
+def sliding_windows(x_nhwc, kh, kw, stride):
+    """Read-only view (N, Ho, Wo, kh, kw, C) of every kh x kw window of a channels-last array."""
+    n, hp, wp, c = x_nhwc.shape
+    ho = (hp - kh) // stride + 1
+    wo = (wp - kw) // stride + 1
+    sn, sh, sw, sc = x_nhwc.strides
+    return as_strided(x_nhwc, (n, ho, wo, kh, kw, c),
+                      (sn, stride * sh, stride * sw, sh, sw, sc))
+
+
+def im2col(x, kh, kw, stride=1, padding=0):
+    """Patch matrix of x (N, C, H, W): shape (N*Ho*Wo, kh*kw*C), rows ordered (n, i, j),
+    columns ordered (a, b, c).  One padding copy (if p > 0) and one gather copy."""
+    xp = get_array_module(x)
+    windows = sliding_windows(to_channels_last(x, padding), kh, kw, stride)
+    n, ho, wo = windows.shape[:3]
+    cols = xp.empty((n, ho, wo, kh, kw, x.shape[1]), dtype=x.dtype)
+    cols[...] = windows
+    return cols.reshape(n * ho * wo, kh * kw * x.shape[1])
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
+    """Adjoint of :func:`im2col`: scatter-add a (N*Ho*Wo, kh*kw*C) matrix back to (N, C, H, W).
+
+    The result is an NCHW view of channels-last memory (see the module docstring).
+    """
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    ho = conv_output_size(h, kh, stride, padding)
+    wo = conv_output_size(w, kw, stride, padding)
+    cols = cols.reshape(n, ho, wo, kh, kw, c)
+    dx = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
+    for a in range(kh):
+        rows = slice(a, a + stride * (ho - 1) + 1, stride)
+        for b in range(kw):
+            dx[:, rows, b:b + stride * (wo - 1) + 1:stride] += cols[:, :, :, a, b]
+    dx = dx[:, padding:padding + h, padding:padding + w]
+    return dx.transpose(0, 3, 1, 2)

@@ -1,0 +1,12 @@
+"""Layers with explicit, hand-derived backward passes."""
+from .activation import ReLU
+from .base import Layer, Parameter, Sequential
+from .batchnorm import BatchNorm2d
+from .conv import Conv2d
+from .dropout import Dropout
+from .linear import Flatten, Linear
+from .pooling import GlobalAvgPool2d, MaxPool2d
+from .residual import BasicBlock, ResNet
+
+__all__ = ["Layer", "Parameter", "Sequential", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d",
+           "GlobalAvgPool2d", "Flatten", "Linear", "Dropout", "BasicBlock", "ResNet"]

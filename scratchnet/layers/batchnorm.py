@@ -1,0 +1,107 @@
+"""Batch normalisation over the (N, H, W) axes of an NCHW tensor."""
+import numpy as np
+
+from ..backend import get_array_module
+from .base import Layer, Parameter, check_input
+
+
+def channels_matrix(x):
+    """x (N, C, H, W) as an (N*H*W, C) matrix: a free view for channels-last memory."""
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1, x.shape[1])
+
+
+def from_channels_matrix(m, shape):
+    """Inverse of :func:`channels_matrix`: an NCHW view of channels-last memory."""
+    n, c, h, w = shape
+    return m.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+class BatchNorm2d(Layer):
+    """Per channel c, over the M = N*H*W values x_m of that channel:
+
+        mu = (1/M) sum_m x_m,   var = (1/M) sum_m (x_m - mu)^2     (biased, as PyTorch)
+        inv_std = 1 / sqrt(var + eps),   xhat_m = (x_m - mu) * inv_std,   y_m = gamma xhat_m + beta
+
+    Training uses the batch statistics and updates the buffers
+        running_mean <- (1 - momentum) running_mean + momentum mu
+        running_var  <- (1 - momentum) running_var  + momentum var * M / (M - 1)
+    (the unbiased variance, as PyTorch, because the running value estimates the population
+    variance that eval mode divides by).  Eval uses the running statistics: y is then affine in x.
+
+    Backward (training).  dbeta = sum_m dy_m,  dgamma = sum_m dy_m xhat_m,  dxhat = gamma dy.
+    xhat_m depends on x_k directly and through mu and var:
+        d mu / d x_k = 1/M,   d var / d x_k = 2 (x_k - mu) / M,
+        d xhat_m / d x_k = inv_std (delta_mk - 1/M) - (x_m - mu) inv_std^3 (x_k - mu) / M
+                         = (inv_std / M) (M delta_mk - 1 - xhat_m xhat_k).
+    Contracting with dxhat:
+        dx_k = (inv_std / M) (M dxhat_k - sum_m dxhat_m - xhat_k sum_m dxhat_m xhat_m)
+             = gamma inv_std (dy_k - dbeta / M - xhat_k dgamma / M),
+    the last line because sum dxhat = gamma dbeta and sum dxhat xhat = gamma dgamma.
+    Backward (eval).  dx = gamma inv_std_running dy.
+    """
+
+    _buffers = ("running_mean", "running_var")
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = Parameter(np.ones(num_features, dtype=np.float32))
+        self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
+        self.running_mean = np.zeros(num_features, dtype=np.float32)
+        self.running_var = np.ones(num_features, dtype=np.float32)
+        self._cache = None
+
+    def forward(self, x):
+        check_input(x, 4, "BatchNorm2d", self.num_features)
+        xp = get_array_module(x)
+        x2 = channels_matrix(x)
+        gamma, beta = self.weight.data, self.bias.data
+        if self.training:
+            m = x2.shape[0]
+            if m < 2:
+                raise ValueError("BatchNorm2d in training mode needs more than one value per "
+                                 f"channel, got input of shape {tuple(x.shape)}")
+            mu = x2.mean(axis=0)
+            centred = x2 - mu
+            var = (centred * centred).mean(axis=0)
+            inv_std = 1.0 / xp.sqrt(var + self.eps)
+            xhat = centred
+            xhat *= inv_std
+            mom = self.momentum
+            self.running_mean *= 1 - mom
+            self.running_mean += mom * mu
+            self.running_var *= 1 - mom
+            self.running_var += (mom * m / (m - 1)) * var
+            y = xhat * gamma
+            y += beta
+            self._cache = (True, xhat, inv_std, x.shape)
+        else:
+            inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
+            scale = gamma * inv_std
+            y = x2 * scale
+            y += beta - self.running_mean * scale
+            # Keep x itself (no copy): xhat is only needed if backward is ever called in eval.
+            self._cache = (False, x2, inv_std, x.shape)
+        return from_channels_matrix(y, x.shape)
+
+    def backward(self, dy):
+        trained, saved, inv_std, shape = self._cache  # saved: xhat (train) or x (eval)
+        dy2 = channels_matrix(dy)
+        gamma = self.weight.data
+        dbeta = dy2.sum(axis=0)
+        self.bias.grad += dbeta
+        if not trained:  # eval: y = gamma * (x - running_mean) * inv_std + beta
+            self.weight.grad += (dy2 * ((saved - self.running_mean) * inv_std)).sum(axis=0)
+            self._cache = None
+            return from_channels_matrix(dy2 * (gamma * inv_std), shape)
+        xhat = saved
+        dgamma = (dy2 * xhat).sum(axis=0)
+        self.weight.grad += dgamma
+        m = dy2.shape[0]
+        dx = xhat * (dgamma / m)
+        dx += dbeta / m
+        dx = dy2 - dx
+        dx *= gamma * inv_std
+        self._cache = None
+        return from_channels_matrix(dx, shape)

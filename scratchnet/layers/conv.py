@@ -1,0 +1,77 @@
+"""2-D convolution (cross-correlation, as in every deep-learning library) through im2col."""
+from ..backend import get_array_module
+from ..im2col import col2im, conv_output_size, im2col
+from .base import Layer, Parameter, check_input
+from .init import kaiming_normal, uniform_fan_in
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class Conv2d(Layer):
+    """y[n, o, i, j] = b[o] + sum_{c, a, b'} W[o, c, a, b'] * xpad[n, c, s*i + a, s*j + b']
+
+    Shapes: x (N, C_in, H, W), W (C_out, C_in, kh, kw), b (C_out,), y (N, C_out, Ho, Wo),
+    Ho = (H + 2p - kh) // s + 1.  Initialisation: Kaiming normal, fan_in = C_in*kh*kw (convs
+    here feed ReLUs); bias U(±1/sqrt(fan_in)).
+
+    As a matrix product.  With X = im2col(x) of shape (M, K), M = N*Ho*Wo, K = kh*kw*C_in, and
+    Wm = W laid out as (C_out, K) in the same (a, b', c) column order:
+        Y = X Wm^T + b                                   (M, C_out)
+    Backward.  Y is linear in X and in Wm, so for an upstream gradient dY (M, C_out):
+        dL/dWm = dY^T X          (each weight meets every row of X it multiplied)
+        dL/db  = sum_rows dY     (b is added to every row)
+        dL/dX  = dY Wm           and dL/dx = col2im(dL/dX), the adjoint of im2col, which adds
+                                 the gradient of every patch back onto the pixels it copied.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 rng=None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride, self.padding = stride, padding
+        kh, kw = self.kernel_size
+        fan_in = in_channels * kh * kw
+        self.weight = Parameter(kaiming_normal((out_channels, in_channels, kh, kw), fan_in, rng))
+        self.bias = Parameter(uniform_fan_in((out_channels,), fan_in, rng)) if bias else None
+        self._cache = None
+
+    def _weight_matrix(self):
+        # (C_out, C_in, kh, kw) -> (C_out, kh*kw*C_in), matching im2col's (a, b, c) columns.
+        return self.weight.data.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
+
+    def forward(self, x):
+        check_input(x, 4, "Conv2d", self.in_channels)
+        n, _, h, w = x.shape
+        kh, kw = self.kernel_size
+        ho = conv_output_size(h, kh, self.stride, self.padding)
+        wo = conv_output_size(w, kw, self.stride, self.padding)
+        if ho < 1 or wo < 1:
+            raise ValueError(f"Conv2d: input {tuple(x.shape)} is smaller than the kernel "
+                             f"{self.kernel_size} with padding {self.padding}")
+        cols = im2col(x, kh, kw, self.stride, self.padding)
+        y = cols @ self._weight_matrix().T
+        if self.bias is not None:
+            y += self.bias.data
+        self._cache = (cols, x.shape)
+        # Channels-last memory behind an NCHW view (see scratchnet.im2col).
+        return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
+
+    def backward(self, dy):
+        xp = get_array_module(dy)
+        cols, x_shape = self._cache
+        kh, kw = self.kernel_size
+        dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
+        dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
+        self.weight.grad += dw.transpose(0, 3, 1, 2)
+        if self.bias is not None:
+            self.bias.grad += dy_mat.sum(axis=0)
+        dcols = dy_mat @ self._weight_matrix()
+        self._cache = None
+        return col2im(dcols, x_shape, kh, kw, self.stride, self.padding)
+
+    def __repr__(self):
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None})")

@@ -1,0 +1,101 @@
+"""The residual block y = ReLU(F(x) + shortcut(x)) and a ResNet built from it."""
+from collections import OrderedDict
+
+import numpy as np
+
+from .activation import ReLU
+from .base import Layer, Sequential, check_input
+from .batchnorm import BatchNorm2d
+from .conv import Conv2d
+from .dropout import Dropout
+from .linear import Linear
+from .pooling import GlobalAvgPool2d, MaxPool2d
+
+
+class BasicBlock(Layer):
+    """y = ReLU(F(x) + S(x)),  F = BN2 . conv3x3 . ReLU . BN1 . conv3x3(stride s),
+    S = identity, or conv1x1(stride s) . BN when the stride or the width changes.
+
+    Backward.  With z = F(x) + S(x) and dz = dy * [z > 0] (the final ReLU):
+        dx = F'(x)^T dz + S'(x)^T dz,
+    and for the identity shortcut S'(x)^T dz = dz.  That last term is why deep residual stacks
+    train: however small the Jacobian of F becomes, dL/dx keeps a copy of dL/dz that passes
+    through the block unattenuated, whereas in a plain stack dL/dx = F'(x)^T dz only.
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1, rng=None):
+        super().__init__()
+        self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng)
+        self.bn1 = BatchNorm2d(out_channels)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=rng)
+        self.bn2 = BatchNorm2d(out_channels)
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = Sequential(
+                Conv2d(in_channels, out_channels, 1, stride, 0, bias=False, rng=rng),
+                BatchNorm2d(out_channels))
+        else:
+            self.downsample = None
+        self.relu2 = ReLU()
+        self.in_channels = in_channels
+
+    def forward(self, x):
+        check_input(x, 4, "BasicBlock", self.in_channels)
+        f = self.bn2.forward(self.conv2.forward(self.relu1.forward(
+            self.bn1.forward(self.conv1.forward(x)))))
+        shortcut = x if self.downsample is None else self.downsample.forward(x)
+        return self.relu2.forward(f + shortcut)
+
+    def backward(self, dy):
+        dz = self.relu2.backward(dy)
+        dx = self.conv1.backward(self.bn1.backward(self.relu1.backward(
+            self.conv2.backward(self.bn2.backward(dz)))))
+        return dx + (dz if self.downsample is None else self.downsample.backward(dz))
+
+
+class ResNet(Sequential):
+    """stem (conv k x k / s, BN, ReLU[, 3x3/2 max-pool]) -> stages of BasicBlocks -> global
+    average pool -> dropout -> linear.
+
+    ``widths[i]`` and ``depths[i]`` give the channels and block count of stage i+1; its first
+    block has stride ``strides[i]`` (default 1 for the first stage, 2 after).  Names follow
+    torchvision: ``stem.conv.weight``, ``layer1.0.bn1.running_mean``, ``fc.bias``.
+    ``seed`` fixes the initialisation (and the dropout masks).
+    """
+
+    def __init__(self, in_channels=1, num_classes=50, widths=(64, 128, 256, 512),
+                 depths=(3, 4, 6, 3), strides=None, stem_kernel=7, stem_stride=2,
+                 stem_pool=True, dropout=0.0, seed=0):
+        if len(widths) != len(depths):
+            raise ValueError("ResNet: widths and depths must have the same length")
+        strides = strides or [1] + [2] * (len(widths) - 1)
+        rng = np.random.default_rng(seed)
+        stem = OrderedDict(conv=Conv2d(in_channels, widths[0], stem_kernel, stem_stride,
+                                       stem_kernel // 2, bias=False, rng=rng),
+                           bn=BatchNorm2d(widths[0]), relu=ReLU())
+        if stem_pool:
+            stem["pool"] = MaxPool2d(3, 2, 1)
+        parts = OrderedDict(stem=Sequential(stem))
+        channels = widths[0]
+        for i, (width, depth, stride) in enumerate(zip(widths, depths, strides)):
+            blocks = [BasicBlock(channels, width, stride, rng)]
+            blocks += [BasicBlock(width, width, 1, rng) for _ in range(depth - 1)]
+            parts[f"layer{i + 1}"] = Sequential(*blocks)
+            channels = width
+        parts["pool"] = GlobalAvgPool2d()
+        parts["dropout"] = Dropout(dropout, seed=seed)
+        parts["fc"] = Linear(channels, num_classes, rng=rng)
+        super().__init__(parts)
+        self.config = dict(in_channels=in_channels, num_classes=num_classes, widths=list(widths),
+                           depths=list(depths), strides=list(strides), stem_kernel=stem_kernel,
+                           stem_stride=stem_stride, stem_pool=stem_pool, dropout=dropout)
+
+    def forward_features(self, x):
+        """Forward through the stem and the stages; returns every stage's output (for
+        visualisation) after running the whole network."""
+        outputs = OrderedDict()
+        for name in self._order:
+            x = getattr(self, name).forward(x)
+            if name == "stem" or name.startswith("layer"):
+                outputs[name] = x
+        return x, outputs

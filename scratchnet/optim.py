@@ -1,0 +1,165 @@
+"""Optimisers (SGD, AdamW), learning-rate schedules and gradient clipping.
+
+Update rules are PyTorch's, so a run can be compared step for step.
+"""
+import math
+
+from .backend import get_array_module
+
+
+class Optimizer:
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimiser got an empty parameter list")
+        self.lr = lr
+        self.step_count = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.zero_grad()
+
+    def state_dict(self):
+        return {"lr": self.lr, "step_count": self.step_count, "buffers": self._buffers()}
+
+    def load_state_dict(self, state):
+        self.lr, self.step_count = state["lr"], state["step_count"]
+        mine = self._buffers()
+        if len(mine) != len(state["buffers"]):
+            raise ValueError("optimiser state does not match the parameters")
+        for dst, src in zip(mine, state["buffers"]):
+            if dst.shape != src.shape:
+                raise ValueError("optimiser state does not match the parameter shapes")
+            dst[...] = get_array_module(dst).asarray(src)
+
+    def _buffers(self):
+        return []
+
+
+class SGD(Optimizer):
+    """g = grad + wd * θ;  with momentum μ: b <- μ b + g (b = g on the first step),
+    g <- g + μ b (Nesterov) or g <- b;  θ <- θ - lr g."""
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, lr)
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
+        self.velocity = [get_array_module(p.data).zeros_like(p.data) for p in self.params]
+
+    def _buffers(self):
+        return self.velocity
+
+    def step(self):
+        first = self.step_count == 0
+        self.step_count += 1
+        for p, b in zip(self.params, self.velocity):
+            g = p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+            if self.momentum:
+                if first:
+                    b[...] = g
+                else:
+                    b *= self.momentum
+                    b += g
+                g = g + self.momentum * b if self.nesterov else b
+            p.data -= self.lr * g
+
+
+class AdamW(Optimizer):
+    """Decoupled weight decay (Loshchilov & Hutter):  θ <- θ (1 - lr wd), then
+    m <- β1 m + (1 - β1) g,  v <- β2 v + (1 - β2) g²,
+    θ <- θ - (lr / (1 - β1^t)) m / (sqrt(v / (1 - β2^t)) + eps)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self.m = [get_array_module(p.data).zeros_like(p.data) for p in self.params]
+        self.v = [get_array_module(p.data).zeros_like(p.data) for p in self.params]
+
+    def _buffers(self):
+        return self.m + self.v
+
+    def step(self):
+        self.step_count += 1
+        b1, b2 = self.betas
+        t = self.step_count
+        step_size = self.lr / (1 - b1 ** t)
+        sqrt_bc2 = math.sqrt(1 - b2 ** t)
+        for p, m, v in zip(self.params, self.m, self.v):
+            xp = get_array_module(p.data)
+            g = p.grad
+            if self.weight_decay:
+                p.data *= 1 - self.lr * self.weight_decay
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            denom = xp.sqrt(v)
+            denom /= sqrt_bc2
+            denom += self.eps
+            p.data -= step_size * (m / denom)
+
+
+def clip_grad_norm(params, max_norm):
+    """Scale all gradients by min(1, max_norm / ||g||), ||g|| the norm of all of them
+    concatenated; returns ||g|| (a 0-d array: no host synchronisation)."""
+    params = list(params)
+    xp = get_array_module(params[0].grad)
+    total = xp.sqrt(sum((p.grad.astype(xp.float64) ** 2).sum() for p in params))
+    scale = xp.minimum(1.0, max_norm / (total + 1e-6)).astype(params[0].grad.dtype)
+    for p in params:
+        p.grad *= scale
+    return total
+
+
+class OneCycleLR:
+    """Smith's one-cycle schedule, as PyTorch's OneCycleLR (cosine annealing):
+    lr rises from max_lr/div_factor to max_lr over the first pct_start of the steps, then falls
+    to max_lr/(div_factor*final_div_factor), each phase along a half cosine."""
+
+    def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, div_factor=25.0,
+                 final_div_factor=1e4):
+        self.optimizer, self.total_steps = optimizer, total_steps
+        self.initial_lr = max_lr / div_factor
+        self.max_lr = max_lr
+        self.min_lr = self.initial_lr / final_div_factor
+        self.peak_step = float(pct_start * total_steps) - 1
+        self.step_count = 0
+        optimizer.lr = self.lr_at(0)
+
+    @staticmethod
+    def _cos(start, end, frac):
+        return end + (start - end) / 2.0 * (1 + math.cos(math.pi * frac))
+
+    def lr_at(self, step):
+        if step <= self.peak_step:
+            return self._cos(self.initial_lr, self.max_lr, step / max(self.peak_step, 1e-12))
+        down = self.total_steps - 1 - self.peak_step
+        return self._cos(self.max_lr, self.min_lr, min(1.0, (step - self.peak_step) / down))
+
+    def step(self):
+        self.step_count += 1
+        self.optimizer.lr = self.lr_at(self.step_count)
+
+    def state_dict(self):
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state):
+        self.step_count = state["step_count"]
+        self.optimizer.lr = self.lr_at(self.step_count)
+
+
+class CosineWarmupLR(OneCycleLR):
+    """Linear warm-up from 0 to base_lr over warmup_steps, then a half cosine down to min_lr."""
+
+    def __init__(self, optimizer, base_lr, total_steps, warmup_steps=0, min_lr=0.0):
+        self.optimizer, self.total_steps = optimizer, total_steps
+        self.base_lr, self.warmup_steps, self.min_lr = base_lr, warmup_steps, min_lr
+        self.step_count = 0
+        optimizer.lr = self.lr_at(0)
+
+    def lr_at(self, step):
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        frac = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return self._cos(self.base_lr, self.min_lr, min(1.0, frac))

@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="scratchnet-esc50",
+    version="0.1.0",
+    description="Environmental sound classification from raw audio with a from-scratch "
+                "NumPy/CuPy deep-learning and DSP stack",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["scratchnet", "scratchnet.*", "dsp", "dsp.*",
+                                    "experiments", "experiments.*"]),
+    package_data={"experiments": ["checkpoints/*.npz"]},
+    python_requires=">=3.9",
+    install_requires=["numpy>=1.22", "scipy>=1.8", "soundfile>=0.12", "matplotlib>=3.5",
+                      "tqdm>=4.60"],
+    extras_require={
+        "gpu": ["cupy-cuda12x"],
+        "test": ["pytest>=7"],
+        # Outside references for benchmarks and skipped-if-missing tests only.
+        "bench": ["torch", "librosa"],
+    },
+)
