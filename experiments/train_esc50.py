@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", help="log-Mel feature cache (default ~/.cache/scratchnet)")
     p.add_argument("--resume", action="store_true",
                    help="continue each fold from its checkpoint.npz in --out")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="stop after N epochs of this invocation (continue later with --resume)")
     p.add_argument("--limit", type=int,
                    help="use only the first N clips of each fold (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -153,6 +155,11 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
             optimizer={"lr": optimizer.lr, "step_count": optimizer.step_count}))
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(history, f, indent=1)
+        if args.stop_after and epoch + 1 - start_epoch >= args.stop_after \
+                and epoch + 1 < tr["epochs"]:
+            print(f"fold {fold}: stopped after epoch {epoch + 1} (--stop-after); continue "
+                  "with --resume", file=sys.stderr)
+            return None
 
     pred, logits = evaluate(model, x_test, y_test, xp)
     accuracy = float((pred == y_test).mean())
@@ -230,8 +237,10 @@ def main(argv=None):
     for fold in args.folds:
         if args.resume and str(fold) in results["folds"]:
             continue
-        results["folds"][str(fold)] = train_fold(fold, feats, labels, folds, cfg, args, xp,
-                                                 names)
+        result = train_fold(fold, feats, labels, folds, cfg, args, xp, names)
+        if result is None:  # interrupted by --stop-after
+            break
+        results["folds"][str(fold)] = result
         accs = [r["accuracy"] for r in results["folds"].values()]
         results.update(mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)),
                        config=dict(cfg, preset=args.preset, device=args.device, seed=args.seed,
@@ -240,7 +249,7 @@ def main(argv=None):
             json.dump(results, f, indent=1)
         print(f"fold {fold}: accuracy {results['folds'][str(fold)]['accuracy']:.4f}",
               file=sys.stderr)
-    print(json.dumps({k: results[k] for k in ("folds", "mean_accuracy", "std_accuracy")}))
+    print(json.dumps({k: results.get(k) for k in ("folds", "mean_accuracy", "std_accuracy")}))
     return results
 
 

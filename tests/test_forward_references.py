@@ -1,0 +1,146 @@
+"""Forward passes against independent references: direct loops and scipy."""
+import numpy as np
+import pytest
+from scipy.signal import correlate
+
+import scratchnet as sn
+from scratchnet.im2col import col2im, im2col
+
+
+def conv_loops(x, w, b, stride, padding):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ho, wo = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
+    y = np.zeros((n, o, ho, wo))
+    for i in range(n):
+        for k in range(o):
+            for r in range(ho):
+                for s in range(wo):
+                    patch = xp[i, :, r * stride:r * stride + kh, s * stride:s * stride + kw]
+                    y[i, k, r, s] = (patch * w[k]).sum() + b[k]
+    return y
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), (3, 2)])
+def test_conv2d_matches_direct_loops(rng, stride, padding):
+    layer = sn.Conv2d(3, 4, (3, 2), stride, padding, rng=rng).astype(np.float64)
+    x = rng.standard_normal((2, 3, 8, 7))
+    expected = conv_loops(x, layer.weight.data, layer.bias.data, stride, padding)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_matches_scipy_correlate(rng):
+    """Stride 1, no padding: sum over input channels of 2-D cross-correlations ('valid')."""
+    layer = sn.Conv2d(2, 3, 3, rng=rng).astype(np.float64)
+    x = rng.standard_normal((1, 2, 9, 6))
+    w, b = layer.weight.data, layer.bias.data
+    expected = np.stack([sum(correlate(x[0, c], w[o, c], mode="valid") for c in range(2)) + b[o]
+                         for o in range(3)])
+    np.testing.assert_allclose(layer.forward(x)[0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_float32_stays_float32(rng):
+    layer = sn.Conv2d(2, 3, 3, padding=1, rng=rng)
+    y = layer.forward(rng.standard_normal((2, 2, 5, 5)).astype(np.float32))
+    assert y.dtype == np.float32
+    assert layer.backward(np.ones_like(y)).dtype == np.float32
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (2, 2)])
+def test_col2im_is_the_adjoint_of_im2col(rng, stride, padding):
+    """<im2col(x), c> = <x, col2im(c)> for all x, c: the defining property of the adjoint."""
+    shape = (2, 3, 7, 6)
+    x = rng.standard_normal(shape)
+    cols = im2col(x, 3, 2, stride, padding)
+    c = rng.standard_normal(cols.shape)
+    lhs = (cols * c).sum()
+    rhs = (x * col2im(c, shape, 3, 2, stride, padding)).sum()
+    assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+
+
+def test_im2col_rows_are_patches(rng):
+    x = rng.standard_normal((2, 3, 5, 4))
+    cols = im2col(x, 2, 3, stride=1, padding=0)
+    assert cols.shape == (2 * 4 * 2, 2 * 3 * 3)
+    # Row (n=1, i=2, j=1) holds x[1, :, 2:4, 1:4] in (a, b, c) order.
+    row = cols[1 * 8 + 2 * 2 + 1]
+    np.testing.assert_array_equal(row, x[1, :, 2:4, 1:4].transpose(1, 2, 0).ravel())
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_maxpool_matches_loops(rng, kernel, stride, padding):
+    x = rng.standard_normal((2, 3, 7, 8))
+    y = sn.MaxPool2d(kernel, stride, padding).forward(x)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2), constant_values=-np.inf)
+    ho, wo = y.shape[2:]
+    expected = np.empty_like(y)
+    for r in range(ho):
+        for s in range(wo):
+            expected[:, :, r, s] = xp[:, :, r * stride:r * stride + kernel,
+                                      s * stride:s * stride + kernel].max(axis=(2, 3))
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_maxpool_ties_route_to_first_maximum():
+    x = np.ones((1, 1, 2, 2))
+    pool = sn.MaxPool2d(2)
+    pool.forward(x)
+    np.testing.assert_array_equal(pool.backward(np.ones((1, 1, 1, 1)))[0, 0], [[1, 0], [0, 0]])
+
+
+def test_global_avg_pool_is_the_spatial_mean(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    np.testing.assert_allclose(sn.GlobalAvgPool2d().forward(x), x.mean(axis=(2, 3)))
+
+
+def test_batchnorm_training_normalises_and_updates_running_stats(rng):
+    bn = sn.BatchNorm2d(3, momentum=0.1).astype(np.float64)
+    x = rng.standard_normal((4, 3, 5, 6)) * 3 + 2
+    y = bn.forward(x)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-4)  # eps = 1e-5 shrinks it
+    m = 4 * 5 * 6
+    np.testing.assert_allclose(bn.running_mean, 0.1 * x.mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(bn.running_var,
+                               0.9 + 0.1 * x.var(axis=(0, 2, 3)) * m / (m - 1))
+
+
+def test_batchnorm_eval_uses_running_stats(rng):
+    bn = sn.BatchNorm2d(2).astype(np.float64)
+    bn.running_mean[...] = [1.0, -2.0]
+    bn.running_var[...] = [4.0, 0.25]
+    bn.weight.data[...] = [2.0, 1.0]
+    bn.bias.data[...] = [0.5, 0.0]
+    bn.eval()
+    x = rng.standard_normal((2, 2, 3, 3))
+    expected = (x - bn.running_mean[:, None, None]) / np.sqrt(bn.running_var[:, None, None]
+                                                              + 1e-5)
+    expected = expected * bn.weight.data[:, None, None] + bn.bias.data[:, None, None]
+    np.testing.assert_allclose(bn.forward(x), expected, rtol=1e-12)
+
+
+def test_dropout_is_inverted_and_off_in_eval(rng):
+    layer = sn.Dropout(0.25, seed=0)
+    x = np.ones((200, 500))
+    y = layer.forward(x)
+    assert set(np.unique(y)) == {0.0, 1 / 0.75}
+    assert abs((y == 0).mean() - 0.25) < 0.01
+    layer.eval()
+    assert layer.forward(x) is x
+
+
+def test_loss_matches_definition(rng):
+    z = rng.standard_normal((3, 4))
+    t = np.array([1, 0, 3])
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    q = np.eye(4)[t] * 0.8 + 0.2 / 4
+    expected = -(q * np.log(p)).sum() / 3
+    assert abs(float(sn.SoftmaxCrossEntropy(0.2).forward(z, t)) - expected) < 1e-12
+
+
+def test_loss_is_stable_for_huge_logits():
+    z = np.array([[1000.0, 0.0, -1000.0]])
+    loss = sn.SoftmaxCrossEntropy()
+    assert float(loss.forward(z, np.array([0]))) == pytest.approx(0.0, abs=1e-12)
+    assert float(loss.forward(z, np.array([1]))) == pytest.approx(1000.0)

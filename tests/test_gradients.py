@@ -1,0 +1,177 @@
+"""Finite-difference checks (central differences, float64) of every layer's backward pass,
+w.r.t. the input and every parameter."""
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet.gradcheck import check_layer, directional_check, numerical_gradient, \
+    relative_error
+
+TOL = 1e-6
+
+
+def f64(layer):
+    return layer.astype(np.float64)
+
+
+def assert_all_small(errors):
+    bad = {k: v for k, v in errors.items() if not v < TOL}
+    assert not bad, f"relative errors above {TOL}: {bad}"
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_gradients(rng, n, stride, padding, bias):
+    layer = f64(sn.Conv2d(3, 4, 3, stride, padding, bias=bias, rng=rng))
+    errors = check_layer(layer, rng.standard_normal((n, 3, 7, 6)))
+    assert set(errors) == {"input", "weight"} | ({"bias"} if bias else set())
+    assert_all_small(errors)
+
+
+def test_conv2d_rectangular_kernel_and_1x1(rng):
+    assert_all_small(check_layer(f64(sn.Conv2d(2, 3, (3, 2), 2, 1, rng=rng)),
+                                 rng.standard_normal((2, 2, 5, 7))))
+    assert_all_small(check_layer(f64(sn.Conv2d(3, 2, 1, 2, 0, rng=rng)),
+                                 rng.standard_normal((2, 3, 5, 5))))
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_batchnorm_training_gradients(rng, n):
+    layer = f64(sn.BatchNorm2d(3))
+    layer.weight.data[...] = rng.standard_normal(3)
+    layer.bias.data[...] = rng.standard_normal(3)
+    assert_all_small(check_layer(layer, rng.standard_normal((n, 3, 3, 5)) * 2 + 1))
+
+
+def test_batchnorm_eval_gradients(rng):
+    layer = f64(sn.BatchNorm2d(3))
+    layer.running_mean[...] = rng.standard_normal(3)
+    layer.running_var[...] = rng.random(3) + 0.5
+    layer.weight.data[...] = rng.standard_normal(3)
+    layer.eval()
+    assert_all_small(check_layer(layer, rng.standard_normal((2, 3, 4, 3))))
+
+
+def test_relu_gradient(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    x[np.abs(x) < 1e-3] = 0.5  # keep away from the kink, where the derivative is undefined
+    assert_all_small(check_layer(sn.ReLU(), x))
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (3, 3, 0)])
+@pytest.mark.parametrize("n", [1, 2])
+def test_maxpool_gradients(rng, kernel, stride, padding, n):
+    # Distinct values: the max of every window is unique, so the function is smooth around x.
+    x = rng.permutation(n * 2 * 7 * 6).reshape(n, 2, 7, 6).astype(np.float64) * 0.1
+    assert_all_small(check_layer(sn.MaxPool2d(kernel, stride, padding), x, h=1e-4))
+
+
+def test_global_avg_pool_gradient(rng):
+    assert_all_small(check_layer(sn.GlobalAvgPool2d(), rng.standard_normal((3, 4, 3, 5))))
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_linear_gradients(rng, n):
+    assert_all_small(check_layer(f64(sn.Linear(7, 3, rng=rng)), rng.standard_normal((n, 7))))
+
+
+def test_flatten_gradient(rng):
+    assert_all_small(check_layer(sn.Flatten(), rng.standard_normal((2, 3, 2, 2))))
+
+
+def test_dropout_gradient_with_fixed_mask(rng):
+    layer = sn.Dropout(0.4, seed=7)
+    assert_all_small(check_layer(layer, rng.standard_normal((4, 6)), reset=lambda: layer.reseed(7)))
+
+
+def test_sequential_gradients(rng):
+    # No conv bias before BatchNorm: BN subtracts any per-channel constant, so that gradient is
+    # exactly zero and a relative error of two round-off values would be meaningless.
+    model = f64(sn.Sequential(sn.Conv2d(2, 3, 3, 1, 1, bias=False, rng=rng), sn.BatchNorm2d(3),
+                              sn.ReLU(),
+                              sn.MaxPool2d(2), sn.Flatten(), sn.Linear(3 * 3 * 2, 4, rng=rng)))
+    x = rng.standard_normal((3, 2, 6, 5))
+    assert_all_small(check_layer(model, x))
+
+
+@pytest.mark.parametrize("cin,cout,stride", [(3, 3, 1), (3, 5, 1), (3, 4, 2)])
+@pytest.mark.parametrize("n", [1, 3])
+def test_basic_block_gradients(rng, cin, cout, stride, n):
+    block = f64(sn.BasicBlock(cin, cout, stride, rng=rng))
+    names = {name for name, _ in block.named_parameters()}
+    assert ("downsample.0.weight" in names) == (stride != 1 or cin != cout)
+    assert_all_small(check_layer(block, rng.standard_normal((n, cin, 5, 6))))
+
+
+def _tiny_resnet(seed=0, dropout=0.0):
+    return f64(sn.ResNet(in_channels=1, num_classes=5, widths=(3, 4), depths=(1, 1),
+                         stem_kernel=3, stem_stride=1, stem_pool=True, dropout=dropout,
+                         seed=seed))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_loss_gradient_hard_labels(rng, smoothing):
+    loss = sn.SoftmaxCrossEntropy(label_smoothing=smoothing)
+    z = rng.standard_normal((4, 5)) * 3
+    t = np.array([0, 4, 2, 2])
+    loss.forward(z, t)
+    analytic = loss.backward()
+    numeric = numerical_gradient(lambda: loss.forward(z, t), z, np.array(1.0))
+    assert relative_error(analytic, numeric) < TOL
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_loss_gradient_soft_targets(rng, smoothing):
+    loss = sn.SoftmaxCrossEntropy(label_smoothing=smoothing)
+    z = rng.standard_normal((3, 6))
+    q = rng.random((3, 6))
+    q /= q.sum(axis=1, keepdims=True)
+    loss.forward(z, q)
+    analytic = loss.backward()
+    numeric = numerical_gradient(lambda: loss.forward(z, q), z, np.array(1.0))
+    assert relative_error(analytic, numeric) < TOL
+
+
+def test_resnet_end_to_end_every_parameter(rng):
+    """loss(ResNet(x)) -> every parameter and the input, element by element."""
+    model = _tiny_resnet(dropout=0.3)
+    loss = sn.SoftmaxCrossEntropy(label_smoothing=0.1)
+    x = rng.standard_normal((3, 1, 8, 7))
+    t = np.array([1, 4, 0])
+
+    def value():
+        model.dropout.reseed(3)
+        return loss.forward(model.forward(x), t)
+
+    value()
+    model.zero_grad()
+    dx = model.backward(loss.backward())
+    one = np.array(1.0)
+    errors = {"input": relative_error(dx, numerical_gradient(value, x, one))}
+    params = list(model.named_parameters())
+    assert len(params) == 3 + 2 * 6 + 3 + 2  # stem, two blocks (one projected), head
+    analytic = {name: p.grad.copy() for name, p in params}
+    for name, p in params:
+        errors[name] = relative_error(analytic[name], numerical_gradient(value, p.data, one))
+    assert_all_small(errors)
+
+
+def test_resnet_directional_derivative(rng):
+    """Chainer-style check on a deeper net: two forward passes along a random direction."""
+    model = f64(sn.ResNet(1, 7, widths=(4, 6, 8), depths=(2, 1, 1), stem_kernel=5,
+                          stem_stride=2, seed=2))
+    loss = sn.SoftmaxCrossEntropy(0.1)
+    x = rng.standard_normal((4, 1, 16, 13))
+    t = np.array([0, 3, 6, 1])
+    params = [p for p in model.parameters()]
+
+    def backward():
+        model.zero_grad()
+        loss.forward(model.forward(x), t)
+        dx = model.backward(loss.backward())
+        return [dx] + [p.grad for p in params]
+
+    numeric, analytic = directional_check(lambda: loss.forward(model.forward(x), t),
+                                          [x] + [p.data for p in params], backward)
+    assert abs(numeric - analytic) / max(1e-8, abs(numeric) + abs(analytic)) < TOL

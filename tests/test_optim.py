@@ -1,0 +1,91 @@
+"""Optimiser steps and schedules against updates computed by hand (PyTorch's rules)."""
+import math
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet.layers import Parameter
+
+
+def param(values, grad):
+    p = Parameter(np.array(values, dtype=np.float64))
+    p.grad[...] = grad
+    return p
+
+
+def test_sgd_plain_step():
+    p = param([1.0, -2.0], [0.5, 1.0])
+    sn.SGD([p], lr=0.1).step()
+    np.testing.assert_allclose(p.data, [0.95, -2.1])
+
+
+def test_sgd_momentum_weight_decay_two_steps():
+    p = param([1.0], [0.5])
+    opt = sn.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1)
+    opt.step()      # g = 0.5 + 0.1*1 = 0.6; b = 0.6; p = 1 - 0.06 = 0.94
+    np.testing.assert_allclose(p.data, [0.94])
+    opt.step()      # g = 0.5 + 0.094 = 0.594; b = 0.9*0.6 + 0.594 = 1.134; p = 0.94 - 0.1134
+    np.testing.assert_allclose(p.data, [0.94 - 0.1134])
+
+
+def test_sgd_nesterov_two_steps():
+    p = param([1.0], [1.0])
+    opt = sn.SGD([p], lr=0.1, momentum=0.5, nesterov=True)
+    opt.step()      # b = 1; g = 1 + 0.5*1 = 1.5; p = 0.85
+    np.testing.assert_allclose(p.data, [0.85])
+    opt.step()      # b = 0.5 + 1 = 1.5; g = 1 + 0.75 = 1.75; p = 0.85 - 0.175
+    np.testing.assert_allclose(p.data, [0.675])
+
+
+def test_adamw_two_steps_by_hand():
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.1
+    p = param([2.0], [0.3])
+    opt = sn.AdamW([p], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    theta, m, v = 2.0, 0.0, 0.0
+    for t, g in [(1, 0.3), (2, -0.7)]:
+        p.grad[...] = g
+        opt.step()
+        theta *= 1 - lr * wd
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        theta -= lr * (m / (1 - b1 ** t)) / (math.sqrt(v / (1 - b2 ** t)) + eps)
+        assert p.data[0] == pytest.approx(theta, rel=1e-12)
+
+
+def test_clip_grad_norm_scales_to_max_norm():
+    a, b = param([0.0, 0.0], [3.0, 0.0]), param([0.0], [4.0])
+    total = sn.clip_grad_norm([a, b], max_norm=1.0)
+    assert float(total) == pytest.approx(5.0)
+    np.testing.assert_allclose(np.concatenate([a.grad, b.grad]), [0.6, 0, 0.8], rtol=1e-5)
+    c = param([0.0], [0.5])
+    sn.clip_grad_norm([c], max_norm=1.0)
+    assert c.grad[0] == 0.5  # below the bound: untouched
+
+
+def test_one_cycle_endpoints_and_peak():
+    opt = sn.SGD([param([0.0], [0.0])], lr=1.0)
+    sched = sn.OneCycleLR(opt, max_lr=2e-3, total_steps=100, pct_start=0.1, div_factor=4,
+                          final_div_factor=1e4)
+    lrs = [opt.lr]
+    for _ in range(99):
+        sched.step()
+        lrs.append(opt.lr)
+    assert lrs[0] == pytest.approx(5e-4)
+    assert max(lrs) == pytest.approx(2e-3)
+    assert int(np.argmax(lrs)) == 9                     # pct_start * total - 1
+    assert lrs[-1] == pytest.approx(5e-4 / 1e4)
+    assert all(x <= y for x, y in zip(lrs[:10], lrs[1:10]))
+    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:]))
+
+
+def test_cosine_warmup_schedule():
+    opt = sn.SGD([param([0.0], [0.0])], lr=1.0)
+    sched = sn.CosineWarmupLR(opt, base_lr=1.0, total_steps=10, warmup_steps=2)
+    lrs = [opt.lr]
+    for _ in range(10):
+        sched.step()
+        lrs.append(opt.lr)
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert lrs[6] == pytest.approx(0.5)                 # half-way down the cosine
+    assert lrs[10] == pytest.approx(0.0, abs=1e-12)

@@ -1,0 +1,125 @@
+"""state_dict / checkpoints / devices, and clear errors on bad input."""
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet.backend import DeviceError, check_device, gpu_available
+
+
+def small_resnet(seed=0):
+    return sn.ResNet(1, 5, widths=(4, 8), depths=(1, 1), stem_kernel=3, stem_stride=1,
+                     dropout=0.2, seed=seed)
+
+
+def test_state_dict_keys_follow_pytorch_names():
+    keys = list(small_resnet().state_dict())
+    for key in ["stem.conv.weight", "stem.bn.weight", "stem.bn.running_mean",
+                "layer1.0.conv1.weight", "layer1.0.bn1.running_var",
+                "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_mean",
+                "fc.weight", "fc.bias"]:
+        assert key in keys
+    assert "stem.conv.bias" not in keys  # convs before BatchNorm carry no bias
+
+
+def test_state_dict_round_trip_through_checkpoint(tmp_path, rng):
+    a, b = small_resnet(seed=0), small_resnet(seed=1)
+    a.train()
+    a.forward(rng.standard_normal((4, 1, 9, 9)).astype(np.float32))  # move running stats
+    path = tmp_path / "ckpt.npz"
+    sn.save_checkpoint(path, a.state_dict(), {"note": "hi"})
+    state, meta = sn.load_checkpoint(path)
+    assert meta == {"note": "hi"}
+    b.load_state_dict(state)
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        np.testing.assert_array_equal(va, vb, err_msg=k)
+    a.eval(), b.eval()
+    x = rng.standard_normal((2, 1, 9, 9)).astype(np.float32)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+
+
+def test_load_state_dict_missing_key_is_named():
+    state = dict(small_resnet().state_dict())
+    del state["layer1.0.bn1.running_mean"]
+    with pytest.raises(KeyError, match="layer1.0.bn1.running_mean"):
+        small_resnet().load_state_dict(state)
+
+
+def test_load_state_dict_misshaped_key_is_named_and_nothing_changes():
+    model = small_resnet()
+    before = model.state_dict()["fc.bias"].copy()
+    state = {k: v.copy() for k, v in model.state_dict().items()}
+    state["fc.bias"] = np.zeros(3, dtype=np.float32)
+    state["fc.weight"] = state["fc.weight"] + 1
+    with pytest.raises(ValueError, match="fc.bias"):
+        model.load_state_dict(state)
+    np.testing.assert_array_equal(model.state_dict()["fc.bias"], before)
+
+
+def test_unexpected_key_is_rejected():
+    state = dict(small_resnet().state_dict(), extra=np.zeros(1))
+    with pytest.raises(KeyError, match="extra"):
+        small_resnet().load_state_dict(state)
+
+
+def test_corrupt_checkpoint_file(tmp_path):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bad.npz"):
+        sn.load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        sn.load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_same_seed_same_initialisation():
+    for (k, a), (_, b) in zip(small_resnet(3).state_dict().items(),
+                              small_resnet(3).state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_train_eval_modes_reach_every_layer():
+    model = small_resnet().eval()
+    assert all(not m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("layer,shape,match", [
+    (lambda: sn.Conv2d(3, 4, 3), (2, 3, 5), "4-D"),
+    (lambda: sn.Conv2d(3, 4, 3), (2, 2, 5, 5), "3 channels"),
+    (lambda: sn.Conv2d(1, 1, 5), (1, 1, 3, 3), "smaller than the kernel"),
+    (lambda: sn.BatchNorm2d(4), (2, 3, 5, 5), "4 channels"),
+    (lambda: sn.Linear(5, 2), (3, 4), "5 channels"),
+    (lambda: sn.MaxPool2d(3), (1, 1, 2, 2), "smaller than the window"),
+    (lambda: small_resnet(), (2, 3, 9, 9), "1 channels"),
+])
+def test_bad_input_shapes_raise_clear_errors(layer, shape, match):
+    with pytest.raises(ValueError, match=match):
+        layer().forward(np.zeros(shape, dtype=np.float32))
+
+
+def test_non_finite_loss_raises():
+    z = np.array([[np.nan, 0.0], [1.0, 2.0]], dtype=np.float32)
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        sn.SoftmaxCrossEntropy().forward(z, np.array([0, 1]))
+
+
+def test_bad_labels_raise():
+    loss = sn.SoftmaxCrossEntropy()
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        loss.forward(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="shape"):
+        loss.forward(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_gpu_request_without_gpu_is_a_clear_error():
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(DeviceError, match="gpu"):
+        check_device("gpu")
+    with pytest.raises(DeviceError):
+        small_resnet().to("gpu")
+
+
+def test_unknown_device():
+    with pytest.raises(ValueError, match="tpu"):
+        check_device("tpu")
