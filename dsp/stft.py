@@ -9,7 +9,7 @@ is centred on sample t*hop, as librosa does.
 """
 import numpy as np
 
-from ._array import as_strided, get_array_module
+from ._array import as_strided, get_array_module, irfft, rfft
 
 
 def get_window(window, n, xp=np):
@@ -88,7 +88,7 @@ def stft_frames(y, n_fft=2048, hop_length=None, win_length=None, window="hann", 
                              f"got {y.shape[-1]}")
         y = xp.pad(y, pad, mode=pad_mode)
     frames = frame(y, n_fft, hop_length) * w
-    return xp.fft.rfft(frames, axis=-1)
+    return rfft(frames, axis=-1)
 
 
 def stft(y, n_fft=2048, hop_length=None, win_length=None, window="hann", center=True,
@@ -117,7 +117,7 @@ def istft(S, hop_length=None, win_length=None, n_fft=None, window="hann", center
     hop_length = hop_length or win_length // 4
     real = xp.float32 if S.dtype == xp.complex64 else xp.float64
     w = _window_for(window, win_length, n_fft, xp).astype(real)
-    frames = xp.fft.irfft(S.swapaxes(-1, -2), n=n_fft, axis=-1).astype(real) * w
+    frames = irfft(S.swapaxes(-1, -2), n=n_fft, axis=-1).astype(real) * w
     n_frames = frames.shape[-2]
     total = n_fft + hop_length * (n_frames - 1)
     lead = frames.shape[:-2]
