@@ -1,0 +1,78 @@
+"""A trained classifier ready for inference: checkpoint + features + model in one object.
+
+Shared by ``experiments.classify`` and ``experiments.visualize``.
+"""
+import os
+
+import numpy as np
+
+from dsp import LogMel
+from scratchnet import load_checkpoint
+from scratchnet.backend import check_device, to_numpy
+
+from .models import build_model
+
+DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "cpu_fold1.npz")
+
+
+def softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Classifier:
+    """Log-Mel front end + ResNet from a checkpoint written by ``train_esc50`` (model.npz)."""
+
+    def __init__(self, checkpoint=None, device="cpu"):
+        path = checkpoint or DEFAULT_CHECKPOINT
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"checkpoint not found: {path}" + ("" if checkpoint else
+                                                   " (the packaged checkpoint is missing; pass "
+                                                   "--checkpoint runs/.../model.npz)"))
+        state, meta = load_checkpoint(path)
+        for key in ("features", "model", "normalization", "classes"):
+            if key not in meta:
+                raise ValueError(f"{path}: not a classifier checkpoint (no {key!r} in its "
+                                 "metadata); use a model.npz written by train_esc50")
+        self.xp = check_device(device)
+        self.meta = meta
+        self.classes = meta["classes"]
+        self.features = LogMel(**meta["features"])
+        self.sr = meta["features"]["sr"]
+        self.window = int(round(5.0 * self.sr))
+        self.mean = meta["normalization"]["mean"]
+        self.std = meta["normalization"]["std"]
+        self.model = build_model(meta["model"], len(self.classes)).to(device)
+        self.model.load_state_dict(state)
+        self.model.eval()
+
+    def logmel(self, clips):
+        """(B, window) audio -> standardised (B, 1, n_mels, frames) on the device."""
+        x = self.features(self.xp.asarray(clips, dtype=self.xp.float32))
+        return ((x - self.mean) / self.std)[:, None]
+
+    def predict(self, clips, batch=64):
+        """Class probabilities (B, K) for 5-second clips (B, window), computed in batches."""
+        out = []
+        for s in range(0, len(clips), batch):
+            out.append(softmax(to_numpy(self.model.forward(self.logmel(clips[s:s + batch])))))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def windows(self, y, hop_seconds):
+        """Split audio into model-sized windows: a short clip is zero-padded to one window; a
+        long one gives windows every ``hop_seconds`` plus one ending at the last sample.
+        Returns (windows (W, window), start times in seconds)."""
+        n = self.window
+        if len(y) <= n:
+            return np.pad(y, (0, n - len(y)))[None], [0.0]
+        hop = max(1, int(round(hop_seconds * self.sr)))
+        starts = list(range(0, len(y) - n + 1, hop))
+        if starts[-1] != len(y) - n:
+            starts.append(len(y) - n)
+        return np.stack([y[s:s + n] for s in starts]), [s / self.sr for s in starts]
+
+    def top(self, probs, k):
+        order = np.argsort(probs)[::-1][:k]
+        return [{"label": self.classes[i], "prob": round(float(probs[i]), 4)} for i in order]
