@@ -1,0 +1,312 @@
+"""Throughput and memory of training and inference, against PyTorch on the same machine.
+
+    python -m experiments.bench                       # reference net + presets, CPU
+    python -m experiments.bench --models reference --profile
+    python -m experiments.bench --device gpu
+
+For each network: training clips/s (forward + loss + backward + AdamW step), inference clips/s
+(eval-mode forward), achieved GFLOP/s and its fraction of the float32 GEMM rate measured in
+this run, and peak resident memory.  Each measurement runs in its own child process, so peak
+memory is that of the measurement alone (interpreter and libraries included).  PyTorch and
+librosa are measured in the same run when installed (pip install .[bench]); neither is needed.
+The reference network is the one PyTorch was timed on when this target was set:
+a [2, 2, 2, 2] x [32, 64, 128, 256] ResNet on 1 x 64 x 250 log-Mels, batch 32.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+
+import numpy as np
+
+from .models import PRESETS
+
+REFERENCE = dict(input=(1, 64, 250), model=dict(widths=[32, 64, 128, 256], depths=[2, 2, 2, 2],
+                                                stem_kernel=7, stem_stride=2, stem_pool=True,
+                                                dropout=0.0))
+
+
+def networks():
+    """name -> (input shape (C, H, W), model config)."""
+    nets = {"reference": (REFERENCE["input"], REFERENCE["model"])}
+    for name, preset in PRESETS.items():
+        f = preset["features"]
+        frames = 1 + int(5.0 * f["sr"]) // f["hop_length"]
+        nets[f"preset:{name}"] = ((1, f["n_mels"], frames), preset["model"])
+    return nets
+
+
+def conv_out(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def forward_flops(shape, cfg, num_classes=50):
+    """Multiply-adds x 2 of every convolution and the linear head, for one clip."""
+    c, h, w = shape
+    flops = 0
+
+    def conv(cin, cout, k, s, p):
+        nonlocal h, w, flops
+        h, w = conv_out(h, k, s, p), conv_out(w, k, s, p)
+        flops += 2 * cin * cout * k * k * h * w
+
+    k = cfg["stem_kernel"]
+    conv(c, cfg["widths"][0], k, cfg["stem_stride"], k // 2)
+    if cfg["stem_pool"]:
+        h, w = conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
+    cin = cfg["widths"][0]
+    for i, (width, depth) in enumerate(zip(cfg["widths"], cfg["depths"])):
+        for b in range(depth):
+            stride = (1 if i == 0 else 2) if b == 0 else 1
+            h0, w0 = h, w
+            conv(cin, width, 3, stride, 1)
+            conv(width, width, 3, 1, 1)
+            if stride != 1 or cin != width:
+                flops += 2 * cin * width * conv_out(h0, 1, stride, 0) * conv_out(w0, 1, stride, 0)
+            cin = width
+    return flops + 2 * cin * num_classes
+
+
+def gemm_rate(xp, n=2048, repeat=5):
+    """Best float32 GEMM rate (GFLOP/s) for an n x n x n product."""
+    a = xp.ones((n, n), dtype=xp.float32)
+    b = xp.ones((n, n), dtype=xp.float32)
+    out = a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        xp.matmul(a, b, out=out)
+        sync(xp)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def sync(xp):
+    if xp is not np:
+        xp.cuda.Stream.null.synchronize()
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def time_steps(step, steps, warmup, sync_fn):
+    for _ in range(warmup):
+        step()
+    sync_fn()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync_fn()
+    return (time.perf_counter() - t) / steps
+
+
+def measure_scratchnet(shape, cfg, batch, steps, warmup, device, profile=False):
+    import scratchnet as sn
+    from scratchnet.backend import check_device
+    from .models import build_model
+    xp = check_device(device)
+    model = build_model(cfg, 50, seed=0).to(device)
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.standard_normal((batch,) + shape).astype(np.float32))
+    y = xp.asarray(rng.integers(0, 50, size=batch))
+    loss = sn.SoftmaxCrossEntropy(0.1)
+    opt = sn.AdamW(list(model.parameters()), lr=1e-3)
+
+    def train_step():
+        opt.zero_grad()
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        opt.step()
+
+    def infer_step():
+        model.forward(x)
+
+    model.train()
+    if profile:
+        return profile_steps(train_step, steps)
+    train = time_steps(train_step, steps, warmup, lambda: sync(xp))
+    model.eval()
+    infer = time_steps(infer_step, steps, warmup, lambda: sync(xp))
+    return dict(train_s=train, infer_s=infer)
+
+
+def measure_torch(shape, cfg, batch, steps, warmup, device):
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+    dev = "cuda" if device == "gpu" else "cpu"
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                       nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            f = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return torch.relu(f + self.down(x))
+
+    k = cfg["stem_kernel"]
+    layers = [nn.Conv2d(shape[0], cfg["widths"][0], k, cfg["stem_stride"], k // 2, bias=False),
+              nn.BatchNorm2d(cfg["widths"][0]), nn.ReLU()]
+    if cfg["stem_pool"]:
+        layers.append(nn.MaxPool2d(3, 2, 1))
+    cin = cfg["widths"][0]
+    for i, (width, depth) in enumerate(zip(cfg["widths"], cfg["depths"])):
+        for b in range(depth):
+            layers.append(Block(cin, width, (1 if i == 0 else 2) if b == 0 else 1))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 50)]
+    model = nn.Sequential(*layers).to(dev)
+    x = torch.randn((batch,) + shape, device=dev)
+    y = torch.randint(0, 50, (batch,), device=dev)
+    crit = nn.CrossEntropyLoss(label_smoothing=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sync_fn = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+
+    def train_step():
+        opt.zero_grad()
+        crit(model(x), y).backward()
+        opt.step()
+
+    def infer_step():
+        with torch.no_grad():
+            model(x)
+
+    model.train()
+    train = time_steps(train_step, steps, warmup, sync_fn)
+    model.eval()
+    infer = time_steps(infer_step, steps, warmup, sync_fn)
+    return dict(train_s=train, infer_s=infer, torch=torch.__version__,
+                threads=torch.get_num_threads())
+
+
+def profile_steps(step, steps):
+    """Where a training step spends its time: cProfile's own-time per function, grouped."""
+    import cProfile
+    import pstats
+    step()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = sum(v[2] for v in stats.stats.values())
+    rows = sorted(((v[2], f"{k[0].split('/')[-1]}:{k[2]}") for k, v in stats.stats.items()),
+                  reverse=True)
+    return dict(total_s=total / steps,
+                top=[(name, t / steps, t / total) for t, name in rows[:25]])
+
+
+def _child(conn, fn, kwargs):
+    try:
+        result = fn(**kwargs)
+        result["peak_rss_mb"] = peak_rss_mb()
+        conn.send(result)
+    except Exception as e:  # report, don't hang the parent
+        conn.send({"error": f"{type(e).__name__}: {e}"})
+
+
+def in_child(fn, **kwargs):
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child, args=(child, fn, kwargs))
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="subset of: " + ", ".join(networks()))
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--profile", action="store_true",
+                   help="print where a scratchnet training step spends its time")
+    p.add_argument("--logmel", action="store_true", help="also run benchmarks.bench_logmel")
+    p.add_argument("--json", help="write all figures to this file")
+    args = p.parse_args(argv)
+    from scratchnet.backend import check_device
+    xp = check_device(args.device)
+    nets = networks()
+    names = args.models or list(nets)
+    for name in names:
+        if name not in nets:
+            p.error(f"unknown model {name!r}; choose from {list(nets)}")
+    rate = gemm_rate(xp)
+    print(f"float32 GEMM (2048^3) on {args.device}: {rate:.0f} GFLOP/s")
+    try:
+        import torch  # noqa: F401
+        have_torch = not args.no_torch
+    except ImportError:
+        have_torch = False
+        print("PyTorch not installed: no reference (pip install .[bench])")
+    report = {"gemm_gflops": rate, "batch": args.batch, "device": args.device, "models": {}}
+    header = (f"{'model':<14} {'input':<12} {'impl':<11} {'train clips/s':>13} "
+              f"{'GFLOP/s':>8} {'of GEMM':>7} {'infer clips/s':>13} {'peak MB':>8}")
+    print(header)
+    for name in names:
+        shape, cfg = nets[name]
+        flops = forward_flops(shape, cfg)
+        if args.profile:
+            prof = in_child(measure_scratchnet, shape=shape, cfg=cfg, batch=args.batch,
+                            steps=args.steps, warmup=0, device=args.device, profile=True)
+            print(f"\nprofile of one scratchnet training step, {name}: "
+                  f"{prof['total_s']:.3f} s")
+            for fn, t, frac in prof["top"]:
+                print(f"  {frac * 100:5.1f}%  {t * 1e3:8.1f} ms  {fn}")
+            continue
+        entry = {"input": list(shape), "forward_gflop_per_clip": flops / 1e9}
+        impls = [("scratchnet", measure_scratchnet)]
+        if have_torch:
+            impls.append(("pytorch", measure_torch))
+        for impl, fn in impls:
+            r = in_child(fn, shape=shape, cfg=cfg, batch=args.batch, steps=args.steps,
+                         warmup=args.warmup, device=args.device)
+            if "error" in r:
+                print(f"{name:<14} {impl}: {r['error']}")
+                continue
+            train_cps, infer_cps = args.batch / r["train_s"], args.batch / r["infer_s"]
+            gflops = 3 * flops * train_cps / 1e9     # backward ~ 2x forward
+            r.update(train_clips_s=train_cps, infer_clips_s=infer_cps, train_gflops=gflops,
+                     fraction_of_gemm=gflops / rate)
+            entry[impl] = r
+            print(f"{name:<14} {'x'.join(map(str, shape)):<12} {impl:<11} {train_cps:13.1f} "
+                  f"{gflops:8.1f} {gflops / rate:7.2f} {infer_cps:13.1f} "
+                  f"{r['peak_rss_mb']:8.0f}")
+        if "scratchnet" in entry and "pytorch" in entry:
+            s, t = entry["scratchnet"], entry["pytorch"]
+            entry["ratio"] = dict(train=s["train_clips_s"] / t["train_clips_s"],
+                                  infer=s["infer_clips_s"] / t["infer_clips_s"],
+                                  memory=s["peak_rss_mb"] / t["peak_rss_mb"])
+            print(f"{'':<14} {'':<12} {'ratio':<11} {entry['ratio']['train']:13.2f} "
+                  f"{'':>8} {'':>7} {entry['ratio']['infer']:13.2f} "
+                  f"{entry['ratio']['memory']:8.2f}")
+        report["models"][name] = entry
+    if args.logmel:
+        from benchmarks import bench_logmel
+        print()
+        bench_logmel.main(["--device", args.device])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
