@@ -108,7 +108,7 @@ def measure_scratchnet(shape, cfg, batch, steps, warmup, device, profile=False):
     from scratchnet.backend import check_device
     from .models import build_model
     xp = check_device(device)
-    model = build_model(cfg, 50, seed=0).to(device)
+    model = build_model(cfg, 50, seed=0, input_grad=False).to(device)
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch,) + shape).astype(np.float32))
     y = xp.asarray(rng.integers(0, 50, size=batch))

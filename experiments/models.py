@@ -37,6 +37,8 @@ def get_preset(name):
     return PRESETS[name]
 
 
-def build_model(model_config, num_classes=50, seed=0):
-    """A ResNet from a preset's ``model`` entry (as stored in checkpoints)."""
-    return ResNet(in_channels=1, num_classes=num_classes, seed=seed, **model_config)
+def build_model(model_config, num_classes=50, seed=0, input_grad=True):
+    """A ResNet from a preset's ``model`` entry (as stored in checkpoints).  Training passes
+    input_grad=False: the gradient w.r.t. the log-Mel input is never needed there."""
+    return ResNet(in_channels=1, num_classes=num_classes, seed=seed, input_grad=input_grad,
+                  **model_config)

@@ -82,7 +82,8 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     x_test = xp.asarray(standardise(feats[test_idx], mean, std)[:, None])
     y_train, y_test = labels[train_idx], labels[test_idx]
 
-    model = build_model(cfg["model"], esc50.NUM_CLASSES, seed=args.seed).to(args.device)
+    model = build_model(cfg["model"], esc50.NUM_CLASSES, seed=args.seed,
+                        input_grad=False).to(args.device)
     params = list(model.parameters())
     optimizer = AdamW(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
     batch = tr["batch_size"]

@@ -175,3 +175,16 @@ def test_resnet_directional_derivative(rng):
     numeric, analytic = directional_check(lambda: loss.forward(model.forward(x), t),
                                           [x] + [p.data for p in params], backward)
     assert abs(numeric - analytic) / max(1e-8, abs(numeric) + abs(analytic)) < TOL
+
+
+def test_first_layer_may_skip_its_input_gradient(rng):
+    """needs_input_grad=False returns None from backward and leaves dW unchanged."""
+    full = f64(sn.ResNet(1, 4, (3,), (1,), stem_kernel=3, seed=5))
+    lean = f64(sn.ResNet(1, 4, (3,), (1,), stem_kernel=3, seed=5, input_grad=False))
+    x = rng.standard_normal((2, 1, 9, 8))
+    dy = rng.standard_normal((2, 4))
+    full.forward(x), lean.forward(x)
+    assert full.backward(dy).shape == x.shape
+    assert lean.backward(dy) is None
+    for (name, a), (_, b) in zip(full.named_parameters(), lean.named_parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)

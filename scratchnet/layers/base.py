@@ -205,6 +205,8 @@ class Sequential(Layer):
 
     def backward(self, dy):
         for name in reversed(self._order):
+            if dy is None:  # an earlier layer declined its input gradient: nothing flows on
+                break
             dy = getattr(self, name).backward(dy)
         return dy
 

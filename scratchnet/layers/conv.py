@@ -15,6 +15,8 @@ class Conv2d(Layer):
     Shapes: x (N, C_in, H, W), W (C_out, C_in, kh, kw), b (C_out,), y (N, C_out, Ho, Wo),
     Ho = (H + 2p - kh) // s + 1.  Initialisation: Kaiming normal, fan_in = C_in*kh*kw (convs
     here feed ReLUs); bias U(±1/sqrt(fan_in)).
+    ``needs_input_grad=False`` (for a first layer, whose input is data) makes backward skip
+    dL/dx, i.e. the dY Wm GEMM and col2im, and return None.
 
     As a matrix product.  With X = im2col(x) of shape (M, K), M = N*Ho*Wo, K = kh*kw*C_in, and
     Wm = W laid out as (C_out, K) in the same (a, b', c) column order:
@@ -27,8 +29,9 @@ class Conv2d(Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 rng=None):
+                 rng=None, needs_input_grad=True):
         super().__init__()
+        self.needs_input_grad = needs_input_grad
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size)
         self.stride, self.padding = stride, padding
@@ -68,8 +71,10 @@ class Conv2d(Layer):
         self.weight.grad += dw.transpose(0, 3, 1, 2)
         if self.bias is not None:
             self.bias.grad += dy_mat.sum(axis=0)
-        dcols = dy_mat @ self._weight_matrix()
         self._cache = None
+        if not self.needs_input_grad:
+            return None
+        dcols = dy_mat @ self._weight_matrix()
         return col2im(dcols, x_shape, kh, kw, self.stride, self.padding)
 
     def __repr__(self):

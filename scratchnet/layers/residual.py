@@ -60,18 +60,20 @@ class ResNet(Sequential):
     ``widths[i]`` and ``depths[i]`` give the channels and block count of stage i+1; its first
     block has stride ``strides[i]`` (default 1 for the first stage, 2 after).  Names follow
     torchvision: ``stem.conv.weight``, ``layer1.0.bn1.running_mean``, ``fc.bias``.
-    ``seed`` fixes the initialisation (and the dropout masks).
+    ``seed`` fixes the initialisation (and the dropout masks).  ``input_grad=False`` skips
+    dL/dx in the stem convolution when the input is data (training), saving its col2im.
     """
 
     def __init__(self, in_channels=1, num_classes=50, widths=(64, 128, 256, 512),
                  depths=(3, 4, 6, 3), strides=None, stem_kernel=7, stem_stride=2,
-                 stem_pool=True, dropout=0.0, seed=0):
+                 stem_pool=True, dropout=0.0, seed=0, input_grad=True):
         if len(widths) != len(depths):
             raise ValueError("ResNet: widths and depths must have the same length")
         strides = strides or [1] + [2] * (len(widths) - 1)
         rng = np.random.default_rng(seed)
         stem = OrderedDict(conv=Conv2d(in_channels, widths[0], stem_kernel, stem_stride,
-                                       stem_kernel // 2, bias=False, rng=rng),
+                                       stem_kernel // 2, bias=False, rng=rng,
+                                       needs_input_grad=input_grad),
                            bn=BatchNorm2d(widths[0]), relu=ReLU())
         if stem_pool:
             stem["pool"] = MaxPool2d(3, 2, 1)
