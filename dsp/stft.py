@@ -49,7 +49,7 @@ def _window_for(window, win_length, n_fft, xp):
 
 
 def frame(y, frame_length, hop_length):
-    """Strided view (..., n_frames, frame_length) with frame t = y[..., t*hop : t*hop + frame_length].
+    """Strided view (..., n_frames, frame_length), frame t = y[..., t*hop : t*hop + length].
     No copy: consecutive frames share memory."""
     if y.shape[-1] < frame_length:
         raise ValueError(f"signal of length {y.shape[-1]} is shorter than one frame "

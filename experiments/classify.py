@@ -18,9 +18,8 @@ import sys
 import numpy as np
 
 from dsp import load_audio
-from scratchnet.backend import DeviceError
 
-from .inference import Classifier
+from .inference import open_classifier
 
 
 def parse_args(argv=None):
@@ -121,10 +120,8 @@ def stream(clf, args, source=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        clf = Classifier(args.checkpoint, args.device)
-    except (OSError, ValueError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    clf = open_classifier(args.checkpoint, args.device)
+    if clf is None:
         return 2
     if args.stream:
         stream(clf, args)

@@ -23,7 +23,6 @@ from collections import OrderedDict
 import numpy as np
 
 import scratchnet as sn
-from scratchnet.backend import to_numpy
 
 
 def toy_chain(weight=0.1, layers=5):

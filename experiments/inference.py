@@ -8,7 +8,7 @@ import numpy as np
 
 from dsp import LogMel
 from scratchnet import load_checkpoint
-from scratchnet.backend import check_device, to_numpy
+from scratchnet.backend import DeviceError, check_device, to_numpy
 
 from .models import build_model
 
@@ -76,3 +76,13 @@ class Classifier:
     def top(self, probs, k):
         order = np.argsort(probs)[::-1][:k]
         return [{"label": self.classes[i], "prob": round(float(probs[i]), 4)} for i in order]
+
+
+def open_classifier(checkpoint, device):
+    """A Classifier, or None after printing why it could not be opened (for the CLIs)."""
+    import sys
+    try:
+        return Classifier(checkpoint, device)
+    except (OSError, ValueError, DeviceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None

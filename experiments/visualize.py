@@ -15,9 +15,9 @@ import sys
 import numpy as np
 
 from dsp import load_audio
-from scratchnet.backend import DeviceError, to_numpy
+from scratchnet.backend import to_numpy
 
-from .inference import Classifier, softmax
+from .inference import open_classifier, softmax
 
 
 def parse_args(argv=None):
@@ -92,10 +92,8 @@ def write_html(entries, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        clf = Classifier(args.checkpoint, args.device)
-    except (OSError, ValueError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    clf = open_classifier(args.checkpoint, args.device)
+    if clf is None:
         return 2
     os.makedirs(args.out, exist_ok=True)
     entries, failed = [], 0
