@@ -17,7 +17,7 @@ from dsp import LogMel, load_audio
 NUM_CLASSES = 50
 CLIP_SECONDS = 5.0
 DEFAULT_DIR = os.path.join("data", "ESC-50")
-ARCHIVE_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+ARCHIVE_URL = "https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
@@ -156,7 +156,7 @@ def download(dest=DEFAULT_DIR, url=ARCHIVE_URL, sha256=None):
         response = urllib.request.urlopen(request, timeout=60)
     except OSError as e:
         raise ConnectionError(f"cannot download ESC-50 from {url}: {e}") from e
-    if done and response.status != 206:  # server ignored the range: start again
+    if done and getattr(response, "status", None) != 206:  # range ignored: start again
         done = 0
     total = response.headers.get("Content-Length")
     total = int(total) + done if total else None
@@ -189,4 +189,11 @@ def download(dest=DEFAULT_DIR, url=ARCHIVE_URL, sha256=None):
     extracted = os.path.join(os.path.dirname(os.path.abspath(dest)), top)
     if os.path.abspath(extracted) != os.path.abspath(dest):
         shutil.move(extracted, dest)
+    # Verified: every clip listed in the metadata is present.
+    rows = read_metadata(dest)
+    missing = [r["filename"] for r in rows
+               if not os.path.isfile(os.path.join(dest, "audio", r["filename"]))]
+    if missing:
+        raise ValueError(f"downloaded ESC-50 at {dest} lacks {len(missing)} listed clips, e.g. "
+                         f"{missing[0]}")
     return dest

@@ -132,3 +132,22 @@ def test_feature_cache_is_rebuilt_when_config_changes(esc50_root, tmp_path):
                                   progress=False)
     assert a.shape[1] == 32 and b.shape[1] == 40
     assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_download_unpacks_and_verifies_an_archive(tmp_path):
+    """--download on a local archive shaped like the official one (file:// URL)."""
+    import zipfile
+    archive = tmp_path / "master.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ESC-50-master/meta/esc50.csv",
+                   "filename,fold,target,category,esc10,src_file,take\n"
+                   "1-1-A-0.wav,1,0,dog,True,1,A\n")
+        wav = tmp_path / "clip.wav"
+        sf.write(wav, tone(44100, 0.1), 44100)
+        z.write(wav, "ESC-50-master/audio/1-1-A-0.wav")
+    dest = tmp_path / "data" / "ESC-50"
+    esc50.download(str(dest), url=archive.as_uri())
+    assert esc50.find_dataset(str(dest)) == str(dest)
+    assert esc50.audio_path(str(dest), "1-1-A-0.wav").endswith("1-1-A-0.wav")
+    with pytest.raises(ValueError, match="SHA-256"):
+        esc50.download(str(tmp_path / "other"), url=archive.as_uri(), sha256="0" * 64)
