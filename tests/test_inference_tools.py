@@ -162,3 +162,16 @@ def test_block_gradient_norms_match_the_backward_pass():
     expected = model.blocks.backward(dy)
     assert norms[0] == pytest.approx(float(np.sqrt((expected.astype(np.float64) ** 2).sum())),
                                      rel=1e-5)
+
+
+def test_float16_export_predicts_like_the_original(checkpoint, tmp_path):
+    from experiments.export import export
+    small = export(checkpoint, str(tmp_path / "small.npz"))
+    from scratchnet import load_checkpoint
+    stored, meta = load_checkpoint(small)
+    assert {v.dtype for v in stored.values()} == {np.dtype(np.float16)}
+    assert meta["classes"] == CLASSES and meta["stored_dtype"] == "float16"
+    y = (np.random.default_rng(0).standard_normal((2, 80000)) * 0.1).astype(np.float32)
+    a, b = Classifier(checkpoint).predict(y), Classifier(small).predict(y)
+    assert Classifier(small).model.fc.weight.data.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=1e-2)

@@ -1,0 +1,36 @@
+"""Shrink a trained model.npz for shipping: weights and statistics stored as float16.
+
+    python -m experiments.export runs/cpu-fold1/fold1/model.npz \
+        experiments/checkpoints/cpu_fold1.npz
+
+float16 keeps 11 significant bits, far finer than the weights' noise after training; loading
+casts back to float32 (``load_state_dict`` copies into the model's own float32 arrays).  The
+metadata (features, model, normalisation, classes, accuracy) is kept as is.
+"""
+import argparse
+
+import numpy as np
+
+from scratchnet import load_checkpoint, save_checkpoint
+
+
+def export(src, dst, dtype=np.float16):
+    state, meta = load_checkpoint(src)
+    small = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in state.items()}
+    meta = dict(meta, stored_dtype=np.dtype(dtype).name)
+    save_checkpoint(dst, small, meta)
+    return dst
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src")
+    p.add_argument("dst")
+    args = p.parse_args(argv)
+    export(args.src, args.dst)
+    print(args.dst)
+
+
+if __name__ == "__main__":
+    main()
