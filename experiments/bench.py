@@ -207,8 +207,11 @@ def profile_steps(step, steps):
                 top=[(name, t / steps, t / total) for t, name in rows[:25]])
 
 
-def _child(conn, fn, kwargs):
+def _child(conn, fn, kwargs, keep_memory):
     try:
+        if keep_memory:
+            from scratchnet.memory import keep_freed_memory
+            keep_freed_memory()
         result = fn(**kwargs)
         result["peak_rss_mb"] = peak_rss_mb()
         conn.send(result)
@@ -216,10 +219,10 @@ def _child(conn, fn, kwargs):
         conn.send({"error": f"{type(e).__name__}: {e}"})
 
 
-def in_child(fn, **kwargs):
+def in_child(fn, keep_memory=True, **kwargs):
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(child, fn, kwargs))
+    proc = ctx.Process(target=_child, args=(child, fn, kwargs, keep_memory))
     proc.start()
     result = parent.recv()
     proc.join()
@@ -238,6 +241,9 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--profile", action="store_true",
                    help="print where a scratchnet training step spends its time")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep: glibc keeps freed memory for reuse (scratchnet.memory), in every "
+                        "measured process alike; default: glibc's defaults")
     p.add_argument("--logmel", action="store_true", help="also run benchmarks.bench_logmel")
     p.add_argument("--json", help="write all figures to this file")
     args = p.parse_args(argv)
@@ -249,14 +255,17 @@ def main(argv=None):
         if name not in nets:
             p.error(f"unknown model {name!r}; choose from {list(nets)}")
     rate = gemm_rate(xp)
-    print(f"float32 GEMM (2048^3) on {args.device}: {rate:.0f} GFLOP/s")
+    keep = args.malloc == "keep"
+    print(f"float32 GEMM (2048^3) on {args.device}: {rate:.0f} GFLOP/s; batch {args.batch}; "
+          f"malloc: {args.malloc}")
     try:
         import torch  # noqa: F401
         have_torch = not args.no_torch
     except ImportError:
         have_torch = False
         print("PyTorch not installed: no reference (pip install .[bench])")
-    report = {"gemm_gflops": rate, "batch": args.batch, "device": args.device, "models": {}}
+    report = {"gemm_gflops": rate, "batch": args.batch, "device": args.device,
+              "malloc": args.malloc, "models": {}}
     header = (f"{'model':<14} {'input':<12} {'impl':<11} {'train clips/s':>13} "
               f"{'GFLOP/s':>8} {'of GEMM':>7} {'infer clips/s':>13} {'peak MB':>8}")
     print(header)
@@ -264,8 +273,9 @@ def main(argv=None):
         shape, cfg = nets[name]
         flops = forward_flops(shape, cfg)
         if args.profile:
-            prof = in_child(measure_scratchnet, shape=shape, cfg=cfg, batch=args.batch,
-                            steps=args.steps, warmup=0, device=args.device, profile=True)
+            prof = in_child(measure_scratchnet, keep_memory=keep, shape=shape, cfg=cfg,
+                            batch=args.batch, steps=args.steps, warmup=0, device=args.device,
+                            profile=True)
             print(f"\nprofile of one scratchnet training step, {name}: "
                   f"{prof['total_s']:.3f} s")
             for fn, t, frac in prof["top"]:
@@ -276,8 +286,8 @@ def main(argv=None):
         if have_torch:
             impls.append(("pytorch", measure_torch))
         for impl, fn in impls:
-            r = in_child(fn, shape=shape, cfg=cfg, batch=args.batch, steps=args.steps,
-                         warmup=args.warmup, device=args.device)
+            r = in_child(fn, keep_memory=keep, shape=shape, cfg=cfg, batch=args.batch,
+                         steps=args.steps, warmup=args.warmup, device=args.device)
             if "error" in r:
                 print(f"{name:<14} {impl}: {r['error']}")
                 continue

@@ -20,6 +20,7 @@ import numpy as np
 from scratchnet import (AdamW, OneCycleLR, SoftmaxCrossEntropy, clip_grad_norm,
                         load_checkpoint, save_checkpoint)
 from scratchnet.backend import DeviceError, check_device, to_numpy
+from scratchnet.memory import keep_freed_memory
 
 from . import augment, esc50
 from .models import PRESETS, build_model, get_preset
@@ -208,6 +209,7 @@ def plot_fold(out, history, y_true, y_pred, names):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_freed_memory()  # reuse the step's large arrays instead of page-faulting them anew
     try:
         xp = check_device(args.device)
     except DeviceError as e:
