@@ -6,6 +6,8 @@
   giving the same 1 x 128 x 431 input.
 - ``cpu``: compute-lean for 2 CPU cores: stages [2, 2, 2, 2] of widths [32, 64, 128, 256] on
   64 mels with a 20 ms hop (1 x 64 x 251), about 7x fewer FLOPs than ``seed``.
+- ``cpu128``: the same network on 128 mels (1 x 128 x 251, the seed's frequency resolution),
+  about twice the FLOPs of ``cpu``.
 Each preset also carries its training recipe (the seed's, with the SpecAugment masks scaled to
 the input size).
 """
@@ -27,6 +29,14 @@ PRESETS = {
         train=dict(epochs=80, batch_size=32, lr=5e-4, max_lr=2e-3, warmup=0.1,
                    weight_decay=0.01, label_smoothing=0.1, mixup_alpha=0.2, mixup_prob=0.3,
                    freq_mask=15, time_mask=46, time_shift=0.2, clip_norm=5.0),
+    ),
+    "cpu128": dict(
+        features=dict(sr=16000, n_fft=1024, hop_length=320, n_mels=128, fmin=0.0, fmax=8000.0),
+        model=dict(widths=[32, 64, 128, 256], depths=[2, 2, 2, 2], stem_kernel=7,
+                   stem_stride=2, stem_pool=True, dropout=0.3),
+        train=dict(epochs=80, batch_size=32, lr=5e-4, max_lr=2e-3, warmup=0.1,
+                   weight_decay=0.01, label_smoothing=0.1, mixup_alpha=0.2, mixup_prob=0.3,
+                   freq_mask=30, time_mask=46, time_shift=0.2, clip_norm=5.0),
     ),
 }
 
