@@ -25,6 +25,9 @@ def save_checkpoint(path, state, meta=None):
     os.close(fd)
     try:
         np.savez(tmp, **arrays)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is not
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
