@@ -53,7 +53,7 @@ def figure(clf, name, parts, channels, path):
     t = np.arange(len(parts["window"])) / clf.sr
     ax.plot(t, parts["window"], lw=0.4)
     ax.set(title=f"waveform: {name}", xlabel="s", xlim=(0, t[-1]))
-    ax = fig.add_subplot(grid[0, channels // 2:])
+    ax = fig.add_subplot(grid[0, channels // 2 + 1:])  # room for the labels
     top = clf.top(parts["probs"], 5)
     ax.barh([e["label"] for e in top][::-1], [e["prob"] for e in top][::-1])
     ax.set(title="top-5 prediction", xlim=(0, 1))
@@ -67,7 +67,8 @@ def figure(clf, name, parts, channels, path):
             ax.imshow(maps[ch], origin="lower", aspect="auto", cmap="viridis")
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{stage} ch {ch}", fontsize=7)
-    fig.tight_layout()
+    # tight_layout would squeeze the 8 small panels of a row; fixed margins keep them wide.
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.97, bottom=0.03, hspace=0.7, wspace=0.12)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
