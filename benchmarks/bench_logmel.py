@@ -13,6 +13,7 @@ import numpy as np
 import dsp
 from experiments import esc50
 from scratchnet.backend import check_device
+from scratchnet.memory import keep_freed_memory
 
 
 def best_of(fn, repeat):
@@ -28,14 +29,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--sr", type=int, default=16000)
     p.add_argument("--n-fft", type=int, default=1024)
     p.add_argument("--hop", type=int, default=320)
     p.add_argument("--n-mels", type=int, default=64)
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep: glibc keeps freed memory (scratchnet.memory); applies to this "
+                        "whole process, librosa included")
     args = p.parse_args(argv)
+    if args.malloc == "keep":
+        keep_freed_memory()
     xp = check_device(args.device)
     root = esc50.find_dataset(args.data)
     rows = esc50.read_metadata(root)
