@@ -144,3 +144,10 @@ def test_loss_is_stable_for_huge_logits():
     loss = sn.SoftmaxCrossEntropy()
     assert float(loss.forward(z, np.array([0]))) == pytest.approx(0.0, abs=1e-12)
     assert float(loss.forward(z, np.array([1]))) == pytest.approx(1000.0)
+
+
+def test_maxpool_eval_mode_gives_the_same_maximum(rng):
+    x = rng.standard_normal((2, 3, 9, 8))
+    pool = sn.MaxPool2d(3, 2, 1)
+    train_y = pool.forward(x)
+    np.testing.assert_array_equal(pool.eval().forward(x), train_y)

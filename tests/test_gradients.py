@@ -188,3 +188,8 @@ def test_first_layer_may_skip_its_input_gradient(rng):
     assert lean.backward(dy) is None
     for (name, a), (_, b) in zip(full.named_parameters(), lean.named_parameters()):
         np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+
+
+def test_maxpool_gradient_in_eval_mode(rng):
+    x = rng.permutation(2 * 2 * 7 * 6).reshape(2, 2, 7, 6).astype(np.float64) * 0.1
+    assert_all_small(check_layer(sn.MaxPool2d(3, 2, 1).eval(), x, h=1e-4))

@@ -30,7 +30,24 @@ class MaxPool2d(Layer):
         if conv_output_size(x.shape[2], k, s, p) < 1 or conv_output_size(x.shape[3], k, s, p) < 1:
             raise ValueError(f"MaxPool2d: input {tuple(x.shape)} is smaller than the window {k}")
         windows = sliding_windows(to_channels_last(x, p, fill=-xp.inf), k, k, s)
-        # Running max over the k*k offsets: no (N, Ho, Wo, k*k, C) copy is ever made.
+        if self.training:
+            y, argmax = self._max_and_argmax(windows)
+            self._cache = (argmax, x.shape)
+        else:
+            # Inference needs no argmax: a plain running maximum.  The windows are kept (a
+            # view, no copy) in case backward is called in eval mode all the same.
+            y = windows[:, :, :, 0, 0].copy()
+            for a in range(k):
+                for b in range(k):
+                    xp.maximum(y, windows[:, :, :, a, b], out=y)
+            self._cache = (windows, x.shape)
+        return y.transpose(0, 3, 1, 2)
+
+    def _max_and_argmax(self, windows):
+        """Running max over the k*k offsets, and which offset won (the first, on ties); no
+        (N, Ho, Wo, k*k, C) copy is ever made."""
+        xp = get_array_module(windows)
+        k = self.kernel_size
         y = windows[:, :, :, 0, 0].copy()
         argmax = xp.zeros(y.shape, dtype=xp.uint8)
         for a in range(k):
@@ -41,12 +58,13 @@ class MaxPool2d(Layer):
                 better = candidate > y
                 xp.copyto(y, candidate, where=better)
                 xp.copyto(argmax, a * k + b, where=better)
-        self._cache = (argmax, x.shape)
-        return y.transpose(0, 3, 1, 2)
+        return y, argmax
 
     def backward(self, dy):
         xp = get_array_module(dy)
         argmax, (n, c, h, w) = self._cache
+        if argmax.ndim == 6:  # forward ran in eval mode and kept the windows
+            argmax = self._max_and_argmax(argmax)[1]
         k, s, p = self.kernel_size, self.stride, self.padding
         dy = dy.transpose(0, 2, 3, 1)
         ho, wo = dy.shape[1:3]
