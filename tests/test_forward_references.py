@@ -59,6 +59,19 @@ def test_col2im_is_the_adjoint_of_im2col(rng, stride, padding):
     assert abs(lhs - rhs) < 1e-10 * abs(lhs)
 
 
+@pytest.mark.parametrize("kernel,padding", [(3, 0), (3, 1), (3, 2), (5, 2), (1, 0)])
+def test_stride1_input_gradient_is_the_flipped_kernel_convolution(rng, kernel, padding):
+    """Conv2d's stride-1 backward (a convolution of dy with the flipped, transposed kernel)
+    equals the general route dL/dx = col2im(dY Wm)."""
+    layer = sn.Conv2d(3, 4, kernel, 1, padding, bias=False, rng=rng).astype(np.float64)
+    x = rng.standard_normal((2, 3, 7, 6))
+    dy = rng.standard_normal(layer.forward(x).shape)
+    dx = layer.backward(dy)
+    dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, 4)
+    expected = col2im(dy_mat @ layer._weight_matrix(), x.shape, kernel, kernel, 1, padding)
+    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_im2col_rows_are_patches(rng):
     x = rng.standard_normal((2, 3, 5, 4))
     cols = im2col(x, 2, 3, stride=1, padding=0)

@@ -20,7 +20,7 @@ def assert_all_small(errors):
 
 
 @pytest.mark.parametrize("n", [1, 3])
-@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)])
+@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv2d_gradients(rng, n, stride, padding, bias):
     layer = f64(sn.Conv2d(3, 4, 3, stride, padding, bias=bias, rng=rng))
@@ -57,6 +57,12 @@ def test_relu_gradient(rng):
     x = rng.standard_normal((2, 3, 4, 5))
     x[np.abs(x) < 1e-3] = 0.5  # keep away from the kink, where the derivative is undefined
     assert_all_small(check_layer(sn.ReLU(), x))
+
+
+def test_relu_gradient_in_eval_mode(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    x[np.abs(x) < 1e-3] = 0.5
+    assert_all_small(check_layer(sn.ReLU().eval(), x))
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (3, 3, 0)])

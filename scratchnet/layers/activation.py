@@ -5,7 +5,9 @@ from .base import Layer
 
 class ReLU(Layer):
     """y = max(x, 0).   Backward: dy/dx = 1 where x > 0 and 0 elsewhere (the subgradient 0 is
-    taken at x = 0), so dx = dy * [x > 0].  Only the boolean mask is kept (1 byte per value).
+    taken at x = 0), so dx = dy * [x > 0], and [x > 0] = [y > 0].  Training keeps only that
+    boolean mask (1 byte per value); inference keeps nothing but a reference to y, from which
+    the mask can still be formed if backward is called in eval mode.
     Element-wise, so it preserves the memory layout of its input."""
 
     def __init__(self):
@@ -14,11 +16,13 @@ class ReLU(Layer):
 
     def forward(self, x):
         xp = get_array_module(x)
-        mask = x > 0
-        self._cache = mask
-        return xp.multiply(x, mask, dtype=x.dtype)
+        y = xp.maximum(x, 0)
+        self._cache = y > 0 if self.training else y
+        return y
 
     def backward(self, dy):
         xp = get_array_module(dy)
         mask, self._cache = self._cache, None
+        if mask.dtype != bool:  # eval mode kept y itself
+            mask = mask > 0
         return xp.multiply(dy, mask, dtype=dy.dtype)

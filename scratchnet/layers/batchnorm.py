@@ -11,6 +11,19 @@ def channels_matrix(x):
     return xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1, x.shape[1])
 
 
+def column_sums(a):
+    """sum_m a[m, c] as the product 1^T a: one matrix-vector product, which on thin (M, C)
+    matrices runs several times faster than a reduction along axis 0."""
+    xp = get_array_module(a)
+    return xp.ones(a.shape[0], dtype=a.dtype) @ a
+
+
+def column_dots(a, b):
+    """sum_m a[m, c] b[m, c] in one pass, without forming the product a * b."""
+    xp = get_array_module(a)
+    return xp.einsum("mc,mc->c", a, b)
+
+
 def from_channels_matrix(m, shape):
     """Inverse of :func:`channels_matrix`: an NCHW view of channels-last memory."""
     n, c, h, w = shape
@@ -62,9 +75,9 @@ class BatchNorm2d(Layer):
             if m < 2:
                 raise ValueError("BatchNorm2d in training mode needs more than one value per "
                                  f"channel, got input of shape {tuple(x.shape)}")
-            mu = x2.mean(axis=0)
+            mu = column_sums(x2) / m
             centred = x2 - mu
-            var = (centred * centred).mean(axis=0)
+            var = column_dots(centred, centred) / m
             inv_std = 1.0 / xp.sqrt(var + self.eps)
             xhat = centred
             xhat *= inv_std
@@ -89,19 +102,20 @@ class BatchNorm2d(Layer):
         trained, saved, inv_std, shape = self._cache  # saved: xhat (train) or x (eval)
         dy2 = channels_matrix(dy)
         gamma = self.weight.data
-        dbeta = dy2.sum(axis=0)
+        dbeta = column_sums(dy2)
         self.bias.grad += dbeta
+        scale = gamma * inv_std
         if not trained:  # eval: y = gamma * (x - running_mean) * inv_std + beta
-            self.weight.grad += (dy2 * ((saved - self.running_mean) * inv_std)).sum(axis=0)
+            self.weight.grad += column_dots(dy2, (saved - self.running_mean) * inv_std)
             self._cache = None
-            return from_channels_matrix(dy2 * (gamma * inv_std), shape)
+            return from_channels_matrix(dy2 * scale, shape)
         xhat = saved
-        dgamma = (dy2 * xhat).sum(axis=0)
+        dgamma = column_dots(dy2, xhat)
         self.weight.grad += dgamma
         m = dy2.shape[0]
-        dx = xhat * (dgamma / m)
-        dx += dbeta / m
-        dx = dy2 - dx
-        dx *= gamma * inv_std
+        # dx = gamma inv_std (dy - dbeta / M - xhat dgamma / M), one term at a time.
+        dx = dy2 * scale
+        dx -= xhat * (scale * dgamma / m)
+        dx -= scale * dbeta / m
         self._cache = None
         return from_channels_matrix(dx, shape)

@@ -26,6 +26,14 @@ class Conv2d(Layer):
         dL/db  = sum_rows dY     (b is added to every row)
         dL/dX  = dY Wm           and dL/dx = col2im(dL/dX), the adjoint of im2col, which adds
                                  the gradient of every patch back onto the pixels it copied.
+    Stride 1: dL/dx is itself a convolution.  Written per pixel, the sum above is
+        dx[c, u, v] = sum_{o, a, b'} dy[o, u + p - a, v + p - b'] W[o, c, a, b']
+    over the (i, j) = (u + p - a, v + p - b') inside dy.  Substituting a = kh-1-a~, b' = kw-1-b~:
+        dx[c, u, v] = sum_{o, a~, b~} dypad[o, u + a~, v + b~] W[o, c, kh-1-a~, kw-1-b~],
+    with dy zero-padded by kh-1-p: the convolution of dy with the kernel flipped in space and
+    transposed in channels, W~[c, o, a~, b~] = W[o, c, kh-1-a~, kw-1-b~].  Its output is H x W
+    again.  Backward then runs as im2col(dy) W~m^T, a gather and one GEMM, instead of a GEMM
+    with kh*kw times more outputs followed by kh*kw slice-adds in col2im.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -74,8 +82,15 @@ class Conv2d(Layer):
         self._cache = None
         if not self.needs_input_grad:
             return None
+        p = self.padding
+        if self.stride == 1 and kh == kw and p <= kh - 1:
+            n, c, h, w = x_shape
+            flipped = self.weight.data[:, :, ::-1, ::-1]           # W~ as (C_out, C_in, a~, b~)
+            flipped_matrix = flipped.transpose(1, 2, 3, 0).reshape(c, -1)   # (C_in, kh*kw*C_out)
+            dx = im2col(dy, kh, kw, 1, kh - 1 - p) @ flipped_matrix.T
+            return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         dcols = dy_mat @ self._weight_matrix()
-        return col2im(dcols, x_shape, kh, kw, self.stride, self.padding)
+        return col2im(dcols, x_shape, kh, kw, self.stride, p)
 
     def __repr__(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

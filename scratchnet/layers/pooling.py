@@ -1,17 +1,25 @@
 """Max pooling and global average pooling."""
 from ..backend import get_array_module
-from ..im2col import conv_output_size, sliding_windows, to_channels_last
+from ..im2col import conv_output_size, to_channels_last
 from .base import Layer, check_input
 
 
 class MaxPool2d(Layer):
     """y[n, c, i, j] = max_{a, b} xpad[n, c, s*i + a, s*j + b], xpad padded with -inf.
 
+    Forward, separably.  The maximum over a k x k window is the maximum over its k rows of the
+    maximum within each row:  r[n, c, u, j] = max_b xpad[n, c, u, s*j + b],
+    y[n, c, i, j] = max_a r[n, c, s*i + a, j].  When windows overlap (s < k) neighbouring
+    windows share these row maxima, so this takes 2(k - 1) element-wise maxima instead of k^2 - 1.
+
     Backward.  The max is locally the identity on its winning input and constant in the others,
-    so dy[n, c, i, j] flows to the single argmax of its window (the first one on ties, as
-    PyTorch).  Windows overlap when s < k, so one input may receive several contributions;
-    they are added with kh*kw strided slice-adds, one per window offset (a, b), each of which
-    touches every input position at most once.
+    so dy[n, c, i, j] flows to the single argmax of its window: the first offset (a, b) in
+    row-major order whose value equals y, as PyTorch does on ties (routing dy to every tied input
+    would multiply the gradient).  Training keeps one boolean mask per offset,
+        first[a, b] = (xpad at offset (a, b) == y)  and no earlier offset was equal,
+    and backward adds dy * first[a, b] onto the inputs at offset (a, b): k*k strided slice-adds,
+    each touching every input position at most once; windows overlap when s < k, so one input
+    may receive contributions from several of them.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0):
@@ -23,56 +31,59 @@ class MaxPool2d(Layer):
             raise ValueError("MaxPool2d: padding must be at most half the kernel size")
         self._cache = None
 
+    def _offset(self, a, b, ho, wo):
+        """Index of the inputs at window offset (a, b) of every output position."""
+        s = self.stride
+        return (slice(None), slice(a, a + s * (ho - 1) + 1, s), slice(b, b + s * (wo - 1) + 1, s))
+
     def forward(self, x):
         check_input(x, 4, "MaxPool2d")
         xp = get_array_module(x)
         k, s, p = self.kernel_size, self.stride, self.padding
-        if conv_output_size(x.shape[2], k, s, p) < 1 or conv_output_size(x.shape[3], k, s, p) < 1:
+        ho, wo = conv_output_size(x.shape[2], k, s, p), conv_output_size(x.shape[3], k, s, p)
+        if ho < 1 or wo < 1:
             raise ValueError(f"MaxPool2d: input {tuple(x.shape)} is smaller than the window {k}")
-        windows = sliding_windows(to_channels_last(x, p, fill=-xp.inf), k, k, s)
+        xpad = to_channels_last(x, p, fill=-xp.inf)
+        rows = xpad[:, :, 0:s * (wo - 1) + 1:s].copy()          # r: max within each row
+        for b in range(1, k):
+            xp.maximum(rows, xpad[:, :, b:b + s * (wo - 1) + 1:s], out=rows)
+        y = rows[:, 0:s * (ho - 1) + 1:s].copy()                # y: max over the k rows
+        for a in range(1, k):
+            xp.maximum(y, rows[:, a:a + s * (ho - 1) + 1:s], out=y)
         if self.training:
-            y, argmax = self._max_and_argmax(windows)
-            self._cache = (argmax, x.shape)
+            self._cache = (self._first_maximum_masks(xpad, y), x.shape)
         else:
-            # Inference needs no argmax: a plain running maximum.  The windows are kept (a
-            # view, no copy) in case backward is called in eval mode all the same.
-            y = windows[:, :, :, 0, 0].copy()
-            for a in range(k):
-                for b in range(k):
-                    xp.maximum(y, windows[:, :, :, a, b], out=y)
-            self._cache = (windows, x.shape)
+            # Inference needs no masks; keep the padded input in case backward is called in
+            # eval mode all the same.
+            self._cache = ((xpad, y), x.shape)
         return y.transpose(0, 3, 1, 2)
 
-    def _max_and_argmax(self, windows):
-        """Running max over the k*k offsets, and which offset won (the first, on ties); no
-        (N, Ho, Wo, k*k, C) copy is ever made."""
-        xp = get_array_module(windows)
+    def _first_maximum_masks(self, xpad, y):
+        """first[a*k + b]: where offset (a, b) is the first in row-major order to equal y."""
+        xp = get_array_module(y)
+        ho, wo = y.shape[1:3]
         k = self.kernel_size
-        y = windows[:, :, :, 0, 0].copy()
-        argmax = xp.zeros(y.shape, dtype=xp.uint8)
+        claimed = xp.zeros(y.shape, dtype=bool)
+        first = []
         for a in range(k):
             for b in range(k):
-                if a == 0 and b == 0:
-                    continue
-                candidate = windows[:, :, :, a, b]
-                better = candidate > y
-                xp.copyto(y, candidate, where=better)
-                xp.copyto(argmax, a * k + b, where=better)
-        return y, argmax
+                hit = xpad[self._offset(a, b, ho, wo)] == y
+                first.append(hit & ~claimed)
+                claimed |= hit
+        return first
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        argmax, (n, c, h, w) = self._cache
-        if argmax.ndim == 6:  # forward ran in eval mode and kept the windows
-            argmax = self._max_and_argmax(argmax)[1]
-        k, s, p = self.kernel_size, self.stride, self.padding
+        first, (n, c, h, w) = self._cache
+        if isinstance(first, tuple):  # forward ran in eval mode and kept (xpad, y)
+            first = self._first_maximum_masks(*first)
+        k, p = self.kernel_size, self.padding
         dy = dy.transpose(0, 2, 3, 1)
         ho, wo = dy.shape[1:3]
         dx = xp.zeros((n, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)
         for a in range(k):
             for b in range(k):
-                routed = xp.where(argmax == a * k + b, dy, 0)
-                dx[:, a:a + s * (ho - 1) + 1:s, b:b + s * (wo - 1) + 1:s] += routed
+                dx[self._offset(a, b, ho, wo)] += dy * first[a * k + b]
         self._cache = None
         return dx[:, p:p + h, p:p + w].transpose(0, 3, 1, 2)
 
