@@ -43,14 +43,15 @@ class BasicBlock(Layer):
         check_input(x, 4, "BasicBlock", self.in_channels)
         f = self.bn2.forward(self.conv2.forward(self.relu1.forward(
             self.bn1.forward(self.conv1.forward(x)))))
-        shortcut = x if self.downsample is None else self.downsample.forward(x)
-        return self.relu2.forward(f + shortcut)
+        f += x if self.downsample is None else self.downsample.forward(x)  # f is BN's own output
+        return self.relu2.forward(f)
 
     def backward(self, dy):
         dz = self.relu2.backward(dy)
         dx = self.conv1.backward(self.bn1.backward(self.relu1.backward(
             self.conv2.backward(self.bn2.backward(dz)))))
-        return dx + (dz if self.downsample is None else self.downsample.backward(dz))
+        dx += dz if self.downsample is None else self.downsample.backward(dz)  # dx is conv1's
+        return dx
 
 
 class ResNet(Sequential):
