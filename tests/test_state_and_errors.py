@@ -123,3 +123,20 @@ def test_gpu_request_without_gpu_is_a_clear_error():
 def test_unknown_device():
     with pytest.raises(ValueError, match="tpu"):
         check_device("tpu")
+
+
+@pytest.mark.parametrize("layer", [
+    lambda r: sn.BasicBlock(3, 3, 1, r), lambda r: sn.BasicBlock(3, 4, 2, r),
+    lambda r: sn.MaxPool2d(3, 2, 1), lambda r: sn.ReLU(), lambda r: sn.BatchNorm2d(3),
+    lambda r: sn.Conv2d(3, 4, 3, 1, 1, rng=r)])
+def test_layers_leave_their_inputs_and_upstream_gradients_untouched(rng, layer):
+    """Layers may work in place only on arrays they created themselves."""
+    layer = layer(rng).astype(np.float64)
+    x = rng.standard_normal((2, 3, 6, 5))
+    x_before = x.copy()
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dy_before = dy.copy()
+    layer.backward(dy)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
