@@ -196,6 +196,12 @@ def test_first_layer_may_skip_its_input_gradient(rng):
         np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_gradients_in_eval_mode(rng, stride):
+    layer = f64(sn.Conv2d(3, 4, 3, stride, 1, rng=rng)).eval()
+    assert_all_small(check_layer(layer, rng.standard_normal((2, 3, 7, 6))))
+
+
 def test_maxpool_gradient_in_eval_mode(rng):
     x = rng.permutation(2 * 2 * 7 * 6).reshape(2, 2, 7, 6).astype(np.float64) * 0.1
     assert_all_small(check_layer(sn.MaxPool2d(3, 2, 1).eval(), x, h=1e-4))
