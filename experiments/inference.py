@@ -12,7 +12,7 @@ from scratchnet.backend import DeviceError, check_device, to_numpy
 
 from .models import build_model
 
-DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "cpu_fold1.npz")
+DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "cpu128_fold1.npz")
 
 
 def softmax(z):

@@ -7,7 +7,8 @@
 - ``cpu``: compute-lean for 2 CPU cores: stages [2, 2, 2, 2] of widths [32, 64, 128, 256] on
   64 mels with a 20 ms hop (1 x 64 x 251), about 7x fewer FLOPs than ``seed``.
 - ``cpu128``: the same network on 128 mels (1 x 128 x 251, the seed's frequency resolution),
-  about twice the FLOPs of ``cpu``.
+  about twice the FLOPs of ``cpu``, trained for 100 epochs (the seed's count): the default on
+  the CPU, 78.25% on ESC-50 fold 1 in 75 minutes on 2 cores (README).
 Each preset also carries its training recipe (the seed's, with the SpecAugment masks scaled to
 the input size).
 """
@@ -31,12 +32,12 @@ PRESETS = {
                    freq_mask=15, time_mask=46, time_shift=0.2, clip_norm=5.0),
     ),
 }
-# The cpu network on 128 mels: only the input height and the frequency mask (the seed's 30)
-# change.
+# The cpu network on 128 mels: only the input height, the frequency mask (the seed's 30) and
+# the epoch count (the seed's 100) change.
 PRESETS["cpu128"] = dict(
     PRESETS["cpu"],
     features=dict(PRESETS["cpu"]["features"], n_mels=128),
-    train=dict(PRESETS["cpu"]["train"], freq_mask=30))
+    train=dict(PRESETS["cpu"]["train"], freq_mask=30, epochs=100))
 
 
 def get_preset(name):

@@ -34,7 +34,7 @@ def parse_args(argv=None):
                    help="fetch the official archive into ./data/ESC-50 if it is missing")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="model + features + recipe (default: cpu on --device cpu, seed on gpu)")
+                   help="model + features + recipe (default: cpu128 on --device cpu, seed on gpu)")
     p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
     p.add_argument("--epochs", type=int, help="override the preset's epoch count")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if any(f not in range(1, 6) for f in args.folds):
         p.error(f"--folds must be among 1..5, got {args.folds}")
-    args.preset = args.preset or ("seed" if args.device == "gpu" else "cpu")
+    args.preset = args.preset or ("seed" if args.device == "gpu" else "cpu128")
     return args
 
 

@@ -19,7 +19,7 @@ def test_two_epochs_write_results_and_the_loss_falls(esc50_root, tmp_path):
     fold = results["folds"]["1"]
     assert 0.0 <= fold["accuracy"] <= 1.0 and fold["epochs"] == 2 and fold["seconds"] > 0
     assert results["mean_accuracy"] == fold["accuracy"] and results["std_accuracy"] == 0.0
-    assert results["config"]["preset"] == "cpu"
+    assert results["config"]["preset"] == "cpu128"
     history = json.loads((out / "fold1" / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[1]["train_loss"] < history[0]["train_loss"]
