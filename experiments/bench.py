@@ -21,6 +21,10 @@ import time
 
 import numpy as np
 
+from dsp import LogMel
+from scratchnet.im2col import conv_output_size as conv_out
+
+from .esc50 import CLIP_SECONDS
 from .models import PRESETS
 
 REFERENCE = dict(input=(1, 64, 250), model=dict(widths=[32, 64, 128, 256], depths=[2, 2, 2, 2],
@@ -33,13 +37,9 @@ def networks():
     nets = {"reference": (REFERENCE["input"], REFERENCE["model"])}
     for name, preset in PRESETS.items():
         f = preset["features"]
-        frames = 1 + int(5.0 * f["sr"]) // f["hop_length"]
+        frames = LogMel(**f).num_frames(int(round(CLIP_SECONDS * f["sr"])))
         nets[f"preset:{name}"] = ((1, f["n_mels"], frames), preset["model"])
     return nets
-
-
-def conv_out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
 
 
 def forward_flops(shape, cfg, num_classes=50):

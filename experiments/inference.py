@@ -9,16 +9,17 @@ import numpy as np
 from dsp import LogMel
 from scratchnet import load_checkpoint
 from scratchnet.backend import DeviceError, check_device, to_numpy
+from scratchnet.losses import log_softmax
 
+from .esc50 import CLIP_SECONDS
 from .models import build_model
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "cpu128_fold1.npz")
 
 
-def softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def probabilities(logits):
+    """Softmax rows of a batch of logits, on the host: exp of the loss's log-softmax."""
+    return np.exp(log_softmax(to_numpy(logits)))
 
 
 class Classifier:
@@ -41,7 +42,7 @@ class Classifier:
         self.classes = meta["classes"]
         self.features = LogMel(**meta["features"])
         self.sr = meta["features"]["sr"]
-        self.window = int(round(5.0 * self.sr))
+        self.window = int(round(CLIP_SECONDS * self.sr))
         self.mean = meta["normalization"]["mean"]
         self.std = meta["normalization"]["std"]
         self.model = build_model(meta["model"], len(self.classes)).to(device)
@@ -57,7 +58,7 @@ class Classifier:
         """Class probabilities (B, K) for 5-second clips (B, window), computed in batches."""
         out = []
         for s in range(0, len(clips), batch):
-            out.append(softmax(to_numpy(self.model.forward(self.logmel(clips[s:s + batch])))))
+            out.append(probabilities(self.model.forward(self.logmel(clips[s:s + batch]))))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def windows(self, y, hop_seconds):

@@ -17,7 +17,7 @@ import numpy as np
 from dsp import load_audio
 from scratchnet.backend import to_numpy
 
-from .inference import open_classifier, softmax
+from .inference import open_classifier, probabilities
 
 
 def parse_args(argv=None):
@@ -38,7 +38,7 @@ def analyse(clf, y):
     logits, stages = clf.model.forward_features(x)
     return dict(window=window[0], logmel=to_numpy(x)[0, 0] * clf.std + clf.mean,
                 stages={k: to_numpy(v)[0] for k, v in stages.items()},
-                probs=softmax(to_numpy(logits))[0])
+                probs=probabilities(logits)[0])
 
 
 def figure(clf, name, parts, channels, path):

@@ -29,6 +29,12 @@ def conv_output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def taps(offset, count, stride):
+    """The input positions that kernel offset ``offset`` reads at ``count`` output positions
+    along one axis: offset, offset + stride, ..., offset + stride * (count - 1)."""
+    return slice(offset, offset + stride * (count - 1) + 1, stride)
+
+
 def to_channels_last(x, padding=0, fill=0.0):
     """Return x (N, C, H, W) as a C-contiguous (N, H+2p, W+2p, C) array, padded with ``fill``.
 
@@ -82,8 +88,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     cols = cols.reshape(n, ho, wo, kh, kw, c)
     dx = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
     for a in range(kh):
-        rows = slice(a, a + stride * (ho - 1) + 1, stride)
         for b in range(kw):
-            dx[:, rows, b:b + stride * (wo - 1) + 1:stride] += cols[:, :, :, a, b]
+            dx[:, taps(a, ho, stride), taps(b, wo, stride)] += cols[:, :, :, a, b]
     dx = dx[:, padding:padding + h, padding:padding + w]
     return dx.transpose(0, 3, 1, 2)

@@ -1,6 +1,6 @@
 """Max pooling and global average pooling."""
 from ..backend import get_array_module
-from ..im2col import conv_output_size, to_channels_last
+from ..im2col import conv_output_size, taps, to_channels_last
 from .base import Layer, check_input
 
 
@@ -33,8 +33,7 @@ class MaxPool2d(Layer):
 
     def _offset(self, a, b, ho, wo):
         """Index of the inputs at window offset (a, b) of every output position."""
-        s = self.stride
-        return (slice(None), slice(a, a + s * (ho - 1) + 1, s), slice(b, b + s * (wo - 1) + 1, s))
+        return slice(None), taps(a, ho, self.stride), taps(b, wo, self.stride)
 
     def forward(self, x):
         check_input(x, 4, "MaxPool2d")
@@ -44,12 +43,12 @@ class MaxPool2d(Layer):
         if ho < 1 or wo < 1:
             raise ValueError(f"MaxPool2d: input {tuple(x.shape)} is smaller than the window {k}")
         xpad = to_channels_last(x, p, fill=-xp.inf)
-        rows = xpad[:, :, 0:s * (wo - 1) + 1:s].copy()          # r: max within each row
+        rows = xpad[:, :, taps(0, wo, s)].copy()          # r: max within each row
         for b in range(1, k):
-            xp.maximum(rows, xpad[:, :, b:b + s * (wo - 1) + 1:s], out=rows)
-        y = rows[:, 0:s * (ho - 1) + 1:s].copy()                # y: max over the k rows
+            xp.maximum(rows, xpad[:, :, taps(b, wo, s)], out=rows)
+        y = rows[:, taps(0, ho, s)].copy()                # y: max over the k rows
         for a in range(1, k):
-            xp.maximum(y, rows[:, a:a + s * (ho - 1) + 1:s], out=y)
+            xp.maximum(y, rows[:, taps(a, ho, s)], out=y)
         if self.training:
             self._cache = (self._first_maximum_masks(xpad, y), x.shape)
         else:
