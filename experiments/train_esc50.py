@@ -19,6 +19,7 @@ import numpy as np
 
 from scratchnet import (AdamW, OneCycleLR, SoftmaxCrossEntropy, clip_grad_norm,
                         load_checkpoint, save_checkpoint)
+from scratchnet.averaging import ExponentialMovingAverage
 from scratchnet.backend import DeviceError, check_device, to_numpy
 from scratchnet.memory import keep_freed_memory
 
@@ -38,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
     p.add_argument("--epochs", type=int, help="override the preset's epoch count")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    p.add_argument("--ema-decay", type=float, metavar="D",
+                   help="override the preset's weight averaging: evaluate and save the "
+                        "exponential moving average of the weights with this decay (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/esc50", help="output directory")
     p.add_argument("--cache-dir", help="log-Mel feature cache (default ~/.cache/scratchnet)")
@@ -61,11 +65,12 @@ def standardise(x, mean, std):
 
 def evaluate(model, x, labels, xp, batch=100):
     """Logits of the whole set in eval mode, batched; returns (predictions, logits) on host."""
+    was_training = model.training
     model.eval()
     logits = []
     for s in range(0, x.shape[0], batch):
         logits.append(to_numpy(model.forward(x[s:s + batch])))
-    model.train()
+    model.train(was_training)
     logits = np.concatenate(logits)
     return logits.argmax(axis=1), logits
 
@@ -96,6 +101,10 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
                           steps_per_epoch, pct_start=tr["warmup"],
                           div_factor=tr["max_lr"] / tr["lr"])
     criterion = SoftmaxCrossEntropy(label_smoothing=tr["label_smoothing"])
+    # With ema_decay the model evaluated every epoch, scored at the end and saved is the
+    # running average of the weights (scratchnet.averaging); the raw weights are scored too.
+    ema = ExponentialMovingAverage(model, tr["ema_decay"]) if tr.get("ema_decay") else None
+    final = ema.model if ema else model
     history, start_epoch, elapsed = [], 0, 0.0
     ckpt_path = os.path.join(out, "checkpoint.npz")
     if args.resume and os.path.isfile(ckpt_path):
@@ -105,6 +114,9 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
                                    "step_count": meta["optimizer"]["step_count"],
                                    "buffers": [state[f"optim.{i}"]
                                                for i in range(len(optimizer._buffers()))]})
+        if ema:
+            ema.load_state_dict(dict(meta["ema"], model={
+                k[4:]: v for k, v in state.items() if k.startswith("ema.")}))
         schedule.load_state_dict(meta["schedule"])
         history, start_epoch, elapsed = meta["history"], meta["epoch"], meta["seconds"]
         print(f"fold {fold}: resumed from {ckpt_path} at epoch {start_epoch}", file=sys.stderr)
@@ -134,27 +146,37 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
             clip_grad_norm(params, tr["clip_norm"])
             optimizer.step()
             schedule.step()
+            if ema:
+                ema.update()
             loss_sum += float(loss) * len(idx)
             correct += int((to_numpy(logits.argmax(axis=1)) == yb).sum())
             seen += len(idx)
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             clips_s=f"{rate:.1f}", lr=f"{optimizer.lr:.2e}")
-        pred, _ = evaluate(model, x_test, y_test, xp)
-        test_acc = float((pred == y_test).mean())
+        pred, _ = evaluate(final, x_test, y_test, xp)
+        record = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
+                      test_acc=float((pred == y_test).mean()))
+        if ema:
+            pred_raw, _ = evaluate(model, x_test, y_test, xp)
+            record["test_acc_raw"] = float((pred_raw == y_test).mean())
         seconds = time.perf_counter() - t0
         elapsed += seconds
-        history.append(dict(epoch=epoch + 1, train_loss=loss_sum / seen,
-                            train_acc=correct / seen, test_acc=test_acc, lr=optimizer.lr,
-                            seconds=seconds))
+        record.update(lr=optimizer.lr, seconds=seconds)
+        history.append(record)
+        raw = f" (raw weights {record['test_acc_raw']:.3f})" if ema else ""
         print(f"fold {fold} epoch {epoch + 1}/{tr['epochs']}: loss {loss_sum / seen:.4f} "
-              f"train acc {correct / seen:.3f} test acc {test_acc:.3f} "
+              f"train acc {correct / seen:.3f} test acc {record['test_acc']:.3f}{raw} "
               f"({seconds:.0f} s, {seen / seconds:.1f} clips/s)", file=sys.stderr, flush=True)
         state = {"model." + k: v for k, v in model.state_dict().items()}
         state.update({f"optim.{i}": b for i, b in enumerate(optimizer._buffers())})
-        save_checkpoint(ckpt_path, state, dict(
-            epoch=epoch + 1, seconds=elapsed, history=history, schedule=schedule.state_dict(),
-            optimizer={"lr": optimizer.lr, "step_count": optimizer.step_count}))
+        meta = dict(epoch=epoch + 1, seconds=elapsed, history=history,
+                    schedule=schedule.state_dict(),
+                    optimizer={"lr": optimizer.lr, "step_count": optimizer.step_count})
+        if ema:
+            state.update({"ema." + k: v for k, v in ema.model.state_dict().items()})
+            meta["ema"] = {"updates": ema.updates, "decay": ema.decay}
+        save_checkpoint(ckpt_path, state, meta)
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(history, f, indent=1)
         if args.stop_after and epoch + 1 - start_epoch >= args.stop_after \
@@ -163,12 +185,12 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
                   "with --resume", file=sys.stderr)
             return None
 
-    pred, logits = evaluate(model, x_test, y_test, xp)
+    pred, logits = evaluate(final, x_test, y_test, xp)
     accuracy = float((pred == y_test).mean())
     config = dict(preset=args.preset, features=cfg["features"], model=cfg["model"],
                   normalization=dict(mean=mean, std=std), classes=names, fold=fold,
                   trained_on=sorted(set(folds.tolist()) - {fold}), accuracy=accuracy)
-    save_checkpoint(os.path.join(out, "model.npz"), model.state_dict(), config)
+    save_checkpoint(os.path.join(out, "model.npz"), final.state_dict(), config)
     per_class = {names[c]: float((pred[y_test == c] == c).mean())
                  for c in range(esc50.NUM_CLASSES) if (y_test == c).any()}
     with open(os.path.join(out, "per_class_accuracy.json"), "w") as f:
@@ -219,6 +241,8 @@ def main(argv=None):
         cfg["train"]["epochs"] = args.epochs
     if args.batch_size:
         cfg["train"]["batch_size"] = args.batch_size
+    if args.ema_decay is not None:
+        cfg["train"]["ema_decay"] = args.ema_decay
     try:
         root = esc50.find_dataset(args.data)
     except esc50.DatasetNotFound as e:
