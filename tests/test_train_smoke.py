@@ -23,6 +23,10 @@ def test_two_epochs_write_results_and_the_loss_falls(esc50_root, tmp_path):
     history = json.loads((out / "fold1" / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[1]["train_loss"] < history[0]["train_loss"]
+    # cpu128 scores its weight average; the raw weights are logged beside it
+    assert results["config"]["train"]["ema_decay"] == 0.999
+    assert all(0.0 <= h["test_acc_raw"] <= 1.0 for h in history)
+    assert history[-1]["test_acc"] == fold["accuracy"]
     for name in ["model.npz", "checkpoint.npz", "curves.png", "confusion.png",
                  "per_class_accuracy.json"]:
         assert (out / "fold1" / name).is_file(), name
@@ -46,3 +50,16 @@ def test_resume_reproduces_an_uninterrupted_run(esc50_root, tmp_path):
     b, _ = load_checkpoint(tmp_path / "b" / "fold2" / "model.npz")
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_ema_decay_zero_scores_the_raw_weights(esc50_root, tmp_path):
+    out = tmp_path / "run"
+    results = train_esc50.main(["--data", esc50_root, "--folds", "3", "--epochs", "1",
+                                "--batch-size", "16", "--limit", "12", "--ema-decay", "0",
+                                "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                                "--no-progress"])
+    history = json.loads((out / "fold3" / "metrics.json").read_text())
+    assert "test_acc_raw" not in history[0]
+    assert results["config"]["train"]["ema_decay"] == 0
+    _, meta = load_checkpoint(out / "fold3" / "checkpoint.npz")
+    assert "ema" not in meta
