@@ -17,12 +17,11 @@ class ReLU(Layer):
     def forward(self, x):
         xp = get_array_module(x)
         y = xp.maximum(x, 0)
-        self._cache = y > 0 if self.training else y
+        self._cache = (self.training, y > 0 if self.training else y)
         return y
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        mask, self._cache = self._cache, None
-        if mask.dtype != bool:  # eval mode kept y itself
-            mask = mask > 0
+        (trained, saved), self._cache = self._cache, None
+        mask = saved if trained else saved > 0
         return xp.multiply(dy, mask, dtype=dy.dtype)

@@ -68,16 +68,16 @@ class Conv2d(Layer):
             y += self.bias.data
         # Training keeps the patch matrix for dL/dWm; inference keeps only a reference to x
         # (kh*kw times smaller), from which backward can rebuild the patches if it is called.
-        self._cache = (cols if self.training else x, x.shape)
+        # The cache starts with the mode it was made in (the convention of every layer here).
+        self._cache = (self.training, cols if self.training else x, x.shape)
         # Channels-last memory behind an NCHW view (see scratchnet.im2col).
         return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        cols, x_shape = self._cache
+        trained, saved, x_shape = self._cache
         kh, kw = self.kernel_size
-        if cols.ndim == 4:  # forward ran in eval mode and kept x
-            cols = im2col(cols, kh, kw, self.stride, self.padding)
+        cols = saved if trained else im2col(saved, kh, kw, self.stride, self.padding)
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
         dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
         self.weight.grad += dw.transpose(0, 3, 1, 2)

@@ -49,12 +49,10 @@ class MaxPool2d(Layer):
         y = rows[:, taps(0, ho, s)].copy()                # y: max over the k rows
         for a in range(1, k):
             xp.maximum(y, rows[:, taps(a, ho, s)], out=y)
-        if self.training:
-            self._cache = (self._first_maximum_masks(xpad, y), x.shape)
-        else:
-            # Inference needs no masks; keep the padded input in case backward is called in
-            # eval mode all the same.
-            self._cache = ((xpad, y), x.shape)
+        # Inference needs no masks; it keeps the padded input in case backward is called in
+        # eval mode all the same.
+        saved = self._first_maximum_masks(xpad, y) if self.training else (xpad, y)
+        self._cache = (self.training, saved, x.shape)
         return y.transpose(0, 3, 1, 2)
 
     def _first_maximum_masks(self, xpad, y):
@@ -73,9 +71,8 @@ class MaxPool2d(Layer):
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        first, (n, c, h, w) = self._cache
-        if isinstance(first, tuple):  # forward ran in eval mode and kept (xpad, y)
-            first = self._first_maximum_masks(*first)
+        trained, saved, (n, c, h, w) = self._cache
+        first = saved if trained else self._first_maximum_masks(*saved)
         k, p = self.kernel_size, self.padding
         dy = dy.transpose(0, 2, 3, 1)
         ho, wo = dy.shape[1:3]
