@@ -211,6 +211,10 @@ def plot_fold(out, history, y_true, y_pred, names):
         a.set(xlabel="epoch", ylabel="training loss", title="loss")
         b.plot(epochs, [h["train_acc"] for h in history], label="train (augmented)")
         b.plot(epochs, [h["test_acc"] for h in history], label="held-out fold")
+        if "test_acc_raw" in history[0]:  # the run scored a weight average; show the raw too
+            b.lines[-1].set_label("held-out fold (weight average)")
+            b.plot(epochs, [h["test_acc_raw"] for h in history], alpha=0.6,
+                   label="held-out fold (raw weights)")
         b.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
         b.legend()
         fig.tight_layout()
