@@ -21,7 +21,7 @@ PRESETS = {
                    stem_stride=2, stem_pool=True, dropout=0.5),
         train=dict(epochs=100, batch_size=32, lr=5e-4, max_lr=2e-3, warmup=0.1,
                    weight_decay=0.01, label_smoothing=0.1, mixup_alpha=0.2, mixup_prob=0.3,
-                   freq_mask=30, time_mask=80, time_shift=0.2, clip_norm=5.0),
+                   freq_mask=30, time_mask=80, time_shift=0.2, clip_norm=5.0, ema_decay=0.0),
     ),
     "cpu": dict(
         features=dict(sr=16000, n_fft=1024, hop_length=320, n_mels=64, fmin=0.0, fmax=8000.0),
@@ -29,7 +29,7 @@ PRESETS = {
                    stem_stride=2, stem_pool=True, dropout=0.3),
         train=dict(epochs=80, batch_size=32, lr=5e-4, max_lr=2e-3, warmup=0.1,
                    weight_decay=0.01, label_smoothing=0.1, mixup_alpha=0.2, mixup_prob=0.3,
-                   freq_mask=15, time_mask=46, time_shift=0.2, clip_norm=5.0),
+                   freq_mask=15, time_mask=46, time_shift=0.2, clip_norm=5.0, ema_decay=0.0),
     ),
 }
 # The cpu network on 128 mels: only the input height, the frequency mask (the seed's 30) and

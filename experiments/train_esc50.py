@@ -39,9 +39,10 @@ def parse_args(argv=None):
     p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
     p.add_argument("--epochs", type=int, help="override the preset's epoch count")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
-    p.add_argument("--ema-decay", type=float, metavar="D",
-                   help="override the preset's weight averaging: evaluate and save the "
-                        "exponential moving average of the weights with this decay (0: off)")
+    p.add_argument("--recipe", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override entries of the preset's training recipe, e.g. mixup_prob=1 "
+                        "ema_decay=0 (0 turns the weight average off); keys as in "
+                        "results.json's config.train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/esc50", help="output directory")
     p.add_argument("--cache-dir", help="log-Mel feature cache (default ~/.cache/scratchnet)")
@@ -57,6 +58,27 @@ def parse_args(argv=None):
         p.error(f"--folds must be among 1..5, got {args.folds}")
     args.preset = args.preset or ("seed" if args.device == "gpu" else "cpu128")
     return args
+
+
+def parse_recipe(items, train):
+    """["mixup_prob=1", ...] -> {"mixup_prob": 1.0}, checked against the recipe's keys and
+    keeping each value's type (numbers stay numbers)."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--recipe expects KEY=VALUE, got {item!r}")
+        if key not in train:
+            raise ValueError(f"--recipe: unknown key {key!r}; the recipe has "
+                             f"{', '.join(sorted(train))}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"--recipe {key}: expected a number, got {text!r}")
+        out[key] = value
+    return out
 
 
 def standardise(x, mean, std):
@@ -245,8 +267,10 @@ def main(argv=None):
         cfg["train"]["epochs"] = args.epochs
     if args.batch_size:
         cfg["train"]["batch_size"] = args.batch_size
-    if args.ema_decay is not None:
-        cfg["train"]["ema_decay"] = args.ema_decay
+    try:
+        cfg["train"].update(parse_recipe(args.recipe, cfg["train"]))
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     try:
         root = esc50.find_dataset(args.data)
     except esc50.DatasetNotFound as e:

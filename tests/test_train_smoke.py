@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from scratchnet import load_checkpoint
 
@@ -55,7 +56,7 @@ def test_resume_reproduces_an_uninterrupted_run(esc50_root, tmp_path):
 def test_ema_decay_zero_scores_the_raw_weights(esc50_root, tmp_path):
     out = tmp_path / "run"
     results = train_esc50.main(["--data", esc50_root, "--folds", "3", "--epochs", "1",
-                                "--batch-size", "16", "--limit", "12", "--ema-decay", "0",
+                                "--batch-size", "16", "--limit", "12", "--recipe", "ema_decay=0",
                                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                                 "--no-progress"])
     history = json.loads((out / "fold3" / "metrics.json").read_text())
@@ -63,3 +64,13 @@ def test_ema_decay_zero_scores_the_raw_weights(esc50_root, tmp_path):
     assert results["config"]["train"]["ema_decay"] == 0
     _, meta = load_checkpoint(out / "fold3" / "checkpoint.npz")
     assert "ema" not in meta
+
+
+def test_recipe_overrides_are_checked():
+    train = {"mixup_prob": 0.3, "ema_decay": 0.999, "epochs": 100}
+    assert train_esc50.parse_recipe(["mixup_prob=1", "ema_decay=0"], train) == \
+        {"mixup_prob": 1, "ema_decay": 0}
+    for bad, message in [("mixup=1", "unknown key 'mixup'"), ("mixup_prob", "KEY=VALUE"),
+                         ("mixup_prob=high", "expected a number")]:
+        with pytest.raises(ValueError, match=message):
+            train_esc50.parse_recipe([bad], train)
