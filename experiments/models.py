@@ -37,7 +37,7 @@ PRESETS = {
 PRESETS["cpu128"] = dict(
     PRESETS["cpu"],
     features=dict(PRESETS["cpu"]["features"], n_mels=128),
-    train=dict(PRESETS["cpu"]["train"], freq_mask=30, epochs=100, ema_decay=0.999))
+    train=dict(PRESETS["cpu"]["train"], freq_mask=30, epochs=100))
 
 
 def get_preset(name):
