@@ -1,4 +1,5 @@
 """scratchnet: an autograd-free layer library on NumPy or CuPy, every backward derived by hand."""
+from .averaging import ExponentialMovingAverage
 from .backend import DeviceError, get_array_module, gpu_available, to_device, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .layers import (BasicBlock, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer,
@@ -10,5 +11,5 @@ __all__ = ["DeviceError", "get_array_module", "gpu_available", "to_device", "to_
            "load_checkpoint", "save_checkpoint", "BasicBlock", "BatchNorm2d", "Conv2d", "Dropout",
            "Flatten", "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Parameter", "ReLU",
            "ResNet", "Sequential", "SoftmaxCrossEntropy", "SGD", "AdamW", "CosineWarmupLR",
-           "OneCycleLR", "clip_grad_norm"]
+           "OneCycleLR", "clip_grad_norm", "ExponentialMovingAverage"]
 __version__ = "0.1.0"
