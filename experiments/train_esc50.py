@@ -60,6 +60,10 @@ def parse_args(argv=None):
     return args
 
 
+class RunError(Exception):
+    """A run that cannot go on as asked (reported as one ``error:`` line, not a traceback)."""
+
+
 def parse_recipe(items, train):
     """["mixup_prob=1", ...] -> {"mixup_prob": 1.0}, checked against the recipe's keys and
     keeping each value's type (numbers stay numbers)."""
@@ -117,7 +121,7 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     batch = tr["batch_size"]
     steps_per_epoch = len(train_idx) // batch
     if steps_per_epoch == 0:
-        raise ValueError(f"fold {fold}: {len(train_idx)} training clips, fewer than one batch "
+        raise RunError(f"fold {fold}: {len(train_idx)} training clips, fewer than one batch "
                          f"of {batch}")
     schedule = OneCycleLR(optimizer, max_lr=tr["max_lr"], total_steps=tr["epochs"] *
                           steps_per_epoch, pct_start=tr["warmup"],
@@ -129,8 +133,19 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     final = ema.model if ema else model
     history, start_epoch, elapsed = [], 0, 0.0
     ckpt_path = os.path.join(out, "checkpoint.npz")
+    run_config = dict(features=cfg["features"], model=cfg["model"], train=tr)
     if args.resume and os.path.isfile(ckpt_path):
         state, meta = load_checkpoint(ckpt_path)
+        # A resumed run reaches the uninterrupted run's result only under the same settings.
+        saved = meta.get("config", run_config)  # checkpoints before this check lack it
+        changed = [f"{part}.{key}: {saved[part].get(key)} -> {run_config[part].get(key)}"
+                   for part in run_config
+                   for key in sorted(set(saved[part]) | set(run_config[part]))
+                   if saved[part].get(key) != run_config[part].get(key)]
+        if changed:
+            raise RunError(f"fold {fold}: {ckpt_path} was written with other settings "
+                           f"({'; '.join(changed)}); resume with the original ones or "
+                           "choose another --out")
         model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         optimizer.load_state_dict({"lr": meta["optimizer"]["lr"],
                                    "step_count": meta["optimizer"]["step_count"],
@@ -192,7 +207,7 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
               f"({seconds:.0f} s, {seen / seconds:.1f} clips/s)", file=sys.stderr, flush=True)
         state = {"model." + k: v for k, v in model.state_dict().items()}
         state.update({f"optim.{i}": b for i, b in enumerate(optimizer._buffers())})
-        meta = dict(epoch=epoch + 1, seconds=elapsed, history=history,
+        meta = dict(epoch=epoch + 1, seconds=elapsed, history=history, config=run_config,
                     schedule=schedule.state_dict(),
                     optimizer={"lr": optimizer.lr, "step_count": optimizer.step_count})
         if ema:
@@ -292,7 +307,10 @@ def main(argv=None):
     for fold in args.folds:
         if args.resume and str(fold) in results["folds"]:
             continue
-        result = train_fold(fold, feats, labels, folds, cfg, args, xp, names)
+        try:
+            result = train_fold(fold, feats, labels, folds, cfg, args, xp, names)
+        except RunError as e:
+            sys.exit(f"error: {e}")
         if result is None:  # interrupted by --stop-after
             break
         results["folds"][str(fold)] = result

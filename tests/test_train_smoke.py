@@ -77,3 +77,19 @@ def test_recipe_overrides_are_checked():
                          ("mixup_prob=high", "expected a number")]:
         with pytest.raises(ValueError, match=message):
             train_esc50.parse_recipe([bad], train)
+
+
+def test_resume_refuses_a_checkpoint_written_with_other_settings(esc50_root, tmp_path):
+    def run(*extra, epochs=2):
+        return train_esc50.main(["--data", esc50_root, "--folds", "4", "--batch-size", "16",
+                                 "--limit", "12", "--epochs", str(epochs), "--no-progress",
+                                 "--cache-dir", str(tmp_path / "cache"),
+                                 "--out", str(tmp_path / "run"), *extra])
+
+    run("--stop-after", "1")
+    with pytest.raises(SystemExit, match=r"train\.ema_decay: 0\.0 -> 0\.9; "
+                                         r"train\.mixup_prob: 0\.3 -> 1\)"):
+        run("--resume", "--recipe", "ema_decay=0.9", "mixup_prob=1")
+    with pytest.raises(SystemExit, match=r"\(train\.epochs: 2 -> 3\)"):
+        run("--resume", epochs=3)
+    assert run("--resume")["folds"]["4"]["epochs"] == 2  # the original settings go on
