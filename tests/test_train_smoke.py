@@ -93,3 +93,10 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(esc50_root, tmp
     with pytest.raises(SystemExit, match=r"\(train\.epochs: 2 -> 3\)"):
         run("--resume", epochs=3)
     assert run("--resume")["folds"]["4"]["epochs"] == 2  # the original settings go on
+
+
+def test_too_few_training_clips_is_one_error_line(esc50_root, tmp_path):
+    with pytest.raises(SystemExit, match="fold 1: 4 training clips, fewer than one batch of 16"):
+        train_esc50.main(["--data", esc50_root, "--folds", "1", "--batch-size", "16",
+                          "--limit", "1", "--no-progress", "--cache-dir", str(tmp_path / "c"),
+                          "--out", str(tmp_path / "run")])
