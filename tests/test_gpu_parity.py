@@ -4,7 +4,7 @@ import pytest
 
 import dsp
 import scratchnet as sn
-from scratchnet.backend import gpu_available, to_numpy
+from scratchnet.backend import get_array_module, gpu_available, to_numpy
 
 pytestmark = pytest.mark.skipif(not gpu_available(), reason="CuPy or a CUDA device is missing")
 
@@ -75,3 +75,19 @@ def test_logmel_matches_numpy():
     b = logmel(cupy.asarray(y))
     assert isinstance(b, cupy.ndarray)
     np.testing.assert_allclose(cupy.asnumpy(b), a, atol=2e-3)
+
+
+def test_weight_average_matches_numpy():
+    def averaged(device):
+        model = sn.Sequential(sn.Conv2d(1, 2, 3, rng=np.random.default_rng(0)),
+                              sn.BatchNorm2d(2)).astype(np.float64).to(device)
+        ema = sn.ExponentialMovingAverage(model, decay=0.9)
+        rng = np.random.default_rng(1)
+        for _ in range(5):
+            for value in model.state_dict().values():
+                value += get_array_module(value).asarray(rng.standard_normal(value.shape))
+            ema.update()
+        return {k: to_numpy(v) for k, v in ema.model.state_dict().items()}
+    a, b = averaged("cpu"), averaged("gpu")
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-12, err_msg=k)
