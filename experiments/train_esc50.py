@@ -85,6 +85,11 @@ def parse_recipe(items, train):
     return out
 
 
+def sub_state(state, prefix):
+    """The entries of a checkpoint's flat state saved under ``prefix``, without it."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def standardise(x, mean, std):
     return (x - mean) / std
 
@@ -122,7 +127,7 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     steps_per_epoch = len(train_idx) // batch
     if steps_per_epoch == 0:
         raise RunError(f"fold {fold}: {len(train_idx)} training clips, fewer than one batch "
-                         f"of {batch}")
+                       f"of {batch}")
     schedule = OneCycleLR(optimizer, max_lr=tr["max_lr"], total_steps=tr["epochs"] *
                           steps_per_epoch, pct_start=tr["warmup"],
                           div_factor=tr["max_lr"] / tr["lr"])
@@ -146,14 +151,13 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
             raise RunError(f"fold {fold}: {ckpt_path} was written with other settings "
                            f"({'; '.join(changed)}); resume with the original ones or "
                            "choose another --out")
-        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        model.load_state_dict(sub_state(state, "model."))
         optimizer.load_state_dict({"lr": meta["optimizer"]["lr"],
                                    "step_count": meta["optimizer"]["step_count"],
                                    "buffers": [state[f"optim.{i}"]
                                                for i in range(len(optimizer._buffers()))]})
         if ema:
-            ema.load_state_dict(dict(meta["ema"], model={
-                k[4:]: v for k, v in state.items() if k.startswith("ema.")}))
+            ema.load_state_dict(dict(meta["ema"], model=sub_state(state, "ema.")))
         schedule.load_state_dict(meta["schedule"])
         history, start_epoch, elapsed = meta["history"], meta["epoch"], meta["seconds"]
         print(f"fold {fold}: resumed from {ckpt_path} at epoch {start_epoch}", file=sys.stderr)
@@ -211,8 +215,9 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
                     schedule=schedule.state_dict(),
                     optimizer={"lr": optimizer.lr, "step_count": optimizer.step_count})
         if ema:
-            state.update({"ema." + k: v for k, v in ema.model.state_dict().items()})
-            meta["ema"] = {"updates": ema.updates, "decay": ema.decay}
+            averaged = ema.state_dict()
+            state.update({"ema." + k: v for k, v in averaged.pop("model").items()})
+            meta["ema"] = averaged
         save_checkpoint(ckpt_path, state, meta)
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(history, f, indent=1)
@@ -247,9 +252,10 @@ def plot_fold(out, history, y_true, y_pred, names):
         a.plot(epochs, [h["train_loss"] for h in history])
         a.set(xlabel="epoch", ylabel="training loss", title="loss")
         b.plot(epochs, [h["train_acc"] for h in history], label="train (augmented)")
-        b.plot(epochs, [h["test_acc"] for h in history], label="held-out fold")
-        if "test_acc_raw" in history[0]:  # the run scored a weight average; show the raw too
-            b.lines[-1].set_label("held-out fold (weight average)")
+        averaged = "test_acc_raw" in history[0]  # the run scored a weight average
+        b.plot(epochs, [h["test_acc"] for h in history],
+               label="held-out fold (weight average)" if averaged else "held-out fold")
+        if averaged:
             b.plot(epochs, [h["test_acc_raw"] for h in history], alpha=0.6,
                    label="held-out fold (raw weights)")
         b.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))

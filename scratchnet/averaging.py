@@ -31,7 +31,6 @@ class ExponentialMovingAverage:
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).eval()
-        self._source = model
         self._pairs = list(zip(self.model.state_dict().values(),
                                model.state_dict().values()))
 
