@@ -23,6 +23,23 @@ def time_shift(x, rng, max_fraction):
     return xp.take_along_axis(x, xp.broadcast_to(index, x.shape), axis=-1)
 
 
+def test_time_shifts(frames, max_fraction, views):
+    """The circular time shifts (in frames) whose predictions are averaged at test time:
+    ``views`` shifts evenly spaced over the training range [-max_fraction*T, max_fraction*T],
+    so every view is a clip the network could have been trained on; one view is no shift.
+
+    Why it can help a time-pooled network at all: after a total stride of 32 frames a shift
+    that is not a multiple of 32 samples the feature maps on another grid, and the frames that
+    wrap around meet the zero padding elsewhere; averaging the views' probabilities averages
+    out that sampling noise."""
+    if views < 1:
+        raise ValueError(f"test-time views must be at least 1, got {views}")
+    limit = int(max_fraction * frames)
+    if views == 1 or limit == 0:
+        return [0]
+    return [int(round(s)) for s in np.linspace(-limit, limit, views)]
+
+
 def _band_mask(rng, n, size, max_width):
     """(N, size) boolean: one band [start, start + width) per row, width ~ U{0..max_width}."""
     width = rng.integers(0, max_width + 1, size=n)

@@ -67,6 +67,11 @@ def audio_path(root, filename):
                             f"(tried {', '.join(AUDIO_EXTENSIONS)})")
 
 
+def first_of_each_fold(rows, count):
+    """The first ``count`` clips of every fold (small, still 5-fold subsets for smoke tests)."""
+    return [r for f in range(1, 6) for r in [r for r in rows if r["fold"] == f][:count]]
+
+
 def class_names(rows):
     names = {}
     for row in rows:
@@ -114,6 +119,36 @@ def compute_features(waves, features, xp=np, batch=64):
         block = logmel(xp.asarray(waves[start:start + batch]))
         out[start:start + batch] = block.get() if hasattr(block, "get") else block
     return out
+
+
+def feature_statistics(feats, per_mel=False):
+    """The mean and standard deviation that standardise log-Mels (N, n_mels, frames), as stored
+    in a model's ``normalization``: one scalar each over everything, or with ``per_mel`` one per
+    mel bin (lists; what an input BatchNorm over the mel axis learns, as in PANNs, here fixed
+    from the training folds), which takes the average spectrum and its spread out of the input
+    so that every band starts at the same scale."""
+    if not per_mel:
+        return dict(mean=float(feats.mean()), std=float(feats.std()))
+    mean = feats.mean(axis=(0, 2), dtype=np.float64)
+    std = np.sqrt(((feats - mean[:, None].astype(np.float32)) ** 2)
+                  .mean(axis=(0, 2), dtype=np.float64))
+    return dict(mean=mean.tolist(), std=std.tolist())
+
+
+def standardise(feats, normalization):
+    """(x - mean) / std for log-Mels (..., n_mels, frames) with a stored ``normalization``
+    (scalars, or per-mel lists broadcast over frames); keeps float32 and the array module."""
+    mean, std = (np.asarray(normalization[k], dtype=np.float32) for k in ("mean", "std"))
+    if mean.ndim:  # one per mel bin: (n_mels, 1)
+        if mean.shape[0] != feats.shape[-2]:
+            raise ValueError(f"normalization has {mean.shape[0]} mel bins, the features "
+                             f"{feats.shape[-2]}")
+        mean, std = mean[:, None], std[:, None]
+    if not isinstance(feats, np.ndarray):  # a device array: bring the statistics over
+        from scratchnet.backend import get_array_module
+        xp = get_array_module(feats)
+        mean, std = xp.asarray(mean), xp.asarray(std)
+    return (feats - mean) / std
 
 
 def load_features(root, features, cache_dir=None, xp=np, rows=None, progress=True):

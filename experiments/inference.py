@@ -11,7 +11,7 @@ from scratchnet import load_checkpoint
 from scratchnet.backend import DeviceError, check_device, to_numpy
 from scratchnet.losses import log_softmax
 
-from .esc50 import CLIP_SECONDS
+from .esc50 import CLIP_SECONDS, standardise
 from .models import build_model
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "cpu128_fold1.npz")
@@ -20,6 +20,22 @@ DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "cpu
 def probabilities(logits):
     """Softmax rows of a batch of logits, on the host: exp of the loss's log-softmax."""
     return np.exp(log_softmax(to_numpy(logits)))
+
+
+def evaluate(model, x, xp, shifts=(0,), batch=100):
+    """Class probabilities of a set of inputs (N, 1, n_mels, frames) in eval mode, batched and
+    averaged over circular time shifts of each clip (``shifts`` in frames; (0,) is the plain
+    forward pass); returns (predictions, probabilities) on the host."""
+    was_training = model.training
+    model.eval()
+    probs = []
+    for s in range(0, x.shape[0], batch):
+        xb = x[s:s + batch]
+        probs.append(sum(probabilities(model.forward(xp.roll(xb, k, axis=-1) if k else xb))
+                         for k in shifts) / len(shifts))
+    model.train(was_training)
+    probs = np.concatenate(probs)
+    return probs.argmax(axis=1), probs
 
 
 class Classifier:
@@ -43,22 +59,23 @@ class Classifier:
         self.features = LogMel(**meta["features"])
         self.sr = meta["features"]["sr"]
         self.window = int(round(CLIP_SECONDS * self.sr))
-        self.mean = meta["normalization"]["mean"]
-        self.std = meta["normalization"]["std"]
+        self.normalization = meta["normalization"]
+        # The time shifts whose predictions the model's reported accuracy averaged, if any.
+        self.shifts = meta.get("test_time_shifts", [0])
         self.model = build_model(meta["model"], len(self.classes)).to(device)
         self.model.load_state_dict(state)
         self.model.eval()
 
-    def logmel(self, clips):
-        """(B, window) audio -> standardised (B, 1, n_mels, frames) on the device."""
+    def logmel(self, clips, standardised=True):
+        """(B, window) audio -> (B, 1, n_mels, frames) log-Mels on the device, standardised
+        as the model's training inputs were (or in dB, with standardised=False)."""
         x = self.features(self.xp.asarray(clips, dtype=self.xp.float32))
-        return ((x - self.mean) / self.std)[:, None]
+        return (standardise(x, self.normalization) if standardised else x)[:, None]
 
     def predict(self, clips, batch=64):
         """Class probabilities (B, K) for 5-second clips (B, window), computed in batches."""
-        out = []
-        for s in range(0, len(clips), batch):
-            out.append(probabilities(self.model.forward(self.logmel(clips[s:s + batch]))))
+        out = [evaluate(self.model, self.logmel(clips[s:s + batch]), self.xp, self.shifts,
+                        batch)[1] for s in range(0, len(clips), batch)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def windows(self, y, hop_seconds):

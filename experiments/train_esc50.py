@@ -24,6 +24,7 @@ from scratchnet.backend import DeviceError, check_device, to_numpy
 from scratchnet.memory import keep_freed_memory
 
 from . import augment, esc50
+from .inference import evaluate
 from .models import PRESETS, build_model, get_preset
 
 
@@ -90,22 +91,6 @@ def sub_state(state, prefix):
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def standardise(x, mean, std):
-    return (x - mean) / std
-
-
-def evaluate(model, x, labels, xp, batch=100):
-    """Logits of the whole set in eval mode, batched; returns (predictions, logits) on host."""
-    was_training = model.training
-    model.eval()
-    logits = []
-    for s in range(0, x.shape[0], batch):
-        logits.append(to_numpy(model.forward(x[s:s + batch])))
-    model.train(was_training)
-    logits = np.concatenate(logits)
-    return logits.argmax(axis=1), logits
-
-
 def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     """Train on every fold but ``fold`` and score on ``fold``; returns the fold's result dict."""
     from tqdm import tqdm
@@ -113,10 +98,10 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     out = os.path.join(args.out, f"fold{fold}")
     os.makedirs(out, exist_ok=True)
     train_idx, test_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    # Standardise with statistics of the training folds only (one scalar mean and std).
-    mean, std = float(feats[train_idx].mean()), float(feats[train_idx].std())
-    x_train = xp.asarray(standardise(feats[train_idx], mean, std)[:, None])
-    x_test = xp.asarray(standardise(feats[test_idx], mean, std)[:, None])
+    # Standardise with statistics of the training folds only (scalars, or one per mel bin).
+    norm = esc50.feature_statistics(feats[train_idx], per_mel=bool(tr["per_mel_norm"]))
+    x_train = xp.asarray(esc50.standardise(feats[train_idx], norm)[:, None])
+    x_test = xp.asarray(esc50.standardise(feats[test_idx], norm)[:, None])
     y_train, y_test = labels[train_idx], labels[test_idx]
 
     model = build_model(cfg["model"], esc50.NUM_CLASSES, seed=args.seed,
@@ -143,9 +128,10 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
         state, meta = load_checkpoint(ckpt_path)
         # A resumed run reaches the uninterrupted run's result only under the same settings.
         saved = meta.get("config", run_config)  # checkpoints before this check lack it
+        # tta_views only changes how the finished model is scored, so it may differ.
         changed = [f"{part}.{key}: {saved[part].get(key)} -> {run_config[part].get(key)}"
                    for part in run_config
-                   for key in sorted(set(saved[part]) | set(run_config[part]))
+                   for key in sorted((set(saved[part]) | set(run_config[part])) - {"tta_views"})
                    if saved[part].get(key) != run_config[part].get(key)]
         if changed:
             raise RunError(f"fold {fold}: {ckpt_path} was written with other settings "
@@ -195,11 +181,11 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             clips_s=f"{rate:.1f}", lr=f"{optimizer.lr:.2e}")
-        pred, _ = evaluate(final, x_test, y_test, xp)
+        pred, _ = evaluate(final, x_test, xp)
         record = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
                       test_acc=float((pred == y_test).mean()))
         if ema:
-            pred_raw, _ = evaluate(model, x_test, y_test, xp)
+            pred_raw, _ = evaluate(model, x_test, xp)
             record["test_acc_raw"] = float((pred_raw == y_test).mean())
         seconds = time.perf_counter() - t0
         elapsed += seconds
@@ -227,18 +213,25 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
                   "with --resume", file=sys.stderr)
             return None
 
-    pred, logits = evaluate(final, x_test, y_test, xp)
+    # The fold's accuracy: the final model, its predictions averaged over the recipe's
+    # test-time shifts (one view, no shift, unless tta_views > 1); the single view's beside it.
+    shifts = augment.test_time_shifts(x_test.shape[-1], tr["time_shift"], tr["tta_views"])
+    pred, _ = evaluate(final, x_test, xp, shifts)
     accuracy = float((pred == y_test).mean())
+    single_view = accuracy if shifts == [0] else float(
+        (evaluate(final, x_test, xp)[0] == y_test).mean())
     config = dict(preset=args.preset, features=cfg["features"], model=cfg["model"],
-                  normalization=dict(mean=mean, std=std), classes=names, fold=fold,
-                  trained_on=sorted(set(folds.tolist()) - {fold}), accuracy=accuracy)
+                  normalization=norm, classes=names, fold=fold,
+                  trained_on=sorted(set(folds.tolist()) - {fold}), accuracy=accuracy,
+                  test_time_shifts=shifts)
     save_checkpoint(os.path.join(out, "model.npz"), final.state_dict(), config)
     per_class = {names[c]: float((pred[y_test == c] == c).mean())
                  for c in range(esc50.NUM_CLASSES) if (y_test == c).any()}
     with open(os.path.join(out, "per_class_accuracy.json"), "w") as f:
         json.dump(per_class, f, indent=1)
     plot_fold(out, history, y_test, pred, names)
-    return dict(accuracy=accuracy, epochs=tr["epochs"], seconds=elapsed)
+    return dict(accuracy=accuracy, accuracy_single_view=single_view, epochs=tr["epochs"],
+                seconds=elapsed)
 
 
 def plot_fold(out, history, y_true, y_pred, names):
@@ -290,6 +283,9 @@ def main(argv=None):
         cfg["train"]["batch_size"] = args.batch_size
     try:
         cfg["train"].update(parse_recipe(args.recipe, cfg["train"]))
+        views = cfg["train"]["tta_views"]
+        if not isinstance(views, int) or views < 1:
+            raise ValueError(f"--recipe tta_views: expected a whole number >= 1, got {views}")
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:
@@ -300,7 +296,7 @@ def main(argv=None):
         root = esc50.download()
     rows = esc50.read_metadata(root)
     if args.limit:
-        rows = [r for f in range(1, 6) for r in [r for r in rows if r["fold"] == f][:args.limit]]
+        rows = esc50.first_of_each_fold(rows, args.limit)
     names = esc50.class_names(esc50.read_metadata(root))
     feats, labels, folds = esc50.load_features(root, cfg["features"], args.cache_dir, xp, rows,
                                                progress=not args.no_progress)

@@ -36,7 +36,7 @@ def analyse(clf, y):
     window = clf.windows(y, 5.0)[0][:1]
     x = clf.logmel(window)
     logits, stages = clf.model.forward_features(x)
-    return dict(window=window[0], logmel=to_numpy(x)[0, 0] * clf.std + clf.mean,
+    return dict(window=window[0], logmel=to_numpy(clf.logmel(window, standardised=False))[0, 0],
                 stages={k: to_numpy(v)[0] for k, v in stages.items()},
                 probs=probabilities(logits)[0])
 

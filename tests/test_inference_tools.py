@@ -175,3 +175,24 @@ def test_float16_export_predicts_like_the_original(checkpoint, tmp_path):
     a, b = Classifier(checkpoint).predict(y), Classifier(small).predict(y)
     assert Classifier(small).model.fc.weight.data.dtype == np.float32
     np.testing.assert_allclose(a, b, atol=1e-2)
+
+
+def test_classifier_uses_the_checkpoints_per_mel_statistics_and_time_shifts(checkpoint,
+                                                                            tmp_path):
+    """A model.npz with per-mel statistics and test-time shifts is used as it was scored."""
+    from experiments.inference import probabilities
+    from scratchnet import load_checkpoint
+    state, meta = load_checkpoint(checkpoint)
+    mean, std = np.linspace(-60, -20, 32), np.linspace(10, 25, 32)
+    path = tmp_path / "per_mel.npz"
+    save_checkpoint(path, state, dict(meta, normalization=dict(mean=mean.tolist(),
+                                                                std=std.tolist()),
+                                      test_time_shifts=[-20, 0, 20]))
+    clf = Classifier(str(path))
+    y = (np.random.default_rng(2).standard_normal((2, 80000)) * 0.1).astype(np.float32)
+    db = clf.logmel(y, standardised=False)
+    x = clf.logmel(y)
+    np.testing.assert_allclose(x, (db - mean[:, None]) / std[:, None], rtol=1e-5, atol=1e-5)
+    expected = np.mean([probabilities(clf.model.forward(np.roll(x, k, axis=-1)))
+                        for k in (-20, 0, 20)], axis=0)
+    np.testing.assert_allclose(clf.predict(y), expected, rtol=1e-5, atol=1e-7)

@@ -100,3 +100,36 @@ def test_too_few_training_clips_is_one_error_line(esc50_root, tmp_path):
         train_esc50.main(["--data", esc50_root, "--folds", "1", "--batch-size", "16",
                           "--limit", "1", "--no-progress", "--cache-dir", str(tmp_path / "c"),
                           "--out", str(tmp_path / "run")])
+
+
+def test_test_time_shifts_score_the_fold_and_evaluate_reproduces_it(esc50_root, tmp_path,
+                                                                    capsys):
+    from experiments import evaluate
+    out = tmp_path / "run"
+    common = ["--data", esc50_root, "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    results = train_esc50.main(common + ["--folds", "2", "--epochs", "1", "--batch-size", "16",
+                                         "--limit", "12", "--recipe", "tta_views=3",
+                                         "--out", str(out)])
+    fold = results["folds"]["2"]
+    history = json.loads((out / "fold2" / "metrics.json").read_text())
+    assert fold["accuracy_single_view"] == history[-1]["test_acc"]  # per epoch: one view
+    _, meta = load_checkpoint(out / "fold2" / "model.npz")
+    frames = 251  # cpu128's clips: 5 s at a 20 ms hop, centred
+    assert meta["test_time_shifts"] == [-50, 0, 50] == [round(f * 0.2 * frames)
+                                                        for f in (-1, 0, 1)]
+    capsys.readouterr()
+    scored = evaluate.main(["--checkpoint", str(out / "fold2" / "model.npz"), "--limit", "12"]
+                           + common)
+    assert scored["fold"] == 2 and scored["clips"] == 12 and scored["shifts"] == [-50, 0, 50]
+    assert scored["accuracy"] == fold["accuracy"]
+    assert scored["accuracy_single_view"] == fold["accuracy_single_view"]
+    assert json.loads(capsys.readouterr().out)["accuracy"] == fold["accuracy"]
+    plain = evaluate.main(["--checkpoint", str(out / "fold2" / "model.npz"), "--limit", "12",
+                           "--tta-views", "1", "--fold", "3"] + common)
+    assert plain["shifts"] == [0] and plain["accuracy"] == plain["accuracy_single_view"]
+    assert "trained on fold 3; this is not a held-out score" in capsys.readouterr().err
+
+
+def test_tta_views_must_be_a_whole_number(tmp_path):
+    with pytest.raises(SystemExit, match="tta_views: expected a whole number >= 1, got 2.5"):
+        train_esc50.main(["--recipe", "tta_views=2.5", "--out", str(tmp_path / "run")])

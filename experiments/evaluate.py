@@ -1,0 +1,89 @@
+"""Score a trained model (model.npz from train_esc50, or the packaged one) on an ESC-50 fold.
+
+    python -m experiments.evaluate                                  # packaged model, its fold
+    python -m experiments.evaluate --checkpoint runs/x/fold1/model.npz --tta-views 5
+
+The accuracy is that of the model as it is: no training, no choice among epochs.  With
+``--tta-views K`` the probabilities are averaged over K circular time shifts spread over
++-``--max-shift`` of the clip (the training shift range); without it, the shifts stored in the
+checkpoint are used (none in checkpoints written before test-time shifts existed).  Scoring a
+fold the model was trained on works, with a warning that the figure is not a held-out one.
+"""
+import argparse
+import json
+import sys
+
+from scratchnet import load_checkpoint
+from scratchnet.backend import DeviceError, check_device
+
+from . import augment, esc50
+from .inference import DEFAULT_CHECKPOINT, evaluate
+from .models import build_model
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                   help="model.npz from train_esc50 (default: the packaged model)")
+    p.add_argument("--data", help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
+    p.add_argument("--fold", type=int, help="fold to score (default: the checkpoint's test fold)")
+    p.add_argument("--tta-views", type=int, help="circular time shifts to average over")
+    p.add_argument("--max-shift", type=float, default=0.2,
+                   help="largest shift as a fraction of the clip (default 0.2, the recipes')")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--cache-dir", help="log-Mel feature cache (default ~/.cache/scratchnet)")
+    p.add_argument("--limit", type=int,
+                   help="use only the first N clips of each fold (as train_esc50 --limit)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.fold is not None and args.fold not in range(1, 6):
+        p.error(f"--fold must be among 1..5, got {args.fold}")
+    if args.tta_views is not None and args.tta_views < 1:
+        p.error(f"--tta-views must be at least 1, got {args.tta_views}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        xp = check_device(args.device)
+        state, meta = load_checkpoint(args.checkpoint)
+        for key in ("features", "model", "normalization", "classes"):
+            if key not in meta:
+                raise ValueError(f"{args.checkpoint}: not a classifier checkpoint (no {key!r} "
+                                 "in its metadata); use a model.npz written by train_esc50")
+        root = esc50.find_dataset(args.data)
+    except (OSError, ValueError, DeviceError) as e:
+        sys.exit(f"error: {e}")
+    fold = args.fold or meta.get("fold")
+    if fold is None:
+        sys.exit(f"error: {args.checkpoint} does not say which fold it was tested on; "
+                 "pass --fold")
+    if fold in meta.get("trained_on", []):
+        print(f"warning: the model was trained on fold {fold}; this is not a held-out score",
+              file=sys.stderr)
+    model = build_model(meta["model"], len(meta["classes"])).to(args.device)
+    model.load_state_dict(state)
+    rows = esc50.read_metadata(root)
+    if args.limit:
+        rows = esc50.first_of_each_fold(rows, args.limit)
+    feats, labels, folds = esc50.load_features(root, meta["features"], args.cache_dir, xp, rows,
+                                               progress=not args.no_progress)
+    test = folds == fold
+    x = xp.asarray(esc50.standardise(feats[test], meta["normalization"])[:, None])
+    if args.tta_views is not None:
+        shifts = augment.test_time_shifts(x.shape[-1], args.max_shift, args.tta_views)
+    else:
+        shifts = meta.get("test_time_shifts", [0])
+    pred, _ = evaluate(model, x, xp, shifts)
+    single, _ = evaluate(model, x, xp) if shifts != [0] else (pred, None)
+    result = dict(checkpoint=args.checkpoint, fold=int(fold), clips=int(test.sum()),
+                  shifts=shifts, accuracy=float((pred == labels[test]).mean()),
+                  accuracy_single_view=float((single == labels[test]).mean()))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
