@@ -68,13 +68,29 @@ def one_hot(labels, num_classes, xp, dtype):
     return out
 
 
-def mixup(x, labels, num_classes, rng, alpha):
+def mixup(x, labels, num_classes, rng, alpha, power_scale=None):
     """Mixup (Zhang et al., 2018): x' = lam x + (1 - lam) x[perm], t' = lam t + (1 - lam) t[perm],
-    lam ~ Beta(alpha, alpha), one lam per batch.  Returns (x', soft targets (N, K))."""
+    lam ~ Beta(alpha, alpha), one lam per batch.  Returns (x', soft targets (N, K)).
+
+    With ``power_scale`` the clips are mixed as sounds rather than as images: x is a
+    standardised level in dB, x = (10 log10 P - mean) / std, and two recordings played together
+    add their powers (in expectation over their phases), so with c = ln(10) / 10 * std
+    (``power_scale``, a scalar or per mel bin (n_mels, 1)):
+        P' = lam P1 + (1 - lam) P2,
+        x' = (10 log10 P' - mean) / std = logaddexp(c x1 + ln lam, c x2 + ln(1 - lam)) / c,
+    the mean cancelling.  The louder clip dominates the mixture, as it would in the room."""
     xp = get_array_module(x)
     lam = float(rng.beta(alpha, alpha))
     perm = xp.asarray(rng.permutation(x.shape[0]))
     targets = one_hot(labels, num_classes, xp, x.dtype)
-    x = x * x.dtype.type(lam) + x[perm] * x.dtype.type(1 - lam)
+    if power_scale is None:
+        x = x * x.dtype.type(lam) + x[perm] * x.dtype.type(1 - lam)
+    else:
+        c = xp.asarray(power_scale, dtype=x.dtype)
+        # lam in (0, 1) keeps both logarithms finite (Beta draws of exactly 0 or 1 underflow).
+        lam = min(max(lam, 1e-7), 1 - 1e-7)
+        cx = x * c
+        x = xp.logaddexp(cx + x.dtype.type(np.log(lam)), cx[perm] + x.dtype.type(np.log1p(-lam)))
+        x /= c
     targets = targets * lam + targets[perm] * (1 - lam)
     return x, targets

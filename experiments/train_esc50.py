@@ -102,6 +102,11 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     norm = esc50.feature_statistics(feats[train_idx], per_mel=bool(tr["per_mel_norm"]))
     x_train = xp.asarray(esc50.standardise(feats[train_idx], norm)[:, None])
     x_test = xp.asarray(esc50.standardise(feats[test_idx], norm)[:, None])
+    # Mixup in the power domain needs the dB scale of a standardised unit: ln(10)/10 * std.
+    power_scale = None
+    if tr["mixup_power"]:
+        std = np.asarray(norm["std"], dtype=np.float32)
+        power_scale = np.float32(np.log(10) / 10) * (std[:, None] if std.ndim else std)
     y_train, y_test = labels[train_idx], labels[test_idx]
 
     model = build_model(cfg["model"], esc50.NUM_CLASSES, seed=args.seed,
@@ -163,7 +168,8 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
             xb = augment.time_shift(xb, rng, tr["time_shift"])
             xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"])
             if tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
-                xb, targets = augment.mixup(xb, yb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"])
+                xb, targets = augment.mixup(xb, yb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"],
+                                            power_scale)
             else:
                 targets = xp.asarray(yb)
             optimizer.zero_grad()

@@ -89,3 +89,23 @@ def test_per_mel_standardisation_gives_each_bin_zero_mean_and_unit_variance(rng)
     assert np.ptp(y.mean(axis=(0, 2))) > 1.0
     with pytest.raises(ValueError, match="normalization has 6 mel bins, the features 5"):
         esc50.standardise(feats[:, :5], norm)
+
+
+def test_power_mixup_adds_the_clips_powers(rng):
+    """Standardised dB in, standardised dB out: the mixture's power is lam P1 + (1-lam) P2."""
+    mean = np.linspace(-50, -20, 4)[:, None]   # per mel bin, as per_mel_norm stores them
+    std = np.linspace(12, 20, 4)[:, None]
+    db = rng.uniform(-80, 0, size=(6, 1, 4, 9))
+    x = ((db - mean) / std).astype(np.float32)
+    scale = np.log(10) / 10 * std
+    mixed, targets = augment.mixup(x, np.arange(6), 6, np.random.default_rng(5), 0.4,
+                                   power_scale=scale)
+    lam = targets[0, 0]
+    perm = [int(np.flatnonzero((targets[i] > 0) & (np.arange(6) != i))[0])
+            if targets[i, i] < 1 else i for i in range(6)]
+    power = 10 ** (db / 10)
+    expected_db = 10 * np.log10(lam * power + (1 - lam) * power[perm])
+    assert 0 < lam < 1 and mixed.dtype == np.float32
+    np.testing.assert_allclose(mixed * std + mean, expected_db, atol=2e-3)
+    # Unlike the dB average, the louder clip dominates: mixed >= max(level) + 10 log10(weight).
+    assert np.all(mixed * std + mean >= 10 * np.log10(lam) + db - 2e-3)

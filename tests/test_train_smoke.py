@@ -102,19 +102,22 @@ def test_too_few_training_clips_is_one_error_line(esc50_root, tmp_path):
                           "--out", str(tmp_path / "run")])
 
 
-def test_test_time_shifts_score_the_fold_and_evaluate_reproduces_it(esc50_root, tmp_path,
-                                                                    capsys):
+def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_path,
+                                                                capsys):
     from experiments import evaluate
     out = tmp_path / "run"
     common = ["--data", esc50_root, "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
     results = train_esc50.main(common + ["--folds", "2", "--epochs", "1", "--batch-size", "16",
-                                         "--limit", "12", "--recipe", "tta_views=3",
-                                         "--out", str(out)])
+                                         "--limit", "12", "--out", str(out), "--recipe",
+                                         "tta_views=3", "per_mel_norm=1", "mixup_power=1",
+                                         "mixup_prob=1"])
     fold = results["folds"]["2"]
     history = json.loads((out / "fold2" / "metrics.json").read_text())
     assert fold["accuracy_single_view"] == history[-1]["test_acc"]  # per epoch: one view
     _, meta = load_checkpoint(out / "fold2" / "model.npz")
     frames = 251  # cpu128's clips: 5 s at a 20 ms hop, centred
+    assert len(meta["normalization"]["mean"]) == len(meta["normalization"]["std"]) == 128
+    assert all(np.isfinite(h["train_loss"]) for h in history)
     assert meta["test_time_shifts"] == [-50, 0, 50] == [round(f * 0.2 * frames)
                                                         for f in (-1, 0, 1)]
     capsys.readouterr()
