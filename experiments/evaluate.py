@@ -13,12 +13,10 @@ import argparse
 import json
 import sys
 
-from scratchnet import load_checkpoint
-from scratchnet.backend import DeviceError, check_device
+from scratchnet.backend import DeviceError
 
 from . import augment, esc50
-from .inference import DEFAULT_CHECKPOINT, evaluate
-from .models import build_model
+from .inference import DEFAULT_CHECKPOINT, Classifier, evaluate
 
 
 def parse_args(argv=None):
@@ -47,15 +45,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        xp = check_device(args.device)
-        state, meta = load_checkpoint(args.checkpoint)
-        for key in ("features", "model", "normalization", "classes"):
-            if key not in meta:
-                raise ValueError(f"{args.checkpoint}: not a classifier checkpoint (no {key!r} "
-                                 "in its metadata); use a model.npz written by train_esc50")
+        clf = Classifier(args.checkpoint, args.device)
         root = esc50.find_dataset(args.data)
     except (OSError, ValueError, DeviceError) as e:
         sys.exit(f"error: {e}")
+    meta = clf.meta
     fold = args.fold or meta.get("fold")
     if fold is None:
         sys.exit(f"error: {args.checkpoint} does not say which fold it was tested on; "
@@ -63,21 +57,19 @@ def main(argv=None):
     if fold in meta.get("trained_on", []):
         print(f"warning: the model was trained on fold {fold}; this is not a held-out score",
               file=sys.stderr)
-    model = build_model(meta["model"], len(meta["classes"])).to(args.device)
-    model.load_state_dict(state)
     rows = esc50.read_metadata(root)
     if args.limit:
         rows = esc50.first_of_each_fold(rows, args.limit)
-    feats, labels, folds = esc50.load_features(root, meta["features"], args.cache_dir, xp, rows,
-                                               progress=not args.no_progress)
+    feats, labels, folds = esc50.load_features(root, meta["features"], args.cache_dir, clf.xp,
+                                               rows, progress=not args.no_progress)
     test = folds == fold
-    x = xp.asarray(esc50.standardise(feats[test], meta["normalization"])[:, None])
+    x = clf.xp.asarray(esc50.standardise(feats[test], clf.normalization)[:, None])
     if args.tta_views is not None:
         shifts = augment.test_time_shifts(x.shape[-1], args.max_shift, args.tta_views)
     else:
-        shifts = meta.get("test_time_shifts", [0])
-    pred, _ = evaluate(model, x, xp, shifts)
-    single, _ = evaluate(model, x, xp) if shifts != [0] else (pred, None)
+        shifts = clf.shifts
+    pred, _ = evaluate(clf.model, x, clf.xp, shifts)
+    single, _ = evaluate(clf.model, x, clf.xp) if shifts != [0] else (pred, None)
     result = dict(checkpoint=args.checkpoint, fold=int(fold), clips=int(test.sum()),
                   shifts=shifts, accuracy=float((pred == labels[test]).mean()),
                   accuracy_single_view=float((single == labels[test]).mean()))

@@ -112,6 +112,11 @@ def test_not_a_classifier_checkpoint(tmp_path, capsys):
     save_checkpoint(bad, {"w": np.zeros(2)}, {})
     assert classify.main(["x.wav", "--checkpoint", str(bad)]) == 2
     assert "not a classifier checkpoint" in capsys.readouterr().err
+    from experiments import evaluate
+    with pytest.raises(SystemExit, match="error: .*not a classifier checkpoint"):
+        evaluate.main(["--checkpoint", str(bad)])
+    with pytest.raises(SystemExit, match="checkpoint not found: .*nowhere.npz"):
+        evaluate.main(["--checkpoint", str(tmp_path / "nowhere.npz")])
 
 
 @pytest.mark.skipif(not os.path.isfile(DEFAULT_CHECKPOINT), reason="no packaged checkpoint")
