@@ -140,3 +140,16 @@ def test_layers_leave_their_inputs_and_upstream_gradients_untouched(rng, layer):
     layer.backward(dy)
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(dy, dy_before)
+
+
+def test_a_model_that_has_trained_can_be_deep_copied(rng):
+    # The weight average and the BatchNorm fold both start from copy.deepcopy(model); the
+    # dropout generator made by a training forward must not stop that.
+    import copy
+    model = small_resnet()
+    model.train()
+    x = rng.standard_normal((4, 1, 9, 9)).astype(np.float32)
+    model.forward(x)
+    twin = copy.deepcopy(model)
+    a, b = model.forward(x), twin.forward(x)  # same dropout generator state, same masks
+    np.testing.assert_array_equal(a, b)

@@ -25,8 +25,9 @@ class Dropout(Layer):
             self._scale = None
             return x
         xp = get_array_module(x)
-        if self._rng is None or self._rng[0] is not xp:
-            self._rng = (xp, xp.random.default_rng(self._seed))
+        # Keyed by the module's name, not the module, so that a model can be deep-copied.
+        if self._rng is None or self._rng[0] != xp.__name__:
+            self._rng = (xp.__name__, xp.random.default_rng(self._seed))
         keep = self._rng[1].random(x.shape, dtype=x.dtype) >= self.p
         self._scale = keep * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self._scale
