@@ -2,6 +2,7 @@
 from .averaging import ExponentialMovingAverage
 from .backend import DeviceError, get_array_module, gpu_available, to_device, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
+from .fusion import fold_batchnorm
 from .layers import (BasicBlock, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer,
                      Linear, MaxPool2d, Parameter, ReLU, ResNet, Sequential)
 from .losses import SoftmaxCrossEntropy
@@ -11,5 +12,5 @@ __all__ = ["DeviceError", "get_array_module", "gpu_available", "to_device", "to_
            "load_checkpoint", "save_checkpoint", "BasicBlock", "BatchNorm2d", "Conv2d", "Dropout",
            "Flatten", "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Parameter", "ReLU",
            "ResNet", "Sequential", "SoftmaxCrossEntropy", "SGD", "AdamW", "CosineWarmupLR",
-           "OneCycleLR", "clip_grad_norm", "ExponentialMovingAverage"]
+           "OneCycleLR", "clip_grad_norm", "ExponentialMovingAverage", "fold_batchnorm"]
 __version__ = "0.1.0"

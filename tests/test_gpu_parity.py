@@ -91,3 +91,22 @@ def test_weight_average_matches_numpy():
     a, b = averaged("cpu"), averaged("gpu")
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-12, atol=1e-12, err_msg=k)
+
+
+def test_folded_network_matches_numpy():
+    import cupy
+
+    def folded_logits(device):
+        model = sn.ResNet(1, 5, (4, 8), (1, 1), stem_kernel=3, stem_stride=1, dropout=0.2,
+                          seed=0).astype(np.float64).to(device)
+        xp = cupy if device == "gpu" else np
+        rng = np.random.default_rng(2)
+        model.train()
+        model.forward(xp.asarray(rng.standard_normal((4, 1, 16, 12)) * 2 + 1))  # move stats
+        folded = sn.fold_batchnorm(model)
+        x = xp.asarray(rng.standard_normal((3, 1, 16, 12)))
+        return to_numpy(folded.forward(x)), to_numpy(model.eval().forward(x))
+    (a, a_bn), (b, b_bn) = folded_logits("cpu"), folded_logits("gpu")
+    np.testing.assert_allclose(a, a_bn, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(b, b_bn, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)

@@ -23,6 +23,9 @@ class BasicBlock(Layer):
     through the block unattenuated, whereas in a plain stack dL/dx = F'(x)^T dz only.
     """
 
+    # Each BatchNorm here reads one convolution's output and nothing else (scratchnet.fusion).
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, in_channels, out_channels, stride=1, rng=None):
         super().__init__()
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng)
