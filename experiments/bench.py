@@ -5,10 +5,12 @@
     python -m experiments.bench --device gpu
 
 For each network: training clips/s (forward + loss + backward + AdamW step), inference clips/s
-(eval-mode forward), achieved GFLOP/s and its fraction of the float32 GEMM rate measured in
-this run, and peak resident memory.  Each measurement runs in its own child process, so peak
-memory is that of the measurement alone (interpreter and libraries included).  PyTorch and
-librosa are measured in the same run when installed (pip install .[bench]); neither is needed.
+(eval-mode forward; "BN folded": the same with every BatchNorm folded into the convolution
+before it, scratchnet.fusion on our side and torch.fx's fusion on PyTorch's), achieved
+GFLOP/s and its fraction of the float32 GEMM rate measured in this run, and peak resident
+memory.  Each measurement runs in its own child process, so peak memory is that of the
+measurement alone (interpreter and libraries included).  PyTorch and librosa are measured
+in the same run when installed (pip install .[bench]); neither is needed.
 The reference network is the one PyTorch was timed on when this target was set:
 a [2, 2, 2, 2] x [32, 64, 128, 256] ResNet on 1 x 64 x 250 log-Mels, batch 32.
 """
@@ -106,6 +108,7 @@ def time_steps(step, steps, warmup, sync_fn):
 def measure_scratchnet(shape, cfg, batch, steps, warmup, device, profile=False):
     import scratchnet as sn
     from scratchnet.backend import check_device
+    from scratchnet.fusion import fold_batchnorm
     from .models import build_model
     xp = check_device(device)
     model = build_model(cfg, 50, seed=0, input_grad=False).to(device)
@@ -130,7 +133,9 @@ def measure_scratchnet(shape, cfg, batch, steps, warmup, device, profile=False):
     train = time_steps(train_step, steps, warmup, lambda: sync(xp))
     model.eval()
     infer = time_steps(infer_step, steps, warmup, lambda: sync(xp))
-    return dict(train_s=train, infer_s=infer)
+    folded = fold_batchnorm(model)  # BatchNorm folded into the convolutions (inference only)
+    infer_folded = time_steps(lambda: folded.forward(x), steps, warmup, lambda: sync(xp))
+    return dict(train_s=train, infer_s=infer, infer_folded_s=infer_folded)
 
 
 def measure_torch(shape, cfg, batch, steps, warmup, device):
@@ -185,7 +190,16 @@ def measure_torch(shape, cfg, batch, steps, warmup, device):
     train = time_steps(train_step, steps, warmup, sync_fn)
     model.eval()
     infer = time_steps(infer_step, steps, warmup, sync_fn)
-    return dict(train_s=train, infer_s=infer, torch=torch.__version__,
+    # The same fold on PyTorch's side (torch.fx's conv-BatchNorm fusion, eval mode only).
+    from torch.fx.experimental.optimization import fuse
+    fused = fuse(model)
+
+    def fused_step():
+        with torch.no_grad():
+            fused(x)
+
+    infer_folded = time_steps(fused_step, steps, warmup, sync_fn)
+    return dict(train_s=train, infer_s=infer, infer_folded_s=infer_folded, torch=torch.__version__,
                 threads=torch.get_num_threads())
 
 
@@ -267,7 +281,8 @@ def main(argv=None):
     report = {"gemm_gflops": rate, "batch": args.batch, "device": args.device,
               "malloc": args.malloc, "models": {}}
     header = (f"{'model':<14} {'input':<12} {'impl':<11} {'train clips/s':>13} "
-              f"{'GFLOP/s':>8} {'of GEMM':>7} {'infer clips/s':>13} {'peak MB':>8}")
+              f"{'GFLOP/s':>8} {'of GEMM':>7} {'infer clips/s':>13} {'BN folded':>9} "
+              f"{'peak MB':>8}")
     print(header)
     for name in names:
         shape, cfg = nets[name]
@@ -292,21 +307,26 @@ def main(argv=None):
                 print(f"{name:<14} {impl}: {r['error']}")
                 continue
             train_cps, infer_cps = args.batch / r["train_s"], args.batch / r["infer_s"]
+            folded_cps = args.batch / r["infer_folded_s"]
             gflops = 3 * flops * train_cps / 1e9     # backward ~ 2x forward
-            r.update(train_clips_s=train_cps, infer_clips_s=infer_cps, train_gflops=gflops,
+            r.update(train_clips_s=train_cps, infer_clips_s=infer_cps,
+                     infer_folded_clips_s=folded_cps, train_gflops=gflops,
                      fraction_of_gemm=gflops / rate)
             entry[impl] = r
             print(f"{name:<14} {'x'.join(map(str, shape)):<12} {impl:<11} {train_cps:13.1f} "
-                  f"{gflops:8.1f} {gflops / rate:7.2f} {infer_cps:13.1f} "
+                  f"{gflops:8.1f} {gflops / rate:7.2f} {infer_cps:13.1f} {folded_cps:9.1f} "
                   f"{r['peak_rss_mb']:8.0f}")
         if "scratchnet" in entry and "pytorch" in entry:
             s, t = entry["scratchnet"], entry["pytorch"]
             entry["ratio"] = dict(train=s["train_clips_s"] / t["train_clips_s"],
                                   infer=s["infer_clips_s"] / t["infer_clips_s"],
+                                  infer_folded=(s["infer_folded_clips_s"]
+                                                / t["infer_folded_clips_s"]),
                                   memory=s["peak_rss_mb"] / t["peak_rss_mb"])
-            print(f"{'':<14} {'':<12} {'ratio':<11} {entry['ratio']['train']:13.2f} "
-                  f"{'':>8} {'':>7} {entry['ratio']['infer']:13.2f} "
-                  f"{entry['ratio']['memory']:8.2f}")
+            ratio = entry["ratio"]
+            print(f"{'':<14} {'':<12} {'ratio':<11} {ratio['train']:13.2f} "
+                  f"{'':>8} {'':>7} {ratio['infer']:13.2f} {ratio['infer_folded']:9.2f} "
+                  f"{ratio['memory']:8.2f}")
         report["models"][name] = entry
     if args.logmel:
         from benchmarks import bench_logmel

@@ -201,3 +201,15 @@ def test_classifier_uses_the_checkpoints_per_mel_statistics_and_time_shifts(chec
     expected = np.mean([probabilities(clf.model.forward(np.roll(x, k, axis=-1)))
                         for k in (-20, 0, 20)], axis=0)
     np.testing.assert_allclose(clf.predict(y), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_bench_runs_and_reports_every_figure(tmp_path):
+    # Figures are machine-dependent; this checks that the script measures and reports them.
+    from experiments import bench
+    out = tmp_path / "bench.json"
+    report = bench.main(["--models", "reference", "--steps", "1", "--warmup", "0", "--batch",
+                         "2", "--no-torch", "--json", str(out)])
+    entry = report["models"]["reference"]["scratchnet"]
+    for key in ("train_clips_s", "infer_clips_s", "infer_folded_clips_s", "peak_rss_mb"):
+        assert entry[key] > 0, key
+    assert json.loads(out.read_text())["models"]["reference"]["scratchnet"]["train_s"] > 0
