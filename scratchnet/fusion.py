@@ -68,7 +68,12 @@ def conv_batchnorm_pairs(layer):
 def fold_batchnorm(model):
     """An eval-mode copy of ``model`` in which every BatchNorm that directly follows a
     convolution is folded into it; ``model`` itself is left unchanged."""
-    folded = copy.deepcopy(model).eval()
+    # Copy parameters and buffers but not what the last forward pass left in the layers'
+    # caches (activations, possibly hundreds of MB): deepcopy takes a memo entry for an
+    # object as its copy, so each cache is "copied" as None.
+    skip_caches = {id(layer._cache): None for layer in model.modules()
+                   if getattr(layer, "_cache", None) is not None}
+    folded = copy.deepcopy(model, skip_caches).eval()
     for layer in list(folded.modules()):
         for conv_name, bn_name in conv_batchnorm_pairs(layer):
             conv, bn = getattr(layer, conv_name), getattr(layer, bn_name)

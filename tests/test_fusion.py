@@ -79,3 +79,13 @@ def test_fold_rejects_mismatched_layers(rng):
         fold_conv_batchnorm(conv, sn.BatchNorm2d(4))
     with pytest.raises(TypeError, match="Conv2d and a BatchNorm2d"):
         fold_conv_batchnorm(sn.BatchNorm2d(5), conv)
+
+
+def test_fold_copies_no_activation_caches(rng):
+    model = sn.ResNet(1, 5, widths=(4,), depths=(1,), seed=0)
+    model.eval()
+    model.forward(rng.standard_normal((2, 1, 8, 8)).astype(np.float32))
+    assert model.stem.conv._cache is not None  # eval mode keeps a reference to its input
+    folded = fold_batchnorm(model)
+    assert all(getattr(m, "_cache", None) is None for m in folded.modules())
+    assert model.stem.conv._cache is not None  # the original keeps its own
