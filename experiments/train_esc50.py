@@ -21,6 +21,7 @@ from scratchnet import (AdamW, OneCycleLR, SoftmaxCrossEntropy, clip_grad_norm,
                         load_checkpoint, save_checkpoint)
 from scratchnet.averaging import ExponentialMovingAverage
 from scratchnet.backend import DeviceError, check_device, to_numpy
+from scratchnet.fusion import fold_batchnorm
 from scratchnet.memory import keep_freed_memory
 
 from . import augment, esc50
@@ -38,6 +39,10 @@ def parse_args(argv=None):
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="model + features + recipe (default: cpu128 on --device cpu, seed on gpu)")
     p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
+    p.add_argument("--holdout", type=int, nargs="+", default=[], metavar="FOLD",
+                   help="folds kept out of training and testing alike: to choose a recipe "
+                        "on a validation fold without touching the test fold (--holdout 1 "
+                        "--folds 2 trains on folds 3-5 and scores fold 2)")
     p.add_argument("--epochs", type=int, help="override the preset's epoch count")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
     p.add_argument("--recipe", nargs="+", default=[], metavar="KEY=VALUE",
@@ -55,8 +60,12 @@ def parse_args(argv=None):
                    help="use only the first N clips of each fold (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if any(f not in range(1, 6) for f in args.folds):
-        p.error(f"--folds must be among 1..5, got {args.folds}")
+    if any(f not in range(1, 6) for f in args.folds + args.holdout):
+        p.error(f"--folds and --holdout must be among 1..5, got {args.folds} and "
+                f"{args.holdout}")
+    if set(args.folds) & set(args.holdout):
+        p.error(f"fold(s) {sorted(set(args.folds) & set(args.holdout))} are both tested "
+                "(--folds) and held out (--holdout)")
     args.preset = args.preset or ("seed" if args.device == "gpu" else "cpu128")
     return args
 
@@ -97,7 +106,9 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     tr = cfg["train"]
     out = os.path.join(args.out, f"fold{fold}")
     os.makedirs(out, exist_ok=True)
-    train_idx, test_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    # Training: every fold but the test fold and the held-out ones.
+    train_idx = np.flatnonzero((folds != fold) & ~np.isin(folds, args.holdout))
+    test_idx = np.flatnonzero(folds == fold)
     # Standardise with statistics of the training folds only (scalars, or one per mel bin).
     norm = esc50.feature_statistics(feats[train_idx], per_mel=bool(tr["per_mel_norm"]))
     x_train = xp.asarray(esc50.standardise(feats[train_idx], norm)[:, None])
@@ -128,14 +139,17 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     final = ema.model if ema else model
     history, start_epoch, elapsed = [], 0, 0.0
     ckpt_path = os.path.join(out, "checkpoint.npz")
-    run_config = dict(features=cfg["features"], model=cfg["model"], train=tr)
+    trained_on = sorted(set(folds[train_idx].tolist()))
+    run_config = dict(features=cfg["features"], model=cfg["model"], train=tr,
+                      data=dict(trained_on=trained_on))
     if args.resume and os.path.isfile(ckpt_path):
         state, meta = load_checkpoint(ckpt_path)
         # A resumed run reaches the uninterrupted run's result only under the same settings.
         saved = meta.get("config", run_config)  # checkpoints before this check lack it
-        # tta_views only changes how the finished model is scored, so it may differ.
+        # tta_views only changes how the finished model is scored, so it may differ; the
+        # training folds are compared where the checkpoint records them (not before --holdout).
         changed = [f"{part}.{key}: {saved[part].get(key)} -> {run_config[part].get(key)}"
-                   for part in run_config
+                   for part in run_config if part in saved
                    for key in sorted((set(saved[part]) | set(run_config[part])) - {"tta_views"})
                    if saved[part].get(key) != run_config[part].get(key)]
         if changed:
@@ -187,11 +201,13 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
                             clips_s=f"{rate:.1f}", lr=f"{optimizer.lr:.2e}")
-        pred, _ = evaluate(final, x_test, xp)
+        # Scored as it will be deployed (experiments.inference): BatchNorm folded into the
+        # convolutions, the same function with one pass fewer per convolution.
+        pred, _ = evaluate(fold_batchnorm(final), x_test, xp)
         record = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
                       test_acc=float((pred == y_test).mean()))
         if ema:
-            pred_raw, _ = evaluate(model, x_test, xp)
+            pred_raw, _ = evaluate(fold_batchnorm(model), x_test, xp)
             record["test_acc_raw"] = float((pred_raw == y_test).mean())
         seconds = time.perf_counter() - t0
         elapsed += seconds
@@ -222,13 +238,14 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     # The fold's accuracy: the final model, its predictions averaged over the recipe's
     # test-time shifts (one view, no shift, unless tta_views > 1); the single view's beside it.
     shifts = augment.test_time_shifts(x_test.shape[-1], tr["time_shift"], tr["tta_views"])
-    pred, _ = evaluate(final, x_test, xp, shifts)
+    deployed = fold_batchnorm(final)
+    pred, _ = evaluate(deployed, x_test, xp, shifts)
     accuracy = float((pred == y_test).mean())
     single_view = accuracy if shifts == [0] else float(
-        (evaluate(final, x_test, xp)[0] == y_test).mean())
+        (evaluate(deployed, x_test, xp)[0] == y_test).mean())
     config = dict(preset=args.preset, features=cfg["features"], model=cfg["model"],
                   normalization=norm, classes=names, fold=fold,
-                  trained_on=sorted(set(folds.tolist()) - {fold}), accuracy=accuracy,
+                  trained_on=trained_on, accuracy=accuracy,
                   test_time_shifts=shifts)
     save_checkpoint(os.path.join(out, "model.npz"), final.state_dict(), config)
     per_class = {names[c]: float((pred[y_test == c] == c).mean())
@@ -325,7 +342,8 @@ def main(argv=None):
         accs = [r["accuracy"] for r in results["folds"].values()]
         results.update(mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)),
                        config=dict(cfg, preset=args.preset, device=args.device, seed=args.seed,
-                                   data=os.path.abspath(root), limit=args.limit))
+                                   data=os.path.abspath(root), limit=args.limit,
+                                   holdout=args.holdout))
         with open(results_path, "w") as f:
             json.dump(results, f, indent=1)
         print(f"fold {fold}: accuracy {results['folds'][str(fold)]['accuracy']:.4f}",

@@ -92,6 +92,8 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(esc50_root, tmp
         run("--resume", "--recipe", "ema_decay=0.9", "mixup_prob=1")
     with pytest.raises(SystemExit, match=r"\(train\.epochs: 2 -> 3\)"):
         run("--resume", epochs=3)
+    with pytest.raises(SystemExit, match=r"\(data\.trained_on: \[1, 2, 3, 5\] -> \[2, 3, 5\]\)"):
+        run("--resume", "--holdout", "1")
     assert run("--resume")["folds"]["4"]["epochs"] == 2  # the original settings go on
 
 
@@ -136,3 +138,24 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
 def test_tta_views_must_be_a_whole_number(tmp_path):
     with pytest.raises(SystemExit, match="tta_views: expected a whole number >= 1, got 2.5"):
         train_esc50.main(["--recipe", "tta_views=2.5", "--out", str(tmp_path / "run")])
+
+
+def test_holdout_folds_are_neither_trained_on_nor_tested(esc50_root, tmp_path):
+    out = tmp_path / "run"
+    results = train_esc50.main(["--data", esc50_root, "--folds", "2", "--holdout", "1",
+                                "--epochs", "1", "--batch-size", "16", "--limit", "12",
+                                "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                                "--no-progress"])
+    assert set(results["folds"]) == {"2"} and results["config"]["holdout"] == [1]
+    _, meta = load_checkpoint(out / "fold2" / "model.npz")
+    assert meta["fold"] == 2 and meta["trained_on"] == [3, 4, 5]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--folds", "1", "--holdout", "1"], "both tested"),
+    (["--folds", "1", "--holdout", "6"], "among 1..5"),
+])
+def test_holdout_arguments_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train_esc50.parse_args(argv)
+    assert message in capsys.readouterr().err
