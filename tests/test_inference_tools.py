@@ -213,3 +213,10 @@ def test_bench_runs_and_reports_every_figure(tmp_path):
     for key in ("train_clips_s", "infer_clips_s", "infer_folded_clips_s", "peak_rss_mb"):
         assert entry[key] > 0, key
     assert json.loads(out.read_text())["models"]["reference"]["scratchnet"]["train_s"] > 0
+
+
+def test_bench_fold_times_both_networks():
+    from benchmarks import bench_fold
+    r = bench_fold.main(["--models", "reference", "--steps", "1", "--repeats", "1",
+                         "--batch", "2"])
+    assert r["reference"]["batchnorm"] > 0 and r["reference"]["folded"] > 0
