@@ -7,11 +7,10 @@ saves, so the two networks are timed in alternation (--repeats rounds of --steps
 and the medians compared: drift then hits both alike.
 """
 import argparse
-import time
 
 import numpy as np
 
-from experiments.bench import networks
+from experiments.bench import networks, sync, time_steps
 from experiments.models import build_model
 from scratchnet.backend import check_device
 from scratchnet.fusion import fold_batchnorm
@@ -26,15 +25,12 @@ def compare(shape, cfg, batch, steps, repeats, device):
     x = xp.asarray(np.random.default_rng(0).standard_normal((batch,) + tuple(shape)),
                    dtype=xp.float32)
     rates = {"batchnorm": [], "folded": []}
-    for net in (model, folded):  # warm-up: first-touch of every buffer
-        net.forward(x)
-    for _ in range(repeats):
+    for r in range(repeats):
         for key, net in (("batchnorm", model), ("folded", folded)):
-            t = time.perf_counter()
-            for _ in range(steps):
-                out = net.forward(x)
-            float(out[0, 0])  # wait for the device, if any
-            rates[key].append(batch * steps / (time.perf_counter() - t))
+            # One warm-up pass in the first round: first touch of every buffer.
+            seconds = time_steps(lambda: net.forward(x), steps, 1 if r == 0 else 0,
+                                 lambda: sync(xp))
+            rates[key].append(batch / seconds)
     return {k: float(np.median(v)) for k, v in rates.items()}
 
 

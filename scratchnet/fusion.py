@@ -73,12 +73,10 @@ def fold_batchnorm(model):
     # object as its copy, so each cache is "copied" as None.
     skip_caches = {id(layer._cache): None for layer in model.modules()
                    if getattr(layer, "_cache", None) is not None}
-    folded = copy.deepcopy(model, skip_caches).eval()
+    folded = copy.deepcopy(model, skip_caches)
     for layer in list(folded.modules()):
         for conv_name, bn_name in conv_batchnorm_pairs(layer):
             conv, bn = getattr(layer, conv_name), getattr(layer, bn_name)
             setattr(layer, conv_name, fold_conv_batchnorm(conv, bn))
-            replacement = FoldedBatchNorm()
-            replacement.training = False
-            setattr(layer, bn_name, replacement)
-    return folded
+            setattr(layer, bn_name, FoldedBatchNorm())
+    return folded.eval()  # the new layers included
