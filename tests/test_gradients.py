@@ -205,3 +205,21 @@ def test_conv2d_gradients_in_eval_mode(rng, stride):
 def test_maxpool_gradient_in_eval_mode(rng):
     x = rng.permutation(2 * 2 * 7 * 6).reshape(2, 2, 7, 6).astype(np.float64) * 0.1
     assert_all_small(check_layer(sn.MaxPool2d(3, 2, 1).eval(), x, h=1e-4))
+
+
+def test_pool_before_relu_is_relu_before_pool(rng):
+    """The stem pools before its ReLU (see ResNet): same output and same input gradient, bit
+    for bit, including windows with ties, all-negative windows and exact zeros."""
+    x = rng.integers(-3, 4, size=(2, 3, 9, 8)).astype(np.float32)  # many ties and zeros
+    x[0, 0, :4, :4] = -1.0                                         # a wholly negative corner
+    dy = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    relu_pool = sn.Sequential(sn.ReLU(), sn.MaxPool2d(3, 2, 1))
+    pool_relu = sn.Sequential(sn.MaxPool2d(3, 2, 1), sn.ReLU())
+    y1, y2 = relu_pool.forward(x), pool_relu.forward(x)
+    assert np.array_equal(y1, y2)
+    dx1, dx2 = relu_pool.backward(dy), pool_relu.backward(dy)
+    assert np.array_equal(dx1, dx2)
+    assert np.count_nonzero(dx1) > 0
+    model = sn.ResNet(1, 5, widths=(4,), depths=(1,), stem_kernel=3)
+    assert list(model.stem.named_children())[-2:] == [("pool", model.stem.pool),
+                                                      ("relu", model.stem.relu)]

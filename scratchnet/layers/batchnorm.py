@@ -51,6 +51,9 @@ class BatchNorm2d(Layer):
         dx_k = (inv_std / M) (M dxhat_k - sum_m dxhat_m - xhat_k sum_m dxhat_m xhat_m)
              = gamma inv_std (dy_k - dbeta / M - xhat_k dgamma / M),
     the last line because sum dxhat = gamma dbeta and sum dxhat xhat = gamma dgamma.
+    Training keeps c = x - mu rather than xhat = c inv_std: the forward pass then writes
+    y = c (gamma inv_std) + beta without a pass to form xhat, and backward uses xhat through
+    that product, dgamma = inv_std sum_m dy_m c_m and xhat_k dgamma = c_k inv_std dgamma.
     Backward (eval).  dx = gamma inv_std_running dy.
     """
 
@@ -79,16 +82,14 @@ class BatchNorm2d(Layer):
             centred = x2 - mu
             var = column_dots(centred, centred) / m
             inv_std = 1.0 / xp.sqrt(var + self.eps)
-            xhat = centred
-            xhat *= inv_std
             mom = self.momentum
             self.running_mean *= 1 - mom
             self.running_mean += mom * mu
             self.running_var *= 1 - mom
             self.running_var += (mom * m / (m - 1)) * var
-            y = xhat * gamma
+            y = centred * (gamma * inv_std)
             y += beta
-            self._cache = (True, xhat, inv_std, x.shape)
+            self._cache = (True, centred, inv_std, x.shape)
         else:
             inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
             scale = gamma * inv_std
@@ -99,7 +100,7 @@ class BatchNorm2d(Layer):
         return from_channels_matrix(y, x.shape)
 
     def backward(self, dy):
-        trained, saved, inv_std, shape = self._cache  # saved: xhat (train) or x (eval)
+        trained, saved, inv_std, shape = self._cache  # saved: x - mu (train) or x (eval)
         dy2 = channels_matrix(dy)
         gamma = self.weight.data
         dbeta = column_sums(dy2)
@@ -109,13 +110,16 @@ class BatchNorm2d(Layer):
             self.weight.grad += column_dots(dy2, (saved - self.running_mean) * inv_std)
             self._cache = None
             return from_channels_matrix(dy2 * scale, shape)
-        xhat = saved
-        dgamma = column_dots(dy2, xhat)
+        centred = saved
+        dgamma = inv_std * column_dots(dy2, centred)
         self.weight.grad += dgamma
         m = dy2.shape[0]
-        # dx = gamma inv_std (dy - dbeta / M - xhat dgamma / M), one term at a time.
+        # dx = gamma inv_std (dy - dbeta / M - c inv_std dgamma / M).  The two terms that do not
+        # involve dy are formed in the cached c, which backward consumes anyway.
+        correction = centred
+        correction *= scale * inv_std * dgamma / m
+        correction += scale * dbeta / m
         dx = dy2 * scale
-        dx -= xhat * (scale * dgamma / m)
-        dx -= scale * dbeta / m
+        dx -= correction
         self._cache = None
         return from_channels_matrix(dx, shape)

@@ -61,6 +61,14 @@ class ResNet(Sequential):
     """stem (conv k x k / s, BN, ReLU[, 3x3/2 max-pool]) -> stages of BasicBlocks -> global
     average pool -> dropout -> linear.
 
+    The stem applies the max-pool before the ReLU, which computes the same function with the
+    ReLU on a quarter of the values.  ReLU is non-decreasing, so on any window
+        max_m ReLU(v_m) = ReLU(max_m v_m).
+    The gradients agree too: if max v > 0, the positives keep their values and order under
+    ReLU, so both orders route dy to the same (first) argmax with factor 1; if max v <= 0,
+    both give 0 (ReLU's factor [v > 0] at the winner, or a window of zeros whose winner is then
+    multiplied by [v > 0] = 0).  No arithmetic changes, so the results are identical bit for bit.
+
     ``widths[i]`` and ``depths[i]`` give the channels and block count of stage i+1; its first
     block has stride ``strides[i]`` (default 1 for the first stage, 2 after).  Names follow
     torchvision: ``stem.conv.weight``, ``layer1.0.bn1.running_mean``, ``fc.bias``.
@@ -78,9 +86,10 @@ class ResNet(Sequential):
         stem = OrderedDict(conv=Conv2d(in_channels, widths[0], stem_kernel, stem_stride,
                                        stem_kernel // 2, bias=False, rng=rng,
                                        needs_input_grad=input_grad),
-                           bn=BatchNorm2d(widths[0]), relu=ReLU())
+                           bn=BatchNorm2d(widths[0]))
         if stem_pool:
             stem["pool"] = MaxPool2d(3, 2, 1)
+        stem["relu"] = ReLU()
         parts = OrderedDict(stem=Sequential(stem))
         channels = widths[0]
         for i, (width, depth, stride) in enumerate(zip(widths, depths, strides)):
