@@ -220,3 +220,16 @@ def test_bench_fold_times_both_networks():
     r = bench_fold.main(["--models", "reference", "--steps", "1", "--repeats", "1",
                          "--batch", "2"])
     assert r["reference"]["batchnorm"] > 0 and r["reference"]["folded"] > 0
+
+
+def test_profile_layers_accounts_for_every_leaf_layer():
+    from benchmarks import profile_layers
+    r = profile_layers.main(["--models", "reference", "--steps", "1", "--batch", "2"])
+    entry = r["reference"]
+    kinds = {kind for (_, kind, _) in entry["parts"]}
+    assert {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Linear"} <= kinds
+    assert all(s > 0 for s in entry["parts"].values())
+    # The timed layers are part of the step, never more than all of it.
+    assert 0 < sum(entry["parts"].values()) <= entry["step_s"]
+    stages = {stage for (stage, _, _) in entry["parts"]}
+    assert {"stem", "layer1", "layer4", "fc"} <= stages

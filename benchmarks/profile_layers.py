@@ -1,0 +1,115 @@
+"""Where a training step goes, layer by layer: each leaf layer's forward and backward timed in
+place.
+
+    python -m benchmarks.profile_layers [--models preset:cpu128] [--steps 6]
+
+cProfile (``experiments.bench --profile``) charges time to functions, so the stem's BatchNorm
+and stage 4's are one line; here every leaf layer (Conv2d, BatchNorm2d, ReLU, MaxPool2d, ...)
+has its forward and backward wrapped in a timer, and the times are summed by (stage, layer
+kind, direction): ``layer1 Conv2d backward``.  The rest of the step (loss, optimiser, zeroing the
+gradients) is the step's time minus the layers'.  The timers wrap whole calls, so they cost
+nothing inside the layers; on a GPU each call is synchronised first, which serialises the
+device and makes the shares those of a synchronous run.
+"""
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+
+import scratchnet as sn
+from experiments.bench import networks, sync
+from experiments.models import build_model
+from scratchnet.backend import check_device
+from scratchnet.memory import keep_freed_memory
+
+
+def leaf_layers(layer, prefix=""):
+    """(dotted name, layer) for every layer without children, in forward order."""
+    children = list(layer.named_children())
+    if not children:
+        yield prefix, layer
+    for name, child in children:
+        yield from leaf_layers(child, f"{prefix}.{name}" if prefix else name)
+
+
+def time_layers(model, totals, xp):
+    """Wrap each leaf layer's forward and backward so that their seconds add into totals,
+    keyed by (stage, layer class, direction): 'layer1.0.downsample.0' -> ('layer1', 'Conv2d')."""
+    for name, layer in leaf_layers(model):
+        for direction in ("forward", "backward"):
+            key = (name.split(".")[0], type(layer).__name__, direction)
+
+            def timed(arg, call=getattr(layer, direction), key=key):
+                sync(xp)
+                t = time.perf_counter()
+                out = call(arg)
+                sync(xp)
+                totals[key] += time.perf_counter() - t
+                return out
+            setattr(layer, direction, timed)
+
+
+def profile(shape, cfg, batch, steps, device):
+    """Seconds per training step, and {(stage, kind, direction): seconds per step}."""
+    xp = check_device(device)
+    model = build_model(cfg, 50, seed=0, input_grad=False).to(device).train()
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.standard_normal((batch,) + tuple(shape)), dtype=xp.float32)
+    y = xp.asarray(rng.integers(0, 50, size=batch))
+    loss = sn.SoftmaxCrossEntropy(0.1)
+    opt = sn.AdamW(list(model.parameters()), lr=1e-3)
+    totals = defaultdict(float)
+    time_layers(model, totals, xp)
+
+    def step():
+        opt.zero_grad()
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        opt.step()
+
+    step()  # warm-up: first touch of every buffer
+    totals.clear()
+    sync(xp)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(xp)
+    per_step = (time.perf_counter() - t) / steps
+    return per_step, {k: v / steps for k, v in totals.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    nets = networks()
+    p.add_argument("--models", nargs="+", default=["preset:cpu128"], choices=list(nets))
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--top", type=int, default=20, help="lines to print per network")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    args = p.parse_args(argv)
+    keep_freed_memory()
+    results = {}
+    for name in args.models:
+        shape, cfg = nets[name]
+        per_step, parts = profile(shape, cfg, args.batch, args.steps, args.device)
+        rest = per_step - sum(parts.values())
+        print(f"{name}: {per_step * 1e3:.0f} ms per training step ({args.batch / per_step:.1f} "
+              f"clips/s); loss, optimiser and zeroing {rest * 1e3:.0f} ms")
+        by_kind = defaultdict(float)
+        for (stage, kind, direction), seconds in parts.items():
+            by_kind[kind] += seconds
+        print("  by layer kind: " + ", ".join(
+            f"{kind} {100 * s / per_step:.0f}%" for kind, s in
+            sorted(by_kind.items(), key=lambda kv: -kv[1])))
+        for (stage, kind, direction), seconds in sorted(parts.items(),
+                                                        key=lambda kv: -kv[1])[:args.top]:
+            print(f"  {seconds * 1e3:8.1f} ms {100 * seconds / per_step:5.1f}%  "
+                  f"{stage} {kind} {direction}")
+        results[name] = dict(step_s=per_step, rest_s=rest, parts=parts)
+    return results
+
+
+if __name__ == "__main__":
+    main()
