@@ -164,3 +164,31 @@ def test_maxpool_eval_mode_gives_the_same_maximum(rng):
     pool = sn.MaxPool2d(3, 2, 1)
     train_y = pool.forward(x)
     np.testing.assert_array_equal(pool.eval().forward(x), train_y)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (3, 3, 0)])
+@pytest.mark.parametrize("train", [True, False])
+def test_maxpool_backward_routes_to_first_maximum_like_loops(rng, kernel, stride, padding, train):
+    """Integer inputs, so most windows hold ties; every dy must reach the window's first
+    maximum in row-major order, summed where windows overlap.  A dy sent anywhere else would
+    be off by a whole standard-normal value."""
+    x = rng.integers(-2, 3, size=(2, 3, 8, 9)).astype(np.float64)
+    pool = sn.MaxPool2d(kernel, stride, padding)
+    pool.training = train
+    y = pool.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dx = pool.backward(dy)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding,) * 2, (padding,) * 2), constant_values=-np.inf)
+    expected = np.zeros_like(xp)
+    for i in range(y.shape[2]):
+        for j in range(y.shape[3]):
+            window = xp[:, :, i * stride:i * stride + kernel, j * stride:j * stride + kernel]
+            first = window.reshape(2, 3, -1).argmax(axis=2)     # argmax: first in row-major
+            a, b = np.divmod(first, kernel)
+            for n in range(2):
+                for c in range(3):
+                    expected[n, c, i * stride + a[n, c], j * stride + b[n, c]] += dy[n, c, i, j]
+    h, w = x.shape[2:]
+    # Overlapping windows add in another order than these loops: float64 rounding only.
+    np.testing.assert_allclose(dx, expected[:, :, padding:padding + h, padding:padding + w],
+                               rtol=0, atol=1e-12)
