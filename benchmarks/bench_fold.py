@@ -10,7 +10,7 @@ import argparse
 
 import numpy as np
 
-from experiments.bench import networks, sync, time_steps
+from experiments.bench import add_network_arguments, networks, sync, time_steps
 from experiments.models import build_model
 from scratchnet.backend import check_device
 from scratchnet.fusion import fold_batchnorm
@@ -37,14 +37,10 @@ def compare(shape, cfg, batch, steps, repeats, device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    nets = networks()
-    p.add_argument("--models", nargs="+", default=["reference", "preset:cpu128"],
-                   choices=list(nets))
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=5)
+    add_network_arguments(p, ["reference", "preset:cpu128"], steps=5)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = p.parse_args(argv)
+    nets = networks()
     keep_freed_memory()
     results = {}
     for name in args.models:

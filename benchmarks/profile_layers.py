@@ -18,7 +18,7 @@ from collections import defaultdict
 import numpy as np
 
 import scratchnet as sn
-from experiments.bench import networks, sync
+from experiments.bench import add_network_arguments, networks, sync
 from experiments.models import build_model
 from scratchnet.backend import check_device
 from scratchnet.memory import keep_freed_memory
@@ -82,13 +82,10 @@ def profile(shape, cfg, batch, steps, device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    nets = networks()
-    p.add_argument("--models", nargs="+", default=["preset:cpu128"], choices=list(nets))
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=6)
+    add_network_arguments(p, ["preset:cpu128"], steps=6)
     p.add_argument("--top", type=int, default=20, help="lines to print per network")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     args = p.parse_args(argv)
+    nets = networks()
     keep_freed_memory()
     results = {}
     for name in args.models:

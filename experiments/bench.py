@@ -44,6 +44,15 @@ def networks():
     return nets
 
 
+def add_network_arguments(parser, default_models, steps):
+    """The options of a benchmark run per named network (benchmarks.bench_fold,
+    benchmarks.profile_layers): --models among networks(), --batch, --steps, --device."""
+    parser.add_argument("--models", nargs="+", default=default_models, choices=list(networks()))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+
+
 def forward_flops(shape, cfg, num_classes=50):
     """Multiply-adds x 2 of every convolution and the linear head, for one clip."""
     c, h, w = shape
