@@ -48,17 +48,24 @@ def _band_mask(rng, n, size, max_width):
     return (positions >= start[:, None]) & (positions < (start + width)[:, None])
 
 
-def spec_augment(x, rng, freq_mask, time_mask, fill=0.0):
-    """SpecAugment (Park et al., 2019): one frequency band of up to ``freq_mask`` mel bins and
-    one time band of up to ``time_mask`` frames per clip set to ``fill`` (the mean of the
-    standardised features)."""
+def spec_augment(x, rng, freq_mask, time_mask, fill=0.0, masks=1):
+    """SpecAugment (Park et al., 2019): ``masks`` frequency bands of up to ``freq_mask`` mel
+    bins each and ``masks`` time bands of up to ``time_mask`` frames each per clip, set to
+    ``fill`` (the mean of the standardised features).  Bands are drawn independently, so they
+    may overlap (the paper's m_F and m_T masks; its LibriSpeech policies use two of each).
+    All frequency bands are drawn before the time bands, so ``masks=1`` draws exactly the
+    random numbers of a single band per axis."""
+    if not isinstance(masks, int) or masks < 0:
+        raise ValueError(f"spec_augment: masks must be a whole number >= 0, got {masks!r}")
     xp = get_array_module(x)
     n, _, m, t = x.shape
     masked = np.zeros((n, 1, m, t), dtype=bool)
     if freq_mask:
-        masked |= _band_mask(rng, n, m, min(freq_mask, m))[:, None, :, None]
+        for _ in range(masks):
+            masked |= _band_mask(rng, n, m, min(freq_mask, m))[:, None, :, None]
     if time_mask:
-        masked |= _band_mask(rng, n, t, min(time_mask, t))[:, None, None, :]
+        for _ in range(masks):
+            masked |= _band_mask(rng, n, t, min(time_mask, t))[:, None, None, :]
     return xp.where(xp.asarray(masked), x.dtype.type(fill), x)
 
 

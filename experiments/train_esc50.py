@@ -74,6 +74,11 @@ class RunError(Exception):
     """A run that cannot go on as asked (reported as one ``error:`` line, not a traceback)."""
 
 
+# Recipe entries added after runs had been checkpointed, with the value that reproduces how
+# those runs trained, so that --resume accepts their checkpoints.
+RECIPE_KEYS_ADDED = {"spec_masks": 1}
+
+
 def parse_recipe(items, train):
     """["mixup_prob=1", ...] -> {"mixup_prob": 1.0}, checked against the recipe's keys and
     keeping each value's type (numbers stay numbers)."""
@@ -146,6 +151,9 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
         state, meta = load_checkpoint(ckpt_path)
         # A resumed run reaches the uninterrupted run's result only under the same settings.
         saved = meta.get("config", run_config)  # checkpoints before this check lack it
+        # Recipe keys added since a checkpoint was written count as their original behaviour.
+        if "train" in saved:
+            saved = dict(saved, train=dict(RECIPE_KEYS_ADDED, **saved["train"]))
         # tta_views only changes how the finished model is scored, so it may differ; the
         # training folds are compared where the checkpoint records them (not before --holdout).
         changed = [f"{part}.{key}: {saved[part].get(key)} -> {run_config[part].get(key)}"
@@ -180,7 +188,8 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
             idx = order[step * batch:(step + 1) * batch]
             xb, yb = x_train[xp.asarray(idx)], y_train[idx]
             xb = augment.time_shift(xb, rng, tr["time_shift"])
-            xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"])
+            xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"],
+                                       masks=tr["spec_masks"])
             if tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
                 xb, targets = augment.mixup(xb, yb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"],
                                             power_scale)
@@ -306,9 +315,11 @@ def main(argv=None):
         cfg["train"]["batch_size"] = args.batch_size
     try:
         cfg["train"].update(parse_recipe(args.recipe, cfg["train"]))
-        views = cfg["train"]["tta_views"]
-        if not isinstance(views, int) or views < 1:
-            raise ValueError(f"--recipe tta_views: expected a whole number >= 1, got {views}")
+        for key, least in (("tta_views", 1), ("spec_masks", 0)):
+            value = cfg["train"][key]
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"--recipe {key}: expected a whole number >= {least}, "
+                                 f"got {value}")
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:

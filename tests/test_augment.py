@@ -27,6 +27,37 @@ def test_spec_augment_sets_one_band_per_axis_to_the_fill(rng):
         np.testing.assert_array_equal(masked[0][keep], clip[0][keep])
 
 
+def _bands(flags):
+    """The runs of consecutive True values in a 1-D boolean array, as (start, stop) pairs."""
+    edges = np.diff(np.concatenate([[0], flags.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def test_spec_augment_masks_draws_that_many_bands_per_axis(rng):
+    x = rng.standard_normal((16, 1, 40, 60)).astype(np.float32) + 5.0
+    one = augment.spec_augment(x, np.random.default_rng(7), freq_mask=6, time_mask=8)
+    two = augment.spec_augment(x, np.random.default_rng(7), freq_mask=6, time_mask=8, masks=2)
+    saw_two_bands = False
+    for clip, a, b in zip(x, one, two):
+        rows_one, rows_two = (a[0] == 0).all(axis=1), (b[0] == 0).all(axis=1)
+        cols_two = (b[0] == 0).all(axis=0)
+        # The first frequency band is drawn from the same numbers as masks=1's only one.
+        assert np.all(rows_two[rows_one])
+        for flags, width in ((rows_two, 6), (cols_two, 8)):
+            bands = _bands(flags)
+            assert len(bands) <= 2  # two bands, which may overlap or touch
+            assert sum(stop - start for start, stop in bands) <= 2 * width
+        saw_two_bands |= len(_bands(rows_two)) == 2
+        keep = b[0] != 0
+        np.testing.assert_array_equal(b[0][keep], clip[0][keep])
+    assert saw_two_bands  # 16 clips: two separate frequency bands in at least one
+    np.testing.assert_array_equal(augment.spec_augment(x, np.random.default_rng(7), 6, 8,
+                                                       masks=0), x)
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="masks must be a whole number >= 0"):
+            augment.spec_augment(x, np.random.default_rng(7), 6, 8, masks=bad)
+
+
 def test_mixup_mixes_inputs_and_targets_with_one_lambda(rng):
     x = rng.standard_normal((5, 1, 2, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 4])

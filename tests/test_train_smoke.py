@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from scratchnet import load_checkpoint
+from scratchnet import load_checkpoint, save_checkpoint
 
 from experiments import train_esc50
 
@@ -135,9 +135,32 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
     assert "trained on fold 3; this is not a held-out score" in capsys.readouterr().err
 
 
-def test_tta_views_must_be_a_whole_number(tmp_path):
-    with pytest.raises(SystemExit, match="tta_views: expected a whole number >= 1, got 2.5"):
-        train_esc50.main(["--recipe", "tta_views=2.5", "--out", str(tmp_path / "run")])
+@pytest.mark.parametrize("item, message", [("tta_views=2.5", "tta_views: expected a whole "
+                                            "number >= 1, got 2.5"),
+                                           ("spec_masks=-1", "spec_masks: expected a whole "
+                                            "number >= 0, got -1")])
+def test_counted_recipe_entries_must_be_whole_numbers(item, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        train_esc50.main(["--recipe", item, "--out", str(tmp_path / "run")])
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_recipe_key_existed(esc50_root, tmp_path):
+    """A checkpoint written before spec_masks existed trained with one band per axis: resuming
+    it under spec_masks=1 goes on, under spec_masks=2 is refused as a change."""
+    def run(*extra):
+        return train_esc50.main(["--data", esc50_root, "--folds", "4", "--batch-size", "16",
+                                 "--limit", "12", "--epochs", "2", "--no-progress",
+                                 "--cache-dir", str(tmp_path / "cache"),
+                                 "--out", str(tmp_path / "run"), *extra])
+
+    run("--stop-after", "1")
+    path = tmp_path / "run" / "fold4" / "checkpoint.npz"
+    state, meta = load_checkpoint(path)
+    del meta["config"]["train"]["spec_masks"]
+    save_checkpoint(path, state, meta)
+    with pytest.raises(SystemExit, match=r"\(train\.spec_masks: 1 -> 2\)"):
+        run("--resume", "--recipe", "spec_masks=2")
+    assert run("--resume")["folds"]["4"]["epochs"] == 2
 
 
 def test_holdout_folds_are_neither_trained_on_nor_tested(esc50_root, tmp_path):
