@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from scratchnet import (AdamW, OneCycleLR, SoftmaxCrossEntropy, clip_grad_norm,
+from scratchnet import (AdamW, OneCycleLR, ResNet, SoftmaxCrossEntropy, clip_grad_norm,
                         load_checkpoint, save_checkpoint)
 from scratchnet.averaging import ExponentialMovingAverage
 from scratchnet.backend import DeviceError, check_device, to_numpy
@@ -38,6 +38,10 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="model + features + recipe (default: cpu128 on --device cpu, seed on gpu)")
+    p.add_argument("--pool", choices=sorted(ResNet.POOLS), default=None,
+                   help="the network's global pool, overriding the preset's: avg (over "
+                        "frequency and time) or time_max_mean (mean over frequency, then max + "
+                        "mean over time; scratchnet.TimeMaxMeanPool)")
     p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
     p.add_argument("--holdout", type=int, nargs="+", default=[], metavar="FOLD",
                    help="folds kept out of training and testing alike: to choose a recipe "
@@ -74,9 +78,15 @@ class RunError(Exception):
     """A run that cannot go on as asked (reported as one ``error:`` line, not a traceback)."""
 
 
-# Recipe entries added after runs had been checkpointed, with the value that reproduces how
-# those runs trained, so that --resume accepts their checkpoints.
-RECIPE_KEYS_ADDED = {"spec_masks": 1}
+# Settings added after runs had been checkpointed, with the value that reproduces how those
+# runs trained, so that --resume accepts their checkpoints.
+KEYS_ADDED = {"train": {"spec_masks": 1}, "model": {"pool": "avg"}}
+
+
+def with_added_keys(config):
+    """``config`` with every key of KEYS_ADDED it lacks, at that key's original value."""
+    return {part: dict(KEYS_ADDED.get(part, {}), **entries) if isinstance(entries, dict)
+            else entries for part, entries in config.items()}
 
 
 def parse_recipe(items, train):
@@ -150,16 +160,16 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     if args.resume and os.path.isfile(ckpt_path):
         state, meta = load_checkpoint(ckpt_path)
         # A resumed run reaches the uninterrupted run's result only under the same settings.
-        saved = meta.get("config", run_config)  # checkpoints before this check lack it
-        # Recipe keys added since a checkpoint was written count as their original behaviour.
-        if "train" in saved:
-            saved = dict(saved, train=dict(RECIPE_KEYS_ADDED, **saved["train"]))
+        # Checkpoints from before this check lack the config; keys added since one was
+        # written count as their original behaviour on both sides.
+        saved = with_added_keys(meta.get("config", run_config))
+        now = with_added_keys(run_config)
         # tta_views only changes how the finished model is scored, so it may differ; the
         # training folds are compared where the checkpoint records them (not before --holdout).
-        changed = [f"{part}.{key}: {saved[part].get(key)} -> {run_config[part].get(key)}"
-                   for part in run_config if part in saved
-                   for key in sorted((set(saved[part]) | set(run_config[part])) - {"tta_views"})
-                   if saved[part].get(key) != run_config[part].get(key)]
+        changed = [f"{part}.{key}: {saved[part].get(key)} -> {now[part].get(key)}"
+                   for part in now if part in saved
+                   for key in sorted((set(saved[part]) | set(now[part])) - {"tta_views"})
+                   if saved[part].get(key) != now[part].get(key)]
         if changed:
             raise RunError(f"fold {fold}: {ckpt_path} was written with other settings "
                            f"({'; '.join(changed)}); resume with the original ones or "
@@ -313,6 +323,8 @@ def main(argv=None):
         cfg["train"]["epochs"] = args.epochs
     if args.batch_size:
         cfg["train"]["batch_size"] = args.batch_size
+    if args.pool:
+        cfg["model"]["pool"] = args.pool
     try:
         cfg["train"].update(parse_recipe(args.recipe, cfg["train"]))
         for key, least in (("tta_views", 1), ("spec_masks", 0)):

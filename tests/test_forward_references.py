@@ -107,6 +107,30 @@ def test_global_avg_pool_is_the_spatial_mean(rng):
     np.testing.assert_allclose(sn.GlobalAvgPool2d().forward(x), x.mean(axis=(2, 3)))
 
 
+def test_time_max_mean_pool_against_loops(rng):
+    x = rng.standard_normal((2, 3, 4, 6))
+    pool = sn.TimeMaxMeanPool()
+    y = pool.forward(x)
+    dy = rng.standard_normal((2, 3))
+    dx = pool.backward(dy)
+    for n in range(2):
+        for c in range(3):
+            frames = [sum(x[n, c, f, t] for f in range(4)) / 4 for t in range(6)]
+            assert np.isclose(y[n, c], max(frames) + sum(frames) / 6, rtol=1e-12)
+            winner = frames.index(max(frames))
+            for t in range(6):
+                expected = dy[n, c] * ((t == winner) + 1 / 6) / 4
+                np.testing.assert_allclose(dx[n, c, :, t], expected, rtol=1e-12)
+
+
+def test_time_max_mean_pool_ties_route_to_the_first_frame():
+    x = np.ones((1, 1, 2, 3))  # every frame ties
+    pool = sn.TimeMaxMeanPool()
+    np.testing.assert_allclose(pool.forward(x), [[2.0]])
+    dx = pool.backward(np.array([[3.0]]))
+    np.testing.assert_allclose(dx[0, 0], [[2.0, 0.5, 0.5], [2.0, 0.5, 0.5]])  # 3 (1 + 1/3) / 2
+
+
 def test_batchnorm_training_normalises_and_updates_running_stats(rng):
     bn = sn.BatchNorm2d(3, momentum=0.1).astype(np.float64)
     x = rng.standard_normal((4, 3, 5, 6)) * 3 + 2

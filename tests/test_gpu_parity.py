@@ -21,6 +21,7 @@ def run(layer, x, dy):
     (lambda r: sn.BatchNorm2d(3), (4, 3, 5, 6)),
     (lambda r: sn.MaxPool2d(3, 2, 1), (2, 3, 9, 8)),
     (lambda r: sn.GlobalAvgPool2d(), (2, 3, 4, 5)),
+    (lambda r: sn.TimeMaxMeanPool(), (2, 3, 4, 5)),
     (lambda r: sn.Linear(6, 4, rng=r), (3, 6)),
     (lambda r: sn.BasicBlock(3, 6, 2, rng=r), (2, 3, 9, 8)),
     (lambda r: sn.ResNet(1, 5, (4, 8), (1, 1), stem_kernel=3, stem_stride=1, seed=0),

@@ -77,6 +77,12 @@ def test_global_avg_pool_gradient(rng):
     assert_all_small(check_layer(sn.GlobalAvgPool2d(), rng.standard_normal((3, 4, 3, 5))))
 
 
+def test_time_max_mean_pool_gradient(rng):
+    # Gaussian maps: the frequency means of different frames differ, so every argmax over time
+    # is unique and stays put under the finite-difference steps.
+    assert_all_small(check_layer(sn.TimeMaxMeanPool(), rng.standard_normal((3, 4, 3, 5))))
+
+
 @pytest.mark.parametrize("n", [1, 5])
 def test_linear_gradients(rng, n):
     assert_all_small(check_layer(f64(sn.Linear(7, 3, rng=rng)), rng.standard_normal((n, 7))))
@@ -110,10 +116,10 @@ def test_basic_block_gradients(rng, cin, cout, stride, n):
     assert_all_small(check_layer(block, rng.standard_normal((n, cin, 5, 6))))
 
 
-def _tiny_resnet(seed=0, dropout=0.0):
+def _tiny_resnet(seed=0, dropout=0.0, pool="avg"):
     return f64(sn.ResNet(in_channels=1, num_classes=5, widths=(3, 4), depths=(1, 1),
                          stem_kernel=3, stem_stride=1, stem_pool=True, dropout=dropout,
-                         seed=seed))
+                         seed=seed, pool=pool))
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -139,9 +145,10 @@ def test_loss_gradient_soft_targets(rng, smoothing):
     assert relative_error(analytic, numeric) < TOL
 
 
-def test_resnet_end_to_end_every_parameter(rng):
+@pytest.mark.parametrize("pool", ["avg", "time_max_mean"])
+def test_resnet_end_to_end_every_parameter(rng, pool):
     """loss(ResNet(x)) -> every parameter and the input, element by element."""
-    model = _tiny_resnet(dropout=0.3)
+    model = _tiny_resnet(dropout=0.3, pool=pool)
     loss = sn.SoftmaxCrossEntropy(label_smoothing=0.1)
     x = rng.standard_normal((3, 1, 8, 7))
     t = np.array([1, 4, 0])

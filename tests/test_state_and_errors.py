@@ -91,6 +91,7 @@ def test_train_eval_modes_reach_every_layer():
     (lambda: sn.Linear(5, 2), (3, 4), "5 channels"),
     (lambda: sn.MaxPool2d(3), (1, 1, 2, 2), "smaller than the window"),
     (lambda: small_resnet(), (2, 3, 9, 9), "1 channels"),
+    (lambda: sn.TimeMaxMeanPool(), (2, 3, 5), "4-D"),
 ])
 def test_bad_input_shapes_raise_clear_errors(layer, shape, match):
     with pytest.raises(ValueError, match=match):
@@ -120,6 +121,15 @@ def test_gpu_request_without_gpu_is_a_clear_error():
         small_resnet().to("gpu")
 
 
+def test_resnet_pool_choice_is_checked_and_kept_in_its_config():
+    with pytest.raises(ValueError, match="unknown pool 'max'; choose one of"):
+        sn.ResNet(1, 5, widths=(4,), depths=(1,), pool="max")
+    assert "pool" not in small_resnet().config  # as in every checkpoint before the option
+    model = sn.ResNet(1, 5, widths=(4,), depths=(1,), pool="time_max_mean")
+    assert model.config["pool"] == "time_max_mean"
+    assert isinstance(sn.ResNet(**model.config).pool, sn.TimeMaxMeanPool)
+
+
 def test_unknown_device():
     with pytest.raises(ValueError, match="tpu"):
         check_device("tpu")
@@ -128,7 +138,7 @@ def test_unknown_device():
 @pytest.mark.parametrize("layer", [
     lambda r: sn.BasicBlock(3, 3, 1, r), lambda r: sn.BasicBlock(3, 4, 2, r),
     lambda r: sn.MaxPool2d(3, 2, 1), lambda r: sn.ReLU(), lambda r: sn.BatchNorm2d(3),
-    lambda r: sn.Conv2d(3, 4, 3, 1, 1, rng=r)])
+    lambda r: sn.Conv2d(3, 4, 3, 1, 1, rng=r), lambda r: sn.TimeMaxMeanPool()])
 def test_layers_leave_their_inputs_and_upstream_gradients_untouched(rng, layer):
     """Layers may work in place only on arrays they created themselves."""
     layer = layer(rng).astype(np.float64)

@@ -112,13 +112,16 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
     results = train_esc50.main(common + ["--folds", "2", "--epochs", "1", "--batch-size", "16",
                                          "--limit", "12", "--out", str(out), "--recipe",
                                          "tta_views=3", "per_mel_norm=1", "mixup_power=1",
-                                         "mixup_prob=1"])
+                                         "mixup_prob=1", "spec_masks=2",
+                                         "--pool", "time_max_mean"])
     fold = results["folds"]["2"]
     history = json.loads((out / "fold2" / "metrics.json").read_text())
     assert fold["accuracy_single_view"] == history[-1]["test_acc"]  # per epoch: one view
     _, meta = load_checkpoint(out / "fold2" / "model.npz")
     frames = 251  # cpu128's clips: 5 s at a 20 ms hop, centred
     assert len(meta["normalization"]["mean"]) == len(meta["normalization"]["std"]) == 128
+    assert meta["model"]["pool"] == "time_max_mean"  # evaluate rebuilds the network below
+    assert results["config"]["train"]["spec_masks"] == 2
     assert all(np.isfinite(h["train_loss"]) for h in history)
     assert meta["test_time_shifts"] == [-50, 0, 50] == [round(f * 0.2 * frames)
                                                         for f in (-1, 0, 1)]
@@ -144,9 +147,9 @@ def test_counted_recipe_entries_must_be_whole_numbers(item, message, tmp_path):
         train_esc50.main(["--recipe", item, "--out", str(tmp_path / "run")])
 
 
-def test_resume_accepts_a_checkpoint_from_before_a_recipe_key_existed(esc50_root, tmp_path):
-    """A checkpoint written before spec_masks existed trained with one band per axis: resuming
-    it under spec_masks=1 goes on, under spec_masks=2 is refused as a change."""
+def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(esc50_root, tmp_path):
+    """A checkpoint written before spec_masks and --pool existed trained with one band per axis
+    and the average pool: resuming it with those goes on, with others is refused as a change."""
     def run(*extra):
         return train_esc50.main(["--data", esc50_root, "--folds", "4", "--batch-size", "16",
                                  "--limit", "12", "--epochs", "2", "--no-progress",
@@ -160,7 +163,9 @@ def test_resume_accepts_a_checkpoint_from_before_a_recipe_key_existed(esc50_root
     save_checkpoint(path, state, meta)
     with pytest.raises(SystemExit, match=r"\(train\.spec_masks: 1 -> 2\)"):
         run("--resume", "--recipe", "spec_masks=2")
-    assert run("--resume")["folds"]["4"]["epochs"] == 2
+    with pytest.raises(SystemExit, match=r"\(model\.pool: avg -> time_max_mean\)"):
+        run("--resume", "--pool", "time_max_mean")
+    assert run("--resume", "--pool", "avg")["folds"]["4"]["epochs"] == 2  # the default, named
 
 
 def test_holdout_folds_are_neither_trained_on_nor_tested(esc50_root, tmp_path):

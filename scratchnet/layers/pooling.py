@@ -1,4 +1,4 @@
-"""Max pooling and global average pooling."""
+"""Max pooling, global average pooling, and clip-level time max + mean pooling."""
 from ..backend import get_array_module
 from ..im2col import conv_output_size, taps, to_channels_last
 from .base import Layer, check_input
@@ -102,4 +102,46 @@ class GlobalAvgPool2d(Layer):
         n, c, h, w = self._shape
         dx = xp.empty((n, h, w, c), dtype=dy.dtype)
         dx[...] = (dy / (h * w))[:, None, None, :]
+        return dx.transpose(0, 3, 1, 2)
+
+
+class TimeMaxMeanPool(Layer):
+    """Clip-level pooling of a (N, C, F, T) map (frequency x time), as in PANNs (Kong et al.,
+    2020): the mean over frequency, then the maximum plus the mean over time,
+
+        m[n, c, t] = (1 / F) sum_f x[n, c, f, t],
+        y[n, c]    = max_t m[n, c, t] + (1 / T) sum_t m[n, c, t]      ->  (N, C).
+
+    Why: a short event (a bark, a door knock) lights up a few frames of a 5 s clip, and the
+    plain average over every pixel dilutes it by the silent rest; the max keeps it, and the
+    mean keeps evidence spread over the whole clip.
+
+    Backward.  The max is locally the identity on its winning frame and constant in the others,
+    so with t* the first maximiser of m[n, c, :] (the first on ties, as argmax):
+        dm[n, c, t] = dy[n, c] ([t = t*] + 1 / T),
+    and every frequency bin contributed to m with weight 1/F:
+        dx[n, c, f, t] = dm[n, c, t] / F.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x):
+        check_input(x, 4, "TimeMaxMeanPool")
+        xp = get_array_module(x)
+        m = x.mean(axis=2)                                       # (N, C, T)
+        winner = m.argmax(axis=2)                                # (N, C), first on ties
+        peak = xp.take_along_axis(m, winner[:, :, None], axis=2)[:, :, 0]
+        self._cache = (winner, x.shape)
+        return peak + m.mean(axis=2)
+
+    def backward(self, dy):
+        xp = get_array_module(dy)
+        (winner, (n, c, f, t)), self._cache = self._cache, None
+        at_winner = xp.arange(t) == winner[:, :, None]          # (N, C, T)
+        dm = dy[:, :, None] * (at_winner + dy.dtype.type(1.0 / t))
+        # Channels-last memory behind an NCHW view, like the convolutions' maps.
+        dx = xp.empty((n, f, t, c), dtype=dy.dtype)
+        dx[...] = (dm / f).transpose(0, 2, 1)[:, None, :, :]
         return dx.transpose(0, 3, 1, 2)

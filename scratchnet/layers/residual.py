@@ -9,7 +9,7 @@ from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 from .dropout import Dropout
 from .linear import Linear
-from .pooling import GlobalAvgPool2d, MaxPool2d
+from .pooling import GlobalAvgPool2d, MaxPool2d, TimeMaxMeanPool
 
 
 class BasicBlock(Layer):
@@ -59,7 +59,8 @@ class BasicBlock(Layer):
 
 class ResNet(Sequential):
     """stem (conv k x k / s, BN, ReLU[, 3x3/2 max-pool]) -> stages of BasicBlocks -> global
-    average pool -> dropout -> linear.
+    pool -> dropout -> linear.  The global pool is the average over frequency and time
+    (``pool="avg"``, torchvision's) or ``"time_max_mean"``, :class:`TimeMaxMeanPool`.
 
     The stem applies the max-pool before the ReLU, which computes the same function with the
     ReLU on a quarter of the values.  ReLU is non-decreasing, so on any window
@@ -76,11 +77,15 @@ class ResNet(Sequential):
     dL/dx in the stem convolution when the input is data (training), saving its col2im.
     """
 
+    POOLS = {"avg": GlobalAvgPool2d, "time_max_mean": TimeMaxMeanPool}
+
     def __init__(self, in_channels=1, num_classes=50, widths=(64, 128, 256, 512),
                  depths=(3, 4, 6, 3), strides=None, stem_kernel=7, stem_stride=2,
-                 stem_pool=True, dropout=0.0, seed=0, input_grad=True):
+                 stem_pool=True, dropout=0.0, seed=0, input_grad=True, pool="avg"):
         if len(widths) != len(depths):
             raise ValueError("ResNet: widths and depths must have the same length")
+        if pool not in self.POOLS:
+            raise ValueError(f"ResNet: unknown pool {pool!r}; choose one of {sorted(self.POOLS)}")
         strides = strides or [1] + [2] * (len(widths) - 1)
         rng = np.random.default_rng(seed)
         stem = OrderedDict(conv=Conv2d(in_channels, widths[0], stem_kernel, stem_stride,
@@ -97,13 +102,15 @@ class ResNet(Sequential):
             blocks += [BasicBlock(width, width, 1, rng) for _ in range(depth - 1)]
             parts[f"layer{i + 1}"] = Sequential(*blocks)
             channels = width
-        parts["pool"] = GlobalAvgPool2d()
+        parts["pool"] = self.POOLS[pool]()
         parts["dropout"] = Dropout(dropout, seed=seed)
         parts["fc"] = Linear(channels, num_classes, rng=rng)
         super().__init__(parts)
         self.config = dict(in_channels=in_channels, num_classes=num_classes, widths=list(widths),
                            depths=list(depths), strides=list(strides), stem_kernel=stem_kernel,
                            stem_stride=stem_stride, stem_pool=stem_pool, dropout=dropout)
+        if pool != "avg":  # configs without the key (every earlier checkpoint) mean "avg"
+            self.config["pool"] = pool
 
     def forward_features(self, x):
         """Forward through the stem and the stages; returns every stage's output (for
