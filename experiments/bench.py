@@ -178,7 +178,14 @@ def measure_torch(shape, cfg, batch, steps, warmup, device):
         for b in range(depth):
             layers.append(Block(cin, width, (1 if i == 0 else 2) if b == 0 else 1))
             cin = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 50)]
+    class TimeMaxMean(nn.Module):  # scratchnet.TimeMaxMeanPool
+        def forward(self, x):
+            m = x.mean(dim=2)
+            return m.amax(dim=2) + m.mean(dim=2)
+
+    pool = cfg.get("pool", "avg")
+    layers += ([nn.AdaptiveAvgPool2d(1), nn.Flatten()] if pool == "avg" else [TimeMaxMean()])
+    layers.append(nn.Linear(cin, 50))
     model = nn.Sequential(*layers).to(dev)
     x = torch.randn((batch,) + shape, device=dev)
     y = torch.randint(0, 50, (batch,), device=dev)

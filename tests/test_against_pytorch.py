@@ -57,6 +57,21 @@ def test_maxpool_forward_and_backward(rng):
     np.testing.assert_allclose(pool.backward(dy), xt.grad.numpy(), rtol=1e-12)
 
 
+def test_time_max_mean_pool_forward_and_backward(rng):
+    """Against the same formula in PyTorch (PANNs' pooling, Kong et al. 2020), autograd's
+    gradient; Gaussian inputs, so no frame ties for its maximum."""
+    x = rng.standard_normal((2, 3, 4, 7))
+    pool = sn.TimeMaxMeanPool()
+    y = pool.forward(x)
+    dy = rng.standard_normal(y.shape)
+    xt = t(x)
+    m = xt.mean(dim=2)
+    yt = m.amax(dim=2) + m.mean(dim=2)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(pool.backward(dy), xt.grad.numpy(), rtol=1e-12)
+
+
 def test_loss_with_smoothing_and_soft_targets(rng):
     z = rng.standard_normal((4, 6))
     labels = np.array([0, 5, 2, 2])
