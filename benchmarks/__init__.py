@@ -1,0 +1,2 @@
+# Before NumPy loads OpenBLAS (scratchnet.blas_threads).
+import scratchnet  # noqa: F401

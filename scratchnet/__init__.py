@@ -1,4 +1,6 @@
 """scratchnet: an autograd-free layer library on NumPy or CuPy, every backward derived by hand."""
+# First, before anything imports NumPy: see scratchnet.blas_threads.
+from . import blas_threads  # noqa: F401
 from .averaging import ExponentialMovingAverage
 from .backend import DeviceError, get_array_module, gpu_available, to_device, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint

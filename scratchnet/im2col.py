@@ -22,6 +22,7 @@ different output positions are distinct (they are a strided grid), so P^T is kh*
 slice-adds, each touching every index at most once: no ``add.at`` and no loop over pixels.
 """
 from .backend import as_strided, get_array_module
+from .parallel import parallel_slices
 
 
 def conv_output_size(size, kernel, stride, padding):
@@ -51,7 +52,11 @@ def to_channels_last(x, padding=0, fill=0.0):
     out[:, h + padding:] = fill
     out[:, :, :padding] = fill
     out[:, :, w + padding:] = fill
-    out[:, padding:h + padding, padding:w + padding] = x_nhwc
+
+    def copy_interior(part):
+        out[part, padding:h + padding, padding:w + padding] = x_nhwc[part]
+
+    parallel_slices(copy_interior, n, out.size, xp)
     return out
 
 
@@ -72,7 +77,11 @@ def im2col(x, kh, kw, stride=1, padding=0):
     windows = sliding_windows(to_channels_last(x, padding), kh, kw, stride)
     n, ho, wo = windows.shape[:3]
     cols = xp.empty((n, ho, wo, kh, kw, x.shape[1]), dtype=x.dtype)
-    cols[...] = windows
+
+    def gather(part):
+        cols[part] = windows[part]
+
+    parallel_slices(gather, n, cols.size, xp)  # runs of kw*C numbers: bound by the copy loop
     return cols.reshape(n * ho * wo, kh * kw * x.shape[1])
 
 

@@ -1,5 +1,6 @@
 """Rectified linear unit."""
 from ..backend import get_array_module
+from ..parallel import parallel_slices
 from .base import Layer
 
 
@@ -8,7 +9,8 @@ class ReLU(Layer):
     taken at x = 0), so dx = dy * [x > 0], and [x > 0] = [y > 0].  Training keeps only that
     boolean mask (1 byte per value); inference keeps nothing but a reference to y, from which
     the mask can still be formed if backward is called in eval mode.
-    Element-wise, so it preserves the memory layout of its input."""
+    Element-wise, so it preserves the memory layout of its input, and splits over the CPU's
+    cores by samples (scratchnet.parallel)."""
 
     def __init__(self):
         super().__init__()
@@ -16,12 +18,24 @@ class ReLU(Layer):
 
     def forward(self, x):
         xp = get_array_module(x)
-        y = xp.maximum(x, 0)
-        self._cache = (self.training, y > 0 if self.training else y)
+        y = xp.empty_like(x)  # the layout of x (empty_like keeps its strides' order)
+        mask = xp.empty_like(x, dtype=bool) if self.training else None
+
+        def rectify(part):
+            piece = y[part]
+            xp.maximum(x[part], 0, out=piece)
+            if mask is not None:
+                xp.greater(piece, 0, out=mask[part])
+
+        parallel_slices(rectify, x.shape[0], x.size, xp)
+        self._cache = (self.training, mask if self.training else y)
         return y
 
     def backward(self, dy):
         xp = get_array_module(dy)
         (trained, saved), self._cache = self._cache, None
         mask = saved if trained else saved > 0
-        return xp.multiply(dy, mask, dtype=dy.dtype)
+        dx = xp.empty_like(dy)
+        parallel_slices(lambda part: xp.multiply(dy[part], mask[part], out=dx[part]),
+                        dy.shape[0], dy.size, xp)
+        return dx

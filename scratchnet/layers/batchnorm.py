@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..backend import get_array_module
+from ..parallel import parallel_slices
 from .base import Layer, Parameter, check_input
 
 
@@ -22,6 +23,21 @@ def column_dots(a, b):
     """sum_m a[m, c] b[m, c] in one pass, without forming the product a * b."""
     xp = get_array_module(a)
     return xp.einsum("mc,mc->c", a, b)
+
+
+def affine(a, scale, shift):
+    """a * scale + shift with per-column scale and shift, the rows split over the CPU's cores
+    (scratchnet.parallel): both passes over a piece run while it is in cache."""
+    xp = get_array_module(a)
+    out = xp.empty_like(a)
+
+    def rows_affine(rows):
+        piece = out[rows]
+        xp.multiply(a[rows], scale, out=piece)
+        piece += shift
+
+    parallel_slices(rows_affine, a.shape[0], a.size, xp)
+    return out
 
 
 def from_channels_matrix(m, shape):
@@ -79,7 +95,9 @@ class BatchNorm2d(Layer):
                 raise ValueError("BatchNorm2d in training mode needs more than one value per "
                                  f"channel, got input of shape {tuple(x.shape)}")
             mu = column_sums(x2) / m
-            centred = x2 - mu
+            centred = xp.empty_like(x2)
+            parallel_slices(lambda rows: xp.subtract(x2[rows], mu, out=centred[rows]),
+                            m, x2.size, xp)
             var = column_dots(centred, centred) / m
             inv_std = 1.0 / xp.sqrt(var + self.eps)
             mom = self.momentum
@@ -87,14 +105,12 @@ class BatchNorm2d(Layer):
             self.running_mean += mom * mu
             self.running_var *= 1 - mom
             self.running_var += (mom * m / (m - 1)) * var
-            y = centred * (gamma * inv_std)
-            y += beta
+            y = affine(centred, gamma * inv_std, beta)
             self._cache = (True, centred, inv_std, x.shape)
         else:
             inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
             scale = gamma * inv_std
-            y = x2 * scale
-            y += beta - self.running_mean * scale
+            y = affine(x2, scale, beta - self.running_mean * scale)
             # Keep x itself (no copy): xhat is only needed if backward is ever called in eval.
             self._cache = (False, x2, inv_std, x.shape)
         return from_channels_matrix(y, x.shape)
@@ -116,10 +132,17 @@ class BatchNorm2d(Layer):
         m = dy2.shape[0]
         # dx = gamma inv_std (dy - dbeta / M - c inv_std dgamma / M).  The two terms that do not
         # involve dy are formed in the cached c, which backward consumes anyway.
-        correction = centred
-        correction *= scale * inv_std * dgamma / m
-        correction += scale * dbeta / m
-        dx = dy2 * scale
-        dx -= correction
+        per_c, constant = scale * inv_std * dgamma / m, scale * dbeta / m
+        xp = get_array_module(dy2)
+        dx = xp.empty_like(dy2)
+
+        def input_gradient(rows):
+            correction, piece = centred[rows], dx[rows]
+            correction *= per_c
+            correction += constant
+            xp.multiply(dy2[rows], scale, out=piece)
+            piece -= correction
+
+        parallel_slices(input_gradient, m, dx.size, xp)
         self._cache = None
         return from_channels_matrix(dx, shape)

@@ -1,6 +1,7 @@
 """Max pooling, global average pooling, and clip-level time max + mean pooling."""
 from ..backend import get_array_module
 from ..im2col import conv_output_size, taps, to_channels_last
+from ..parallel import parallel_slices
 from .base import Layer, check_input
 
 
@@ -43,43 +44,61 @@ class MaxPool2d(Layer):
         if ho < 1 or wo < 1:
             raise ValueError(f"MaxPool2d: input {tuple(x.shape)} is smaller than the window {k}")
         xpad = to_channels_last(x, p, fill=-xp.inf)
-        rows = xpad[:, :, taps(0, wo, s)].copy()          # r: max within each row
-        for b in range(1, k):
-            xp.maximum(rows, xpad[:, :, taps(b, wo, s)], out=rows)
-        y = rows[:, taps(0, ho, s)].copy()                # y: max over the k rows
-        for a in range(1, k):
-            xp.maximum(y, rows[:, taps(a, ho, s)], out=y)
+        n, c = x.shape[:2]
+        y = xp.empty((n, ho, wo, c), dtype=x.dtype)
+        first = xp.empty((k * k, n, ho, wo, c), dtype=bool) if self.training else None
+
+        def pool(part):  # the samples of ``part``, one piece of the batch at a time
+            xs, ys = xpad[part], y[part]
+            rows = xs[:, :, taps(0, wo, s)].copy()        # r: max within each row
+            for b in range(1, k):
+                xp.maximum(rows, xs[:, :, taps(b, wo, s)], out=rows)
+            ys[...] = rows[:, taps(0, ho, s)]             # y: max over the k rows
+            for a in range(1, k):
+                xp.maximum(ys, rows[:, taps(a, ho, s)], out=ys)
+            if first is not None:
+                self._first_maximum_masks(xs, ys, first[:, part])
+
+        parallel_slices(pool, n, xpad.size, xp)
         # Inference needs no masks; it keeps the padded input in case backward is called in
         # eval mode all the same.
-        saved = self._first_maximum_masks(xpad, y) if self.training else (xpad, y)
-        self._cache = (self.training, saved, x.shape)
+        self._cache = (self.training, first if self.training else (xpad, y), x.shape)
         return y.transpose(0, 3, 1, 2)
 
-    def _first_maximum_masks(self, xpad, y):
-        """first[a*k + b]: where offset (a, b) is the first in row-major order to equal y."""
+    def _first_maximum_masks(self, xpad, y, first):
+        """first[a*k + b] = where offset (a, b) is the first in row-major order to equal y."""
         xp = get_array_module(y)
         ho, wo = y.shape[1:3]
         k = self.kernel_size
         claimed = xp.zeros(y.shape, dtype=bool)
-        first = []
         for a in range(k):
             for b in range(k):
                 hit = xpad[self._offset(a, b, ho, wo)] == y
-                first.append(hit & ~claimed)
+                xp.greater(hit, claimed, out=first[a * k + b])   # hit and not claimed
                 claimed |= hit
-        return first
 
     def backward(self, dy):
         xp = get_array_module(dy)
         trained, saved, (n, c, h, w) = self._cache
-        first = saved if trained else self._first_maximum_masks(*saved)
         k, p = self.kernel_size, self.padding
         dy = dy.transpose(0, 2, 3, 1)
         ho, wo = dy.shape[1:3]
-        dx = xp.zeros((n, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)
-        for a in range(k):
-            for b in range(k):
-                dx[self._offset(a, b, ho, wo)] += dy * first[a * k + b]
+        if trained:
+            first = saved
+        else:
+            xpad, y = saved
+            first = xp.empty((k * k,) + y.shape, dtype=bool)
+            self._first_maximum_masks(xpad, y, first)
+        dx = xp.empty((n, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)
+
+        def route(part):
+            dxs, dys = dx[part], dy[part]
+            dxs[...] = 0
+            for a in range(k):
+                for b in range(k):
+                    dxs[self._offset(a, b, ho, wo)] += dys * first[a * k + b][part]
+
+        parallel_slices(route, n, dx.size, xp)
         self._cache = None
         return dx[:, p:p + h, p:p + w].transpose(0, 3, 1, 2)
 

@@ -1,0 +1,71 @@
+"""Work on a batch split over the CPU's cores, by samples.
+
+NumPy runs every copy and element-wise operation on one core, while BLAS runs each GEMM on all
+of them: on 2 cores the im2col gather, BatchNorm's passes, ReLU and max-pooling used half the
+machine.  NumPy releases the GIL inside its loops, so Python threads can run the same operation
+on disjoint slices of the batch at once.
+
+Only work whose every output element comes from the same arithmetic however the batch is cut is
+split here: copies, element-wise maps, per-sample operations.  Its results are therefore bit for
+bit those of a single call, on any number of cores.  Reductions over the batch (BatchNorm's
+sums) are not split: their summation order, and so their rounding, would depend on the cut.
+
+CuPy arrays, small pieces of work and single-core machines run ``fn`` once on the whole batch.
+``SCRATCHNET_THREADS=1`` turns the splitting off (any other number sets the thread count).
+"""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+# Below about a megabyte of float32 the hand-off to a thread costs more than it saves; work
+# is cut into pieces of about that size, so that an fn making several passes over its piece
+# (multiply, then add) finds it still in the core's cache on the second pass.
+PIECE_ELEMENTS = 1 << 18
+
+_THREAD_PREFIX = "scratchnet-parallel"
+_pool, _pool_key = None, None
+
+
+def thread_count():
+    """The cores this process may run on, or ``$SCRATCHNET_THREADS`` when set."""
+    text = os.environ.get("SCRATCHNET_THREADS", "").strip()
+    if text:
+        try:
+            count = int(text)
+        except ValueError:
+            raise ValueError(f"SCRATCHNET_THREADS must be a whole number, got {text!r}") from None
+        return max(1, count)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _executor(workers):
+    # One pool per process: a forked child (benchmarks run in children) has no pool threads.
+    global _pool, _pool_key
+    key = (os.getpid(), workers)
+    if _pool_key != key:
+        if _pool is not None and _pool_key[0] == os.getpid():
+            _pool.shutdown(wait=False)  # the thread count changed
+        _pool, _pool_key = ThreadPoolExecutor(workers, thread_name_prefix=_THREAD_PREFIX), key
+    return _pool
+
+
+def parallel_slices(fn, n, elements, xp=np):
+    """Call ``fn(part)`` on slices ``part`` that together cover ``range(n)`` (the samples of a
+    batch, or the rows of an (N*H*W, C) matrix) once each.  On NumPy, with more than one
+    thread and at least PIECE_ELEMENTS ``elements`` of work in all, the range is cut into
+    pieces of about PIECE_ELEMENTS elements (at least one per thread) that the threads share;
+    otherwise ``fn`` runs once on ``slice(0, n)``.  ``fn`` must write only into its part."""
+    workers = min(thread_count(), n)
+    # A piece that splits its own work would wait on the threads it occupies: it runs whole.
+    nested = threading.current_thread().name.startswith(_THREAD_PREFIX)
+    if xp is not np or workers < 2 or elements < PIECE_ELEMENTS or nested:
+        fn(slice(0, n))
+        return
+    pieces = min(n, max(workers, elements // PIECE_ELEMENTS))
+    bounds = [n * k // pieces for k in range(pieces + 1)]
+    # list() waits for every piece and re-raises the first exception of any of them.
+    list(_executor(workers).map(fn, [slice(a, b) for a, b in zip(bounds, bounds[1:])]))

@@ -1,0 +1,85 @@
+"""scratchnet.parallel: work split over threads by samples gives bit for bit the results of one
+call, whatever the number of threads or pieces."""
+import threading
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import parallel
+
+
+def test_pieces_cover_the_range_once_and_run_on_several_threads(monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_THREADS", "2")
+    seen, threads = [], set()
+
+    def record(part):
+        seen.append(part)
+        threads.add(threading.get_ident())
+        threading.Event().wait(0.01)  # long enough that the second thread takes a piece
+
+    parallel.parallel_slices(record, 10, 10 * parallel.PIECE_ELEMENTS)
+    covered = sorted(i for part in seen for i in range(10)[part])
+    assert covered == list(range(10)) and len(seen) == 10  # one piece per sample here
+    assert len(threads) == 2
+
+
+@pytest.mark.parametrize("threads, elements", [("1", 1 << 30), ("2", 100)])
+def test_one_thread_or_little_work_is_one_call(monkeypatch, threads, elements):
+    monkeypatch.setenv("SCRATCHNET_THREADS", threads)
+    seen = []
+    parallel.parallel_slices(seen.append, 7, elements)
+    assert seen == [slice(0, 7)]
+
+
+def test_an_exception_in_a_piece_reaches_the_caller(monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_THREADS", "2")
+
+    def fail(part):
+        if part.start > 0:
+            raise RuntimeError("piece failed")
+
+    with pytest.raises(RuntimeError, match="piece failed"):
+        parallel.parallel_slices(fail, 4, 4 * parallel.PIECE_ELEMENTS)
+
+
+def test_a_piece_that_splits_again_runs_whole_instead_of_waiting_forever(monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_THREADS", "2")
+    inner = []
+
+    def outer(part):
+        parallel.parallel_slices(inner.append, 3, 3 * parallel.PIECE_ELEMENTS)
+
+    parallel.parallel_slices(outer, 2, 2 * parallel.PIECE_ELEMENTS)
+    assert inner == [slice(0, 3), slice(0, 3)]
+
+
+def test_bad_thread_setting_is_named(monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_THREADS", "two")
+    with pytest.raises(ValueError, match="SCRATCHNET_THREADS must be a whole number, got 'two'"):
+        parallel.thread_count()
+
+
+def _training_step_and_eval(rng_seed):
+    """A ResNet training step (every layer forward and backward) and an eval forward."""
+    model = sn.ResNet(1, 5, widths=(4, 8), depths=(1, 1), stem_kernel=3, seed=3)
+    x = np.random.default_rng(rng_seed).standard_normal((6, 1, 20, 17)).astype(np.float32)
+    x[0, 0, :4, :4] = 1.5  # ties in max-pool windows
+    loss = sn.SoftmaxCrossEntropy(0.1)
+    loss.forward(model.forward(x), np.array([0, 1, 2, 3, 4, 0]))
+    dx = model.backward(loss.backward())
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.eval()
+    logits = model.forward(x)
+    dx_eval = model.backward(np.ones_like(logits))  # eval-mode backward paths too
+    return [dx, logits, dx_eval] + grads
+
+
+def test_split_layers_match_one_call_bit_for_bit(monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_THREADS", "1")
+    whole = _training_step_and_eval(0)
+    monkeypatch.setenv("SCRATCHNET_THREADS", "3")
+    monkeypatch.setattr(parallel, "PIECE_ELEMENTS", 64)  # many uneven pieces per call
+    split = _training_step_and_eval(0)
+    for a, b in zip(whole, split):
+        np.testing.assert_array_equal(a, b)
