@@ -95,9 +95,15 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     ho = conv_output_size(h, kh, stride, padding)
     wo = conv_output_size(w, kw, stride, padding)
     cols = cols.reshape(n, ho, wo, kh, kw, c)
-    dx = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            dx[:, taps(a, ho, stride), taps(b, wo, stride)] += cols[:, :, :, a, b]
+    dx = xp.empty((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
+
+    def scatter_add(part):
+        piece = dx[part]
+        piece[...] = 0
+        for a in range(kh):
+            for b in range(kw):
+                piece[:, taps(a, ho, stride), taps(b, wo, stride)] += cols[part, :, :, a, b]
+
+    parallel_slices(scatter_add, n, cols.size, xp)
     dx = dx[:, padding:padding + h, padding:padding + w]
     return dx.transpose(0, 3, 1, 2)
