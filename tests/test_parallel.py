@@ -54,6 +54,17 @@ def test_a_piece_that_splits_again_runs_whole_instead_of_waiting_forever(monkeyp
     assert inner == [slice(0, 3), slice(0, 3)]
 
 
+def test_add_into_adds_rows_or_a_broadcast_row_in_place(monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_THREADS", "2")
+    monkeypatch.setattr(parallel, "PIECE_ELEMENTS", 8)
+    rng = np.random.default_rng(0)
+    a, b, bias = (rng.standard_normal(s) for s in [(5, 3, 4), (5, 3, 4), (4,)])
+    for other in (b, bias, b[:1]):
+        out = a.copy()
+        assert parallel.add_into(out, other) is out
+        np.testing.assert_array_equal(out, a + other)
+
+
 def test_bad_thread_setting_is_named(monkeypatch):
     monkeypatch.setenv("SCRATCHNET_THREADS", "two")
     with pytest.raises(ValueError, match="SCRATCHNET_THREADS must be a whole number, got 'two'"):
@@ -72,7 +83,8 @@ def _training_step_and_eval(rng_seed):
     model.eval()
     logits = model.forward(x)
     dx_eval = model.backward(np.ones_like(logits))  # eval-mode backward paths too
-    return [dx, logits, dx_eval] + grads
+    folded = sn.fold_batchnorm(model).forward(x)    # convolutions with a bias
+    return [dx, logits, dx_eval, folded] + grads
 
 
 def test_split_layers_match_one_call_bit_for_bit(monkeypatch):
