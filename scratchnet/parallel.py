@@ -19,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backend import get_array_module
-
 # Below about a megabyte of float32 the hand-off to a thread costs more than it saves; work
 # is cut into pieces of about that size, so that an fn making several passes over its piece
 # (multiply, then add) finds it still in the core's cache on the second pass.
@@ -71,17 +69,3 @@ def parallel_slices(fn, n, elements, xp=np):
     bounds = [n * k // pieces for k in range(pieces + 1)]
     # list() waits for every piece and re-raises the first exception of any of them.
     list(_executor(workers).map(fn, [slice(a, b) for a, b in zip(bounds, bounds[1:])]))
-
-
-def add_into(out, other):
-    """out += other, split over out's first axis.  ``other`` has out's shape (a residual
-    branch) or broadcasts against it without a leading axis of its own (a bias row)."""
-    xp = get_array_module(out)
-    same = other.ndim == out.ndim and other.shape[0] == out.shape[0]
-
-    def add(part):
-        piece = out[part]
-        piece += other[part] if same else other
-
-    parallel_slices(add, out.shape[0], out.size, xp)
-    return out

@@ -54,17 +54,6 @@ def test_a_piece_that_splits_again_runs_whole_instead_of_waiting_forever(monkeyp
     assert inner == [slice(0, 3), slice(0, 3)]
 
 
-def test_add_into_adds_rows_or_a_broadcast_row_in_place(monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_THREADS", "2")
-    monkeypatch.setattr(parallel, "PIECE_ELEMENTS", 8)
-    rng = np.random.default_rng(0)
-    a, b, bias = (rng.standard_normal(s) for s in [(5, 3, 4), (5, 3, 4), (4,)])
-    for other in (b, bias, b[:1]):
-        out = a.copy()
-        assert parallel.add_into(out, other) is out
-        np.testing.assert_array_equal(out, a + other)
-
-
 def test_bad_thread_setting_is_named(monkeypatch):
     monkeypatch.setenv("SCRATCHNET_THREADS", "two")
     with pytest.raises(ValueError, match="SCRATCHNET_THREADS must be a whole number, got 'two'"):

@@ -1,7 +1,6 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) through im2col."""
 from ..backend import get_array_module
 from ..im2col import col2im, conv_output_size, im2col
-from ..parallel import add_into
 from .base import Layer, Parameter, check_input
 from .init import kaiming_normal, uniform_fan_in
 
@@ -66,7 +65,7 @@ class Conv2d(Layer):
         cols = im2col(x, kh, kw, self.stride, self.padding)
         y = cols @ self._weight_matrix().T
         if self.bias is not None:
-            add_into(y, self.bias.data)
+            y += self.bias.data
         # Training keeps the patch matrix for dL/dWm; inference keeps only a reference to x
         # (kh*kw times smaller), from which backward can rebuild the patches if it is called.
         # The cache starts with the mode it was made in (the convention of every layer here).

@@ -3,7 +3,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..parallel import add_into
 from .activation import ReLU
 from .base import Layer, Sequential, check_input
 from .batchnorm import BatchNorm2d
@@ -47,16 +46,14 @@ class BasicBlock(Layer):
         check_input(x, 4, "BasicBlock", self.in_channels)
         f = self.bn2.forward(self.conv2.forward(self.relu1.forward(
             self.bn1.forward(self.conv1.forward(x)))))
-        # f is BN's own output, so the sum may overwrite it.
-        add_into(f, x if self.downsample is None else self.downsample.forward(x))
+        f += x if self.downsample is None else self.downsample.forward(x)  # f is BN's own output
         return self.relu2.forward(f)
 
     def backward(self, dy):
         dz = self.relu2.backward(dy)
         dx = self.conv1.backward(self.bn1.backward(self.relu1.backward(
             self.conv2.backward(self.bn2.backward(dz)))))
-        # dx is conv1's own array, so the shortcut's gradient may be added into it.
-        add_into(dx, dz if self.downsample is None else self.downsample.backward(dz))
+        dx += dz if self.downsample is None else self.downsample.backward(dz)  # dx is conv1's
         return dx
 
 
