@@ -71,6 +71,8 @@ class BatchNorm2d(Layer):
     y = c (gamma inv_std) + beta without a pass to form xhat, and backward uses xhat through
     that product, dgamma = inv_std sum_m dy_m c_m and xhat_k dgamma = c_k inv_std dgamma.
     Backward (eval).  dx = gamma inv_std_running dy.
+    The element-wise passes run on pieces of rows shared by the CPU's cores
+    (scratchnet.parallel); the sums over M run whole, so their rounding never depends on it.
     """
 
     _buffers = ("running_mean", "running_var")

@@ -21,6 +21,9 @@ class MaxPool2d(Layer):
     and backward adds dy * first[a, b] onto the inputs at offset (a, b): k*k strided slice-adds,
     each touching every input position at most once; windows overlap when s < k, so one input
     may receive contributions from several of them.
+    Both passes run on one piece of the batch at a time, the pieces shared by the CPU's cores
+    (scratchnet.parallel); a piece's padded input, row maxima and masks stay in cache between
+    the steps.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0):
