@@ -84,3 +84,12 @@ def test_split_layers_match_one_call_bit_for_bit(monkeypatch):
     split = _training_step_and_eval(0)
     for a, b in zip(whole, split):
         np.testing.assert_array_equal(a, b)
+
+
+def test_command_line_tools_name_a_bad_thread_setting(monkeypatch, tmp_path, capsys):
+    from experiments import evaluate, train_esc50
+    monkeypatch.setenv("SCRATCHNET_THREADS", "many")
+    with pytest.raises(SystemExit, match="SCRATCHNET_THREADS must be a whole number"):
+        train_esc50.main(["--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match="SCRATCHNET_THREADS must be a whole number"):
+        evaluate.main([])
