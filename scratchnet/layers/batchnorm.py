@@ -27,7 +27,7 @@ def column_dots(a, b):
 
 def affine(a, scale, shift):
     """a * scale + shift with per-column scale and shift, the rows split over the CPU's cores
-    (scratchnet.parallel): both passes over a piece run while it is in cache."""
+    (scratchnet.parallel)."""
     xp = get_array_module(a)
     out = xp.empty_like(a)
 

@@ -21,9 +21,8 @@ class MaxPool2d(Layer):
     and backward adds dy * first[a, b] onto the inputs at offset (a, b): k*k strided slice-adds,
     each touching every input position at most once; windows overlap when s < k, so one input
     may receive contributions from several of them.
-    Both passes run on one piece of the batch at a time, the pieces shared by the CPU's cores
-    (scratchnet.parallel); a piece's padded input, row maxima and masks stay in cache between
-    the steps.
+    Both passes run on pieces of the batch shared by the CPU's cores (scratchnet.parallel):
+    every step above is per sample.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0):
