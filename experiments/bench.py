@@ -17,6 +17,7 @@ a [2, 2, 2, 2] x [32, 64, 128, 256] ResNet on 1 x 64 x 250 log-Mels, batch 32.
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import time
@@ -286,8 +287,12 @@ def main(argv=None):
             p.error(f"unknown model {name!r}; choose from {list(nets)}")
     rate = gemm_rate(xp)
     keep = args.malloc == "keep"
+    from scratchnet.parallel import thread_count
+    threads = thread_count()
+    blas_timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
     print(f"float32 GEMM (2048^3) on {args.device}: {rate:.0f} GFLOP/s; batch {args.batch}; "
-          f"malloc: {args.malloc}")
+          f"malloc: {args.malloc}; scratchnet threads: {threads} "
+          f"(OPENBLAS_THREAD_TIMEOUT {blas_timeout})")
     try:
         import torch  # noqa: F401
         have_torch = not args.no_torch
@@ -295,7 +300,8 @@ def main(argv=None):
         have_torch = False
         print("PyTorch not installed: no reference (pip install .[bench])")
     report = {"gemm_gflops": rate, "batch": args.batch, "device": args.device,
-              "malloc": args.malloc, "models": {}}
+              "malloc": args.malloc, "threads": threads, "openblas_thread_timeout": blas_timeout,
+              "models": {}}
     header = (f"{'model':<14} {'input':<12} {'impl':<11} {'train clips/s':>13} "
               f"{'GFLOP/s':>8} {'of GEMM':>7} {'infer clips/s':>13} {'BN folded':>9} "
               f"{'peak MB':>8}")

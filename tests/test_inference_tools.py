@@ -213,6 +213,7 @@ def test_bench_runs_and_reports_every_figure(tmp_path):
     for key in ("train_clips_s", "infer_clips_s", "infer_folded_clips_s", "peak_rss_mb"):
         assert entry[key] > 0, key
     assert json.loads(out.read_text())["models"]["reference"]["scratchnet"]["train_s"] > 0
+    assert report["threads"] >= 1 and "openblas_thread_timeout" in report
 
 
 def test_bench_fold_times_both_networks():
