@@ -11,7 +11,6 @@ from scratchnet import load_checkpoint
 from scratchnet.backend import DeviceError, check_device, to_numpy
 from scratchnet.fusion import fold_batchnorm
 from scratchnet.losses import log_softmax
-from scratchnet.parallel import thread_count
 
 from .esc50 import CLIP_SECONDS, standardise
 from .models import build_model
@@ -50,7 +49,6 @@ class Classifier:
                 f"checkpoint not found: {path}" + ("" if checkpoint else
                                                    " (the packaged checkpoint is missing; pass "
                                                    "--checkpoint runs/.../model.npz)"))
-        thread_count()  # a bad $SCRATCHNET_THREADS is named here, not inside a layer
         state, meta = load_checkpoint(path)
         for key in ("features", "model", "normalization", "classes"):
             if key not in meta:

@@ -23,7 +23,6 @@ from scratchnet.averaging import ExponentialMovingAverage
 from scratchnet.backend import DeviceError, check_device, to_numpy
 from scratchnet.fusion import fold_batchnorm
 from scratchnet.memory import keep_freed_memory
-from scratchnet.parallel import thread_count
 
 from . import augment, esc50
 from .inference import evaluate
@@ -327,7 +326,6 @@ def main(argv=None):
     if args.pool:
         cfg["model"]["pool"] = args.pool
     try:
-        thread_count()  # a bad $SCRATCHNET_THREADS is named here, not inside a layer
         cfg["train"].update(parse_recipe(args.recipe, cfg["train"]))
         for key, least in (("tta_views", 1), ("spec_masks", 0)):
             value = cfg["train"][key]

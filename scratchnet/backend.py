@@ -6,6 +6,8 @@ is missing, everything runs on NumPy and asking for the GPU raises a clear ``Dev
 """
 import numpy as np
 
+from .parallel import thread_count
+
 try:  # CuPy is an optional extra (pip install .[gpu])
     import cupy as _cupy
 except Exception:  # ImportError, or a broken CUDA install that fails at import
@@ -38,6 +40,10 @@ def get_array_module(*arrays):
 def check_device(device):
     """Validate a device name ("cpu" or "gpu") and return the matching array module."""
     if device == "cpu":
+        try:  # read by every pass that splits over the cores: named here, before any work
+            thread_count()
+        except ValueError as e:
+            raise DeviceError(str(e)) from None
         return np
     if device == "gpu":
         if _cupy is None:

@@ -60,10 +60,10 @@ def parallel_slices(fn, n, elements, xp=np):
     thread and at least PIECE_ELEMENTS ``elements`` of work in all, the range is cut into
     pieces of about PIECE_ELEMENTS elements (at least one per thread) that the threads share;
     otherwise ``fn`` runs once on ``slice(0, n)``.  ``fn`` must write only into its part."""
-    workers = min(thread_count(), n)
     # A piece that splits its own work would wait on the threads it occupies: it runs whole.
     nested = threading.current_thread().name.startswith(_THREAD_PREFIX)
-    if xp is not np or workers < 2 or elements < PIECE_ELEMENTS or nested:
+    workers = 1 if xp is not np or elements < PIECE_ELEMENTS or nested else min(thread_count(), n)
+    if workers < 2:
         fn(slice(0, n))
         return
     pieces = min(n, max(workers, elements // PIECE_ELEMENTS))

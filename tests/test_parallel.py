@@ -88,7 +88,10 @@ def test_split_layers_match_one_call_bit_for_bit(monkeypatch):
 
 def test_command_line_tools_name_a_bad_thread_setting(monkeypatch, tmp_path, capsys):
     from experiments import evaluate, train_esc50
+    from scratchnet.backend import DeviceError, check_device
     monkeypatch.setenv("SCRATCHNET_THREADS", "many")
+    with pytest.raises(DeviceError, match="SCRATCHNET_THREADS must be a whole number"):
+        check_device("cpu")  # where every tool asks for its device, before any work
     with pytest.raises(SystemExit, match="SCRATCHNET_THREADS must be a whole number"):
         train_esc50.main(["--out", str(tmp_path / "run")])
     with pytest.raises(SystemExit, match="SCRATCHNET_THREADS must be a whole number"):
