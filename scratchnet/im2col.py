@@ -73,16 +73,22 @@ def sliding_windows(x_nhwc, kh, kw, stride):
 def im2col(x, kh, kw, stride=1, padding=0):
     """Patch matrix of x (N, C, H, W): shape (N*Ho*Wo, kh*kw*C), rows ordered (n, i, j),
     columns ordered (a, b, c).  One padding copy (if p > 0) and one gather copy."""
-    xp = get_array_module(x)
-    windows = sliding_windows(to_channels_last(x, padding), kh, kw, stride)
+    return patch_matrix(to_channels_last(x, padding), kh, kw, stride)
+
+
+def patch_matrix(x_nhwc, kh, kw, stride=1):
+    """im2col of an already padded channels-last array (N, Hp, Wp, C): the gather copy."""
+    xp = get_array_module(x_nhwc)
+    windows = sliding_windows(x_nhwc, kh, kw, stride)
     n, ho, wo = windows.shape[:3]
-    cols = xp.empty((n, ho, wo, kh, kw, x.shape[1]), dtype=x.dtype)
+    c = x_nhwc.shape[3]
+    cols = xp.empty((n, ho, wo, kh, kw, c), dtype=x_nhwc.dtype)
 
     def gather(part):
         cols[part] = windows[part]
 
     parallel_slices(gather, n, cols.size, xp)  # runs of kw*C numbers: bound by the copy loop
-    return cols.reshape(n * ho * wo, kh * kw * x.shape[1])
+    return cols.reshape(n * ho * wo, kh * kw * c)
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0):

@@ -18,6 +18,7 @@ def run(layer, x, dy):
 
 @pytest.mark.parametrize("make,shape", [
     (lambda r: sn.Conv2d(3, 5, 3, 2, 1, rng=r), (2, 3, 9, 8)),
+    (lambda r: sn.Conv2d(3, 5, 3, 1, 1, rng=r), (2, 3, 20, 33)),   # shifted GEMMs
     (lambda r: sn.BatchNorm2d(3), (4, 3, 5, 6)),
     (lambda r: sn.MaxPool2d(3, 2, 1), (2, 3, 9, 8)),
     (lambda r: sn.GlobalAvgPool2d(), (2, 3, 4, 5)),

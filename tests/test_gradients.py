@@ -4,10 +4,20 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
+import scratchnet.layers.conv as conv_module
 from scratchnet.gradcheck import check_layer, directional_check, numerical_gradient, \
     relative_error
 
 TOL = 1e-6
+
+
+@pytest.fixture(params=["im2col", "shifted"])
+def conv_path(request, monkeypatch):
+    """Run a test through both convolution algorithms: im2col, and (for every stride-1 "same"
+    convolution, however small its map) the shifted GEMMs of scratchnet.shifted."""
+    if request.param == "shifted":
+        monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
+    return request.param
 
 
 def f64(layer):
@@ -22,7 +32,7 @@ def assert_all_small(errors):
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv2d_gradients(rng, n, stride, padding, bias):
+def test_conv2d_gradients(rng, n, stride, padding, bias, conv_path):
     layer = f64(sn.Conv2d(3, 4, 3, stride, padding, bias=bias, rng=rng))
     errors = check_layer(layer, rng.standard_normal((n, 3, 7, 6)))
     assert set(errors) == {"input", "weight"} | ({"bias"} if bias else set())
@@ -97,7 +107,7 @@ def test_dropout_gradient_with_fixed_mask(rng):
     assert_all_small(check_layer(layer, rng.standard_normal((4, 6)), reset=lambda: layer.reseed(7)))
 
 
-def test_sequential_gradients(rng):
+def test_sequential_gradients(rng, conv_path):
     # No conv bias before BatchNorm: BN subtracts any per-channel constant, so that gradient is
     # exactly zero and a relative error of two round-off values would be meaningless.
     model = f64(sn.Sequential(sn.Conv2d(2, 3, 3, 1, 1, bias=False, rng=rng), sn.BatchNorm2d(3),
@@ -109,7 +119,7 @@ def test_sequential_gradients(rng):
 
 @pytest.mark.parametrize("cin,cout,stride", [(3, 3, 1), (3, 5, 1), (3, 4, 2)])
 @pytest.mark.parametrize("n", [1, 3])
-def test_basic_block_gradients(rng, cin, cout, stride, n):
+def test_basic_block_gradients(rng, cin, cout, stride, n, conv_path):
     block = f64(sn.BasicBlock(cin, cout, stride, rng=rng))
     names = {name for name, _ in block.named_parameters()}
     assert ("downsample.0.weight" in names) == (stride != 1 or cin != cout)
@@ -146,7 +156,7 @@ def test_loss_gradient_soft_targets(rng, smoothing):
 
 
 @pytest.mark.parametrize("pool", ["avg", "time_max_mean"])
-def test_resnet_end_to_end_every_parameter(rng, pool):
+def test_resnet_end_to_end_every_parameter(rng, pool, conv_path):
     """loss(ResNet(x)) -> every parameter and the input, element by element."""
     model = _tiny_resnet(dropout=0.3, pool=pool)
     loss = sn.SoftmaxCrossEntropy(label_smoothing=0.1)
@@ -170,7 +180,7 @@ def test_resnet_end_to_end_every_parameter(rng, pool):
     assert_all_small(errors)
 
 
-def test_resnet_directional_derivative(rng):
+def test_resnet_directional_derivative(rng, conv_path):
     """Chainer-style check on a deeper net: two forward passes along a random direction."""
     model = f64(sn.ResNet(1, 7, widths=(4, 6, 8), depths=(2, 1, 1), stem_kernel=5,
                           stem_stride=2, seed=2))
@@ -190,7 +200,7 @@ def test_resnet_directional_derivative(rng):
     assert abs(numeric - analytic) / max(1e-8, abs(numeric) + abs(analytic)) < TOL
 
 
-def test_first_layer_may_skip_its_input_gradient(rng):
+def test_first_layer_may_skip_its_input_gradient(rng, conv_path):
     """needs_input_grad=False returns None from backward and leaves dW unchanged."""
     full = f64(sn.ResNet(1, 4, (3,), (1,), stem_kernel=3, seed=5))
     lean = f64(sn.ResNet(1, 4, (3,), (1,), stem_kernel=3, seed=5, input_grad=False))
@@ -204,7 +214,7 @@ def test_first_layer_may_skip_its_input_gradient(rng):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_conv2d_gradients_in_eval_mode(rng, stride):
+def test_conv2d_gradients_in_eval_mode(rng, stride, conv_path):
     layer = f64(sn.Conv2d(3, 4, 3, stride, 1, rng=rng)).eval()
     assert_all_small(check_layer(layer, rng.standard_normal((2, 3, 7, 6))))
 

@@ -1,6 +1,7 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) through im2col."""
 from ..backend import get_array_module
-from ..im2col import col2im, conv_output_size, im2col
+from ..im2col import col2im, conv_output_size, im2col, patch_matrix, to_channels_last
+from ..shifted import MAX_WASTE, correlate_shifted, crop, padded_grid_waste
 from .base import Layer, Parameter, check_input
 from .init import kaiming_normal, uniform_fan_in
 
@@ -34,6 +35,16 @@ class Conv2d(Layer):
     transposed in channels, W~[c, o, a~, b~] = W[o, c, kh-1-a~, kw-1-b~].  Its output is H x W
     again.  Backward then runs as im2col(dy) W~m^T, a gather and one GEMM, instead of a GEMM
     with kh*kw times more outputs followed by kh*kw slice-adds in col2im.
+
+    Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map large enough
+    that its padded grid wastes at most MAX_WASTE (stages 1-2 of the CPU presets) skips im2col
+    in the forward pass: Y is a sum of k*k GEMMs over shifted slices of the flattened padded
+    input (derived in scratchnet.shifted), and training keeps only that padded input, not the
+    k*k times larger patch matrix.  Its dL/dx is the flipped-kernel convolution above, summed
+    the same way; with p = (k-1)/2 the flipped convolution's padding k-1-p is p again, so it
+    reads dy padded exactly like x.  dL/dWm = dY^T X still needs the patches: backward gathers
+    them from the kept padded input (k*k small GEMMs, one per offset, measured 2-3x slower
+    than that gather plus one GEMM).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -62,6 +73,14 @@ class Conv2d(Layer):
         if ho < 1 or wo < 1:
             raise ValueError(f"Conv2d: input {tuple(x.shape)} is smaller than the kernel "
                              f"{self.kernel_size} with padding {self.padding}")
+        if self._shifted(h, w):
+            xpad = to_channels_last(x, self.padding)
+            y = correlate_shifted(xpad, self.weight.data)
+            bias = None if self.bias is None else self.bias.data
+            y = crop(y, ho, wo, bias)
+            # Training keeps the padded input (the patches' source); eval a reference to x.
+            self._cache = (self.training, xpad if self.training else x, x.shape)
+            return y.transpose(0, 3, 1, 2)
         cols = im2col(x, kh, kw, self.stride, self.padding)
         y = cols @ self._weight_matrix().T
         if self.bias is not None:
@@ -73,10 +92,18 @@ class Conv2d(Layer):
         # Channels-last memory behind an NCHW view (see scratchnet.im2col).
         return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
+    def _shifted(self, h, w):
+        """Whether this convolution on an h x w input sums shifted GEMMs (see above)."""
+        kh, kw = self.kernel_size
+        return (self.stride == 1 and kh == kw and kh > 1 and 2 * self.padding == kh - 1
+                and padded_grid_waste(h, w, kh, kw, self.padding) <= MAX_WASTE)
+
     def backward(self, dy):
         xp = get_array_module(dy)
         trained, saved, x_shape = self._cache
         kh, kw = self.kernel_size
+        if self._shifted(*x_shape[2:]):
+            return self._backward_shifted(dy, trained, saved, x_shape)
         cols = saved if trained else im2col(saved, kh, kw, self.stride, self.padding)
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
         dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
@@ -95,6 +122,24 @@ class Conv2d(Layer):
             return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         dcols = dy_mat @ self._weight_matrix()
         return col2im(dcols, x_shape, kh, kw, self.stride, p)
+
+    def _backward_shifted(self, dy, trained, saved, x_shape):
+        xp = get_array_module(dy)
+        kh, kw = self.kernel_size
+        p = self.padding
+        xpad = saved if trained else to_channels_last(saved, p)
+        dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
+        dw = (dy_mat.T @ patch_matrix(xpad, kh, kw)).reshape(self.out_channels, kh, kw, -1)
+        self.weight.grad += dw.transpose(0, 3, 1, 2)
+        if self.bias is not None:
+            self.bias.grad += dy_mat.sum(axis=0)
+        self._cache = None
+        if not self.needs_input_grad:
+            return None
+        n, c, h, w = x_shape
+        flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)   # W~ (C_in, C_out)
+        dx = correlate_shifted(to_channels_last(dy, kh - 1 - p), flipped)
+        return crop(dx, h, w).transpose(0, 3, 1, 2)
 
     def __repr__(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -1,0 +1,100 @@
+"""Stride-1 convolution as shifted GEMMs (scratchnet.shifted) against im2col."""
+import numpy as np
+import pytest
+
+import scratchnet as sn
+import scratchnet.layers.conv as conv_module
+from scratchnet.gradcheck import check_layer
+from scratchnet.im2col import im2col, to_channels_last
+from scratchnet.shifted import correlate_shifted, crop, matmul_add, padded_grid_waste
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_add_adds_in_place(rng, dtype):
+    out = rng.standard_normal((50, 6)).astype(dtype)
+    a = rng.standard_normal((50, 4)).astype(dtype)
+    b = rng.standard_normal((6, 4)).astype(dtype).T        # a transposed view, as Conv2d passes
+    expected = out + a @ b
+    result = matmul_add(out, a, b)
+    assert result is out
+    np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_matmul_add_on_a_non_contiguous_output(rng):
+    base = rng.standard_normal((50, 12))
+    out = base[:, ::2]                                      # the fallback: out += a @ b
+    a, b = rng.standard_normal((50, 3)), rng.standard_normal((3, 6))
+    expected = out + a @ b
+    matmul_add(out, a, b)
+    np.testing.assert_allclose(base[:, ::2], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7)])
+def test_correlate_shifted_is_the_im2col_convolution(rng, k, h, w):
+    p = (k - 1) // 2
+    x = rng.standard_normal((3, 4, h, w))
+    weight = rng.standard_normal((5, 4, k, k))
+    expected = im2col(x, k, k, 1, p) @ weight.transpose(0, 2, 3, 1).reshape(5, -1).T
+    y = correlate_shifted(to_channels_last(x, p), weight)
+    assert y.shape == (3, h + 2 * p, w + 2 * p, 5)
+    np.testing.assert_allclose(crop(y, h, w).reshape(-1, 5), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_crop_adds_the_bias_and_is_contiguous(rng):
+    y = rng.standard_normal((2, 6, 7, 3))
+    bias = np.array([1.0, -2.0, 0.5])
+    out = crop(y, 4, 5, bias)
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out, y[:, :4, :5] + bias)
+
+
+def test_padded_grid_waste():
+    assert padded_grid_waste(32, 63, 3, 3, 1) == pytest.approx(34 * 65 / (32 * 63) - 1)
+    assert padded_grid_waste(4, 8, 3, 3, 1) == pytest.approx(6 * 10 / 32 - 1)
+
+
+def test_conv2d_takes_the_shifted_path_only_where_it_pays():
+    conv = sn.Conv2d(2, 2, 3, 1, 1)
+    assert conv._shifted(32, 63)          # 10% waste
+    assert not conv._shifted(4, 8)        # 88% waste
+    assert not sn.Conv2d(2, 2, 3, 2, 1)._shifted(32, 63)   # stride 2
+    assert not sn.Conv2d(2, 2, 3, 1, 0)._shifted(32, 63)   # not "same" padding
+    assert not sn.Conv2d(2, 2, 1, 1, 0)._shifted(32, 63)   # 1x1: im2col is a view
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_both_paths_agree_on_a_full_size_map(rng, monkeypatch, training, bias):
+    """A 3x3 convolution on stage 1's map (shifted by default) against im2col (forced)."""
+    x = rng.standard_normal((2, 3, 20, 33))
+    results = []
+    for waste in (conv_module.MAX_WASTE, -1.0):
+        monkeypatch.setattr(conv_module, "MAX_WASTE", waste)
+        conv = sn.Conv2d(3, 4, 3, 1, 1, bias=bias, rng=np.random.default_rng(1)).astype(
+            np.float64)
+        conv.train(training)
+        assert conv._shifted(20, 33) == (waste > 0)
+        y = conv.forward(x)
+        dy = np.random.default_rng(2).standard_normal(y.shape)
+        dx = conv.backward(dy)
+        grads = [p.grad.copy() for p in conv.parameters()]
+        results.append((y, dx, grads))
+    (y0, dx0, g0), (y1, dx1, g1) = results
+    np.testing.assert_allclose(y0, y1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx0, dx1, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g0, g1):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_shifted_5x5_gradients(rng, monkeypatch):
+    monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
+    layer = sn.Conv2d(2, 3, 5, 1, 2, rng=rng).astype(np.float64)
+    errors = check_layer(layer, rng.standard_normal((2, 2, 6, 7)))
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_shifted_path_skips_the_input_gradient(rng):
+    conv = sn.Conv2d(2, 3, 3, 1, 1, rng=rng, needs_input_grad=False).astype(np.float64)
+    y = conv.forward(rng.standard_normal((2, 2, 20, 30)))
+    assert conv.backward(np.ones_like(y)) is None
+    assert np.abs(conv.weight.grad).sum() > 0
