@@ -43,8 +43,8 @@ class Conv2d(Layer):
     k*k times larger patch matrix.  Its dL/dx is the flipped-kernel convolution above, summed
     the same way; with p = (k-1)/2 the flipped convolution's padding k-1-p is p again, so it
     reads dy padded exactly like x.  dL/dWm = dY^T X still needs the patches: backward gathers
-    them from the kept padded input (k*k small GEMMs, one per offset, measured 2-3x slower
-    than that gather plus one GEMM).
+    them from the kept padded input (k*k thin GEMMs, one per offset, measured ~1.5x slower
+    than that gather plus one GEMM on stage 1's shapes: too thin for BLAS to use two cores).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
