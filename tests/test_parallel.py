@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
+import scratchnet.layers.conv as conv_module
 from scratchnet import parallel
 
 
@@ -76,7 +77,10 @@ def _training_step_and_eval(rng_seed):
     return [dx, logits, dx_eval, folded] + grads
 
 
-def test_split_layers_match_one_call_bit_for_bit(monkeypatch):
+@pytest.mark.parametrize("max_waste", [None, float("inf")])
+def test_split_layers_match_one_call_bit_for_bit(monkeypatch, max_waste):
+    if max_waste is not None:  # every stride-1 convolution through shifted GEMMs
+        monkeypatch.setattr(conv_module, "MAX_WASTE", max_waste)
     monkeypatch.setenv("SCRATCHNET_THREADS", "1")
     whole = _training_step_and_eval(0)
     monkeypatch.setenv("SCRATCHNET_THREADS", "3")
