@@ -1,4 +1,5 @@
-"""2-D convolution (cross-correlation, as in every deep-learning library) through im2col."""
+"""2-D convolution (cross-correlation, as in every deep-learning library) through im2col, or for
+stride-1 "same" convolutions on large maps through shifted GEMMs (scratchnet.shifted)."""
 from ..backend import get_array_module
 from ..im2col import col2im, conv_output_size, im2col, patch_matrix, to_channels_last
 from ..shifted import MAX_WASTE, correlate_shifted, crop, padded_grid_waste
