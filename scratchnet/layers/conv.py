@@ -103,9 +103,14 @@ class Conv2d(Layer):
         xp = get_array_module(dy)
         trained, saved, x_shape = self._cache
         kh, kw = self.kernel_size
-        if self._shifted(*x_shape[2:]):
-            return self._backward_shifted(dy, trained, saved, x_shape)
-        cols = saved if trained else im2col(saved, kh, kw, self.stride, self.padding)
+        p = self.padding
+        shifted = self._shifted(*x_shape[2:])
+        if not trained:
+            cols = im2col(saved, kh, kw, self.stride, p)   # eval kept x: rebuild the patches
+        elif shifted:
+            cols = patch_matrix(saved, kh, kw)             # the kept padded input's patches
+        else:
+            cols = saved
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
         dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
         self.weight.grad += dw.transpose(0, 3, 1, 2)
@@ -114,33 +119,18 @@ class Conv2d(Layer):
         self._cache = None
         if not self.needs_input_grad:
             return None
-        p = self.padding
+        n, c, h, w = x_shape
+        if shifted:
+            flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out)
+            dx = correlate_shifted(to_channels_last(dy, kh - 1 - p), flipped)
+            return crop(dx, h, w).transpose(0, 3, 1, 2)
         if self.stride == 1 and kh == kw and p <= kh - 1:
-            n, c, h, w = x_shape
             flipped = self.weight.data[:, :, ::-1, ::-1]           # W~ as (C_out, C_in, a~, b~)
             flipped_matrix = flipped.transpose(1, 2, 3, 0).reshape(c, -1)   # (C_in, kh*kw*C_out)
             dx = im2col(dy, kh, kw, 1, kh - 1 - p) @ flipped_matrix.T
             return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         dcols = dy_mat @ self._weight_matrix()
         return col2im(dcols, x_shape, kh, kw, self.stride, p)
-
-    def _backward_shifted(self, dy, trained, saved, x_shape):
-        xp = get_array_module(dy)
-        kh, kw = self.kernel_size
-        p = self.padding
-        xpad = saved if trained else to_channels_last(saved, p)
-        dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
-        dw = (dy_mat.T @ patch_matrix(xpad, kh, kw)).reshape(self.out_channels, kh, kw, -1)
-        self.weight.grad += dw.transpose(0, 3, 1, 2)
-        if self.bias is not None:
-            self.bias.grad += dy_mat.sum(axis=0)
-        self._cache = None
-        if not self.needs_input_grad:
-            return None
-        n, c, h, w = x_shape
-        flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)   # W~ (C_in, C_out)
-        dx = correlate_shifted(to_channels_last(dy, kh - 1 - p), flipped)
-        return crop(dx, h, w).transpose(0, 3, 1, 2)
 
     def __repr__(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
