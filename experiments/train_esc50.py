@@ -42,6 +42,9 @@ def parse_args(argv=None):
                    help="the network's global pool, overriding the preset's: avg (over "
                         "frequency and time) or time_max_mean (mean over frequency, then max + "
                         "mean over time; scratchnet.TimeMaxMeanPool)")
+    p.add_argument("--dropout", type=float, default=None, metavar="P",
+                   help="the probability with which the dropout before the classifier zeroes "
+                        "a feature, overriding the preset's (0 <= P < 1)")
     p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
     p.add_argument("--holdout", type=int, nargs="+", default=[], metavar="FOLD",
                    help="folds kept out of training and testing alike: to choose a recipe "
@@ -325,6 +328,10 @@ def main(argv=None):
         cfg["train"]["batch_size"] = args.batch_size
     if args.pool:
         cfg["model"]["pool"] = args.pool
+    if args.dropout is not None:
+        if not 0.0 <= args.dropout < 1.0:
+            sys.exit(f"error: --dropout: expected a probability in [0, 1), got {args.dropout}")
+        cfg["model"]["dropout"] = args.dropout
     try:
         cfg["train"].update(parse_recipe(args.recipe, cfg["train"]))
         for key, least in (("tta_views", 1), ("spec_masks", 0)):

@@ -113,7 +113,7 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
                                          "--limit", "12", "--out", str(out), "--recipe",
                                          "tta_views=3", "per_mel_norm=1", "mixup_power=1",
                                          "mixup_prob=1", "spec_masks=2",
-                                         "--pool", "time_max_mean"])
+                                         "--pool", "time_max_mean", "--dropout", "0.1"])
     fold = results["folds"]["2"]
     history = json.loads((out / "fold2" / "metrics.json").read_text())
     assert fold["accuracy_single_view"] == history[-1]["test_acc"]  # per epoch: one view
@@ -121,6 +121,7 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
     frames = 251  # cpu128's clips: 5 s at a 20 ms hop, centred
     assert len(meta["normalization"]["mean"]) == len(meta["normalization"]["std"]) == 128
     assert meta["model"]["pool"] == "time_max_mean"  # evaluate rebuilds the network below
+    assert meta["model"]["dropout"] == results["config"]["model"]["dropout"] == 0.1
     assert results["config"]["train"]["spec_masks"] == 2
     assert all(np.isfinite(h["train_loss"]) for h in history)
     assert meta["test_time_shifts"] == [-50, 0, 50] == [round(f * 0.2 * frames)
@@ -145,6 +146,13 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
 def test_counted_recipe_entries_must_be_whole_numbers(item, message, tmp_path):
     with pytest.raises(SystemExit, match=message):
         train_esc50.main(["--recipe", item, "--out", str(tmp_path / "run")])
+
+
+@pytest.mark.parametrize("p", ["1", "-0.1", "nan"])
+def test_dropout_must_be_a_probability_below_one(p, tmp_path):
+    with pytest.raises(SystemExit, match=f"--dropout: expected a probability in \\[0, 1\\), "
+                                         f"got {p}"):
+        train_esc50.main(["--dropout", p, "--out", str(tmp_path / "run")])
 
 
 def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(esc50_root, tmp_path):
