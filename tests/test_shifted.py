@@ -6,7 +6,8 @@ import scratchnet as sn
 import scratchnet.layers.conv as conv_module
 from scratchnet.gradcheck import check_layer
 from scratchnet.im2col import im2col, to_channels_last
-from scratchnet.shifted import correlate_shifted, crop, matmul_add, padded_grid_waste
+from scratchnet.shifted import (correlate_shifted, crop, matmul_add, padded_grid_waste,
+                               row_patches, weight_gradient_shifted)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -98,3 +99,25 @@ def test_shifted_path_skips_the_input_gradient(rng):
     y = conv.forward(rng.standard_normal((2, 2, 20, 30)))
     assert conv.backward(np.ones_like(y)) is None
     assert np.abs(conv.weight.grad).sum() > 0
+
+
+def test_row_patches_are_neighbouring_rows_side_by_side(rng):
+    xpad = rng.standard_normal((2, 4, 5, 3))
+    q = row_patches(xpad, 3)
+    flat = xpad.reshape(-1, 3)
+    assert q.shape == (flat.shape[0] - 2, 9) and q.flags.c_contiguous
+    for r in (0, 7, q.shape[0] - 1):
+        np.testing.assert_array_equal(q[r], np.concatenate([flat[r], flat[r + 1], flat[r + 2]]))
+
+
+@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7)])
+def test_weight_gradient_shifted_is_dy_transposed_times_the_patches(rng, k, h, w):
+    """dL/dW from kh GEMMs over row patches against dY^T im2col(x), including the thrown-away
+    rows of the padded grid (they must contribute nothing)."""
+    p = (k - 1) // 2
+    x = rng.standard_normal((3, 4, h, w))
+    dy = rng.standard_normal((3, 5, h, w))
+    expected = (dy.transpose(0, 2, 3, 1).reshape(-1, 5).T @ im2col(x, k, k, 1, p))
+    dw = weight_gradient_shifted(to_channels_last(x, p), to_channels_last(dy, p), k, k)
+    assert dw.shape == (5, k, k, 4)
+    np.testing.assert_allclose(dw.reshape(5, -1), expected, rtol=1e-12, atol=1e-12)

@@ -1,8 +1,9 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) through im2col, or for
 stride-1 "same" convolutions on large maps through shifted GEMMs (scratchnet.shifted)."""
 from ..backend import get_array_module
-from ..im2col import col2im, conv_output_size, im2col, patch_matrix, to_channels_last
-from ..shifted import MAX_WASTE, correlate_shifted, crop, padded_grid_waste
+from ..im2col import col2im, conv_output_size, im2col, to_channels_last
+from ..shifted import (MAX_WASTE, correlate_shifted, crop, padded_grid_waste,
+                       weight_gradient_shifted)
 from .base import Layer, Parameter, check_input
 from .init import kaiming_normal, uniform_fan_in
 
@@ -43,9 +44,10 @@ class Conv2d(Layer):
     input (derived in scratchnet.shifted), and training keeps only that padded input, not the
     k*k times larger patch matrix.  Its dL/dx is the flipped-kernel convolution above, summed
     the same way; with p = (k-1)/2 the flipped convolution's padding k-1-p is p again, so it
-    reads dy padded exactly like x.  dL/dWm = dY^T X still needs the patches: backward gathers
-    them from the kept padded input (k*k thin GEMMs, one per offset, measured ~1.5x slower
-    than that gather plus one GEMM on stage 1's shapes: too thin for BLAS to use two cores).
+    reads dy padded exactly like x.  dL/dWm = dY^T X sums over the same shifted rows: one GEMM
+    per kernel row over "row patches" of the kept padded input (its k horizontal neighbours
+    side by side, a gather k times the input instead of im2col's k*k), with the padded dy as
+    dY on the padded grid (scratchnet.shifted derives both).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -104,26 +106,26 @@ class Conv2d(Layer):
         trained, saved, x_shape = self._cache
         kh, kw = self.kernel_size
         p = self.padding
-        shifted = self._shifted(*x_shape[2:])
-        if not trained:
-            cols = im2col(saved, kh, kw, self.stride, p)   # eval kept x: rebuild the patches
-        elif shifted:
-            cols = patch_matrix(saved, kh, kw)             # the kept padded input's patches
-        else:
-            cols = saved
+        n, c, h, w = x_shape
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
-        dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
+        if self._shifted(h, w):
+            # Training kept the padded input; eval kept x, padded here.  dy padded by p serves
+            # both dL/dW (dY on the padded grid) and dL/dx.
+            xpad = saved if trained else to_channels_last(saved, p)
+            dypad = to_channels_last(dy, kh - 1 - p)
+            dw = weight_gradient_shifted(xpad, dypad, kh, kw)
+        else:
+            cols = saved if trained else im2col(saved, kh, kw, self.stride, p)
+            dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
         self.weight.grad += dw.transpose(0, 3, 1, 2)
         if self.bias is not None:
             self.bias.grad += dy_mat.sum(axis=0)
         self._cache = None
         if not self.needs_input_grad:
             return None
-        n, c, h, w = x_shape
-        if shifted:
+        if self._shifted(h, w):
             flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out)
-            dx = correlate_shifted(to_channels_last(dy, kh - 1 - p), flipped)
-            return crop(dx, h, w).transpose(0, 3, 1, 2)
+            return crop(correlate_shifted(dypad, flipped), h, w).transpose(0, 3, 1, 2)
         if self.stride == 1 and kh == kw and p <= kh - 1:
             flipped = self.weight.data[:, :, ::-1, ::-1]           # W~ as (C_out, C_in, a~, b~)
             flipped_matrix = flipped.transpose(1, 2, 3, 0).reshape(c, -1)   # (C_in, kh*kw*C_out)
