@@ -25,8 +25,8 @@ output pixel (n, i, j), zero on the thrown-away rows),
 For one kernel row a the kw offsets b are neighbouring rows of F, so with the row patches
 Q[r] = (F[r], F[r+1], ..., F[r+kw-1]) (one row of kw*C numbers, a gather kw times the input,
 not kh*kw times as im2col) the kw gradients of kernel row a are one GEMM,
-dL/dW_a = dY^T Q[a*Wp : a*Wp + R]  (C_out, kw*C_in): kh GEMMs in all.  The dy padded by p for
-dL/dx (below, in Conv2d) already holds that grid: dy's pixel (i, j) sits at padded (i+p, j+p),
+dL/dW_a = dY[:R]^T Q[a*Wp : a*Wp + R]  (C_out, kw*C_in): kh GEMMs in all.  The dy that Conv2d
+pads by p = (k-1)/2 for dL/dx already holds that grid: dy's pixel (i, j) sits at padded (i+p, j+p),
 row r + p*Wp + p, and every thrown-away row lands on its zero border.
 
 The price is that waste, Hp*Wp / (Ho*Wo) - 1 of the FLOPs (10% on a 32 x 63 map with
