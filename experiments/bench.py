@@ -3,6 +3,7 @@
     python -m experiments.bench                       # reference net + presets, CPU
     python -m experiments.bench --models reference --profile
     python -m experiments.bench --device gpu
+    python -m experiments.bench --models reference --rounds 3   # alternate, take medians
 
 For each network: training clips/s (forward + loss + backward + AdamW step), inference clips/s
 (eval-mode forward; "BN folded": the same with every BatchNorm folded into the convolution
@@ -10,7 +11,10 @@ before it, scratchnet.fusion on our side and torch.fx's fusion on PyTorch's), ac
 GFLOP/s and its fraction of the float32 GEMM rate measured in this run, and peak resident
 memory.  Each measurement runs in its own child process, so peak memory is that of the
 measurement alone (interpreter and libraries included).  PyTorch and librosa are measured
-in the same run when installed (pip install .[bench]); neither is needed.
+in the same run when installed (pip install .[bench]); neither is needed.  ``--rounds K``
+alternates the implementations K times and reports each figure's median, and the median of
+the K back-to-back ratios, so that a drift of the machine's speed during the run moves both
+sides of a ratio alike.
 The reference network is the one PyTorch was timed on when this target was set:
 a [2, 2, 2, 2] x [32, 64, 128, 256] ResNet on 1 x 64 x 250 log-Mels, batch 32.
 """
@@ -269,6 +273,10 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure each implementation this many times, alternating (ours, "
+                        "PyTorch's, ours, ...), and report the medians and the median of the "
+                        "rounds' ratios: this machine's speed drifts between measurements")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--profile", action="store_true",
                    help="print where a scratchnet training step spends its time")
@@ -278,6 +286,8 @@ def main(argv=None):
     p.add_argument("--logmel", action="store_true", help="also run benchmarks.bench_logmel")
     p.add_argument("--json", help="write all figures to this file")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     from scratchnet.backend import check_device
     xp = check_device(args.device)
     nets = networks()
@@ -322,33 +332,53 @@ def main(argv=None):
         impls = [("scratchnet", measure_scratchnet)]
         if have_torch:
             impls.append(("pytorch", measure_torch))
-        for impl, fn in impls:
-            r = in_child(fn, keep_memory=keep, shape=shape, cfg=cfg, batch=args.batch,
-                         steps=args.steps, warmup=args.warmup, device=args.device)
-            if "error" in r:
-                print(f"{name:<14} {impl}: {r['error']}")
+        rounds = {impl: [] for impl, _ in impls}
+        for _ in range(args.rounds):
+            for impl, fn in impls:
+                r = in_child(fn, keep_memory=keep, shape=shape, cfg=cfg, batch=args.batch,
+                             steps=args.steps, warmup=args.warmup, device=args.device)
+                if "error" in r:
+                    print(f"{name:<14} {impl}: {r['error']}")
+                    continue
+                train_cps, infer_cps = args.batch / r["train_s"], args.batch / r["infer_s"]
+                r.update(train_clips_s=train_cps, infer_clips_s=infer_cps,
+                         infer_folded_clips_s=args.batch / r["infer_folded_s"],
+                         train_gflops=3 * flops * train_cps / 1e9)   # backward ~ 2x forward
+                rounds[impl].append(r)
+        for impl, runs in rounds.items():
+            if not runs:
                 continue
-            train_cps, infer_cps = args.batch / r["train_s"], args.batch / r["infer_s"]
-            folded_cps = args.batch / r["infer_folded_s"]
-            gflops = 3 * flops * train_cps / 1e9     # backward ~ 2x forward
-            r.update(train_clips_s=train_cps, infer_clips_s=infer_cps,
-                     infer_folded_clips_s=folded_cps, train_gflops=gflops,
-                     fraction_of_gemm=gflops / rate)
+            # One round: its figures; several: the median of each figure over the rounds.
+            r = {key: (float(np.median([run[key] for run in runs]))
+                       if isinstance(value, (int, float)) else value)
+                 for key, value in runs[0].items()}
+            r["fraction_of_gemm"] = r["train_gflops"] / rate
+            if len(runs) > 1:
+                r["rounds"] = runs
             entry[impl] = r
-            print(f"{name:<14} {'x'.join(map(str, shape)):<12} {impl:<11} {train_cps:13.1f} "
-                  f"{gflops:8.1f} {gflops / rate:7.2f} {infer_cps:13.1f} {folded_cps:9.1f} "
-                  f"{r['peak_rss_mb']:8.0f}")
+            print(f"{name:<14} {'x'.join(map(str, shape)):<12} {impl:<11} "
+                  f"{r['train_clips_s']:13.1f} {r['train_gflops']:8.1f} "
+                  f"{r['fraction_of_gemm']:7.2f} {r['infer_clips_s']:13.1f} "
+                  f"{r['infer_folded_clips_s']:9.1f} {r['peak_rss_mb']:8.0f}")
         if "scratchnet" in entry and "pytorch" in entry:
-            s, t = entry["scratchnet"], entry["pytorch"]
-            entry["ratio"] = dict(train=s["train_clips_s"] / t["train_clips_s"],
-                                  infer=s["infer_clips_s"] / t["infer_clips_s"],
-                                  infer_folded=(s["infer_folded_clips_s"]
-                                                / t["infer_folded_clips_s"]),
-                                  memory=s["peak_rss_mb"] / t["peak_rss_mb"])
-            ratio = entry["ratio"]
+            # The ratio of each round's pair, measured back to back; the median of them.
+            pairs = list(zip(rounds["scratchnet"], rounds["pytorch"]))
+            per_round = {key: [s[figure] / t[figure] for s, t in pairs]
+                         for key, figure in (("train", "train_clips_s"),
+                                             ("infer", "infer_clips_s"),
+                                             ("infer_folded", "infer_folded_clips_s"),
+                                             ("memory", "peak_rss_mb"))}
+            ratio = {key: float(np.median(v)) for key, v in per_round.items()}
+            entry["ratio"] = ratio
             print(f"{'':<14} {'':<12} {'ratio':<11} {ratio['train']:13.2f} "
                   f"{'':>8} {'':>7} {ratio['infer']:13.2f} {ratio['infer_folded']:9.2f} "
                   f"{ratio['memory']:8.2f}")
+            if len(pairs) > 1:
+                entry["ratio_rounds"] = per_round
+                spans = {key: f"{min(v):.2f}-{max(v):.2f}" for key, v in per_round.items()}
+                print(f"{'':<14} {'':<12} {'(range)':<11} {spans['train']:>13} "
+                      f"{'':>8} {'':>7} {spans['infer']:>13} {spans['infer_folded']:>9} "
+                      f"{spans['memory']:>8}")
         report["models"][name] = entry
     if args.logmel:
         from benchmarks import bench_logmel

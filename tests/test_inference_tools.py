@@ -208,12 +208,21 @@ def test_bench_runs_and_reports_every_figure(tmp_path):
     from experiments import bench
     out = tmp_path / "bench.json"
     report = bench.main(["--models", "reference", "--steps", "1", "--warmup", "0", "--batch",
-                         "2", "--no-torch", "--json", str(out)])
+                         "2", "--no-torch", "--json", str(out), "--rounds", "3"])
     entry = report["models"]["reference"]["scratchnet"]
     for key in ("train_clips_s", "infer_clips_s", "infer_folded_clips_s", "peak_rss_mb"):
         assert entry[key] > 0, key
+        assert entry[key] == np.median([r[key] for r in entry["rounds"]]), key
+    assert len(entry["rounds"]) == 3
     assert json.loads(out.read_text())["models"]["reference"]["scratchnet"]["train_s"] > 0
     assert report["threads"] >= 1 and "openblas_thread_timeout" in report
+
+
+def test_bench_refuses_zero_rounds(capsys):
+    from experiments import bench
+    with pytest.raises(SystemExit):
+        bench.main(["--rounds", "0"])
+    assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_bench_fold_times_both_networks():
