@@ -5,9 +5,9 @@ import pytest
 import scratchnet as sn
 import scratchnet.layers.conv as conv_module
 from scratchnet.gradcheck import check_layer
-from scratchnet.im2col import im2col, to_channels_last
-from scratchnet.shifted import (correlate_shifted, crop, matmul_add, padded_grid_waste,
-                               row_patches, weight_gradient_shifted)
+from scratchnet.im2col import im2col
+from scratchnet.shifted import (correlate_shifted, crop, grid_geometry, grid_waste, matmul_add,
+                               row_patches, to_grid, weight_gradient_shifted)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -30,15 +30,32 @@ def test_matmul_add_on_a_non_contiguous_output(rng):
     np.testing.assert_allclose(base[:, ::2], expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7)])
+def test_to_grid_lays_images_out_with_shared_zero_borders(rng):
+    x = rng.standard_normal((3, 4, 5, 6))
+    p = 2
+    hq, wq, lead = grid_geometry(5, 6, p)
+    assert (hq, wq, lead) == (7, 8, 2 * 8 + 2)
+    flat = to_grid(x, p)
+    assert flat.shape == (2 * lead + 3 * hq * wq, 4)
+    grid = flat[lead:lead + 3 * hq * wq].reshape(3, hq, wq, 4)
+    np.testing.assert_array_equal(grid[:, :5, :6], x.transpose(0, 2, 3, 1))
+    assert not flat[:lead].any() and not flat[lead + 3 * hq * wq:].any()
+    assert not grid[:, 5:].any() and not grid[:, :, 6:].any()
+
+
+@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7), (5, 1, 1), (3, 2, 1)])
 def test_correlate_shifted_is_the_im2col_convolution(rng, k, h, w):
+    """Including maps no wider or taller than the kernel's reach, where every out-of-image
+    neighbour is a shared border or the lead zeros."""
     p = (k - 1) // 2
     x = rng.standard_normal((3, 4, h, w))
     weight = rng.standard_normal((5, 4, k, k))
     expected = im2col(x, k, k, 1, p) @ weight.transpose(0, 2, 3, 1).reshape(5, -1).T
-    y = correlate_shifted(to_channels_last(x, p), weight)
-    assert y.shape == (3, h + 2 * p, w + 2 * p, 5)
-    np.testing.assert_allclose(crop(y, h, w).reshape(-1, 5), expected, rtol=1e-12, atol=1e-12)
+    hq, wq, _ = grid_geometry(h, w, p)
+    y = correlate_shifted(to_grid(x, p), wq, weight)
+    assert y.shape == (3 * hq * wq, 5)
+    np.testing.assert_allclose(crop(y.reshape(3, hq, wq, 5), h, w).reshape(-1, 5), expected,
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_crop_adds_the_bias_and_is_contiguous(rng):
@@ -49,15 +66,17 @@ def test_crop_adds_the_bias_and_is_contiguous(rng):
     np.testing.assert_array_equal(out, y[:, :4, :5] + bias)
 
 
-def test_padded_grid_waste():
-    assert padded_grid_waste(32, 63, 3, 3, 1) == pytest.approx(34 * 65 / (32 * 63) - 1)
-    assert padded_grid_waste(4, 8, 3, 3, 1) == pytest.approx(6 * 10 / 32 - 1)
+def test_grid_waste():
+    assert grid_waste(32, 63, 1) == pytest.approx(33 * 64 / (32 * 63) - 1)
+    assert grid_waste(4, 8, 1) == pytest.approx(5 * 9 / 32 - 1)
 
 
 def test_conv2d_takes_the_shifted_path_only_where_it_pays():
     conv = sn.Conv2d(2, 2, 3, 1, 1)
-    assert conv._shifted(32, 63)          # 10% waste
-    assert not conv._shifted(4, 8)        # 88% waste
+    assert conv._shifted(32, 63)          # 5% waste
+    assert conv._shifted(16, 32)          # 10% waste
+    assert not conv._shifted(8, 32)       # 16% waste
+    assert not conv._shifted(4, 8)        # 41% waste
     assert not sn.Conv2d(2, 2, 3, 2, 1)._shifted(32, 63)   # stride 2
     assert not sn.Conv2d(2, 2, 3, 1, 0)._shifted(32, 63)   # not "same" padding
     assert not sn.Conv2d(2, 2, 1, 1, 0)._shifted(32, 63)   # 1x1: im2col is a view
@@ -102,22 +121,22 @@ def test_shifted_path_skips_the_input_gradient(rng):
 
 
 def test_row_patches_are_neighbouring_rows_side_by_side(rng):
-    xpad = rng.standard_normal((2, 4, 5, 3))
-    q = row_patches(xpad, 3)
-    flat = xpad.reshape(-1, 3)
-    assert q.shape == (flat.shape[0] - 2, 9) and q.flags.c_contiguous
+    flat = rng.standard_normal((40, 3))
+    q = row_patches(flat, 3)
+    assert q.shape == (38, 9) and q.flags.c_contiguous
     for r in (0, 7, q.shape[0] - 1):
         np.testing.assert_array_equal(q[r], np.concatenate([flat[r], flat[r + 1], flat[r + 2]]))
 
 
-@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7)])
+@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7), (5, 1, 1)])
 def test_weight_gradient_shifted_is_dy_transposed_times_the_patches(rng, k, h, w):
-    """dL/dW from kh GEMMs over row patches against dY^T im2col(x), including the thrown-away
-    rows of the padded grid (they must contribute nothing)."""
+    """dL/dW from kh GEMMs over row patches against dY^T im2col(x), including the grid's
+    zero positions (they must contribute nothing)."""
     p = (k - 1) // 2
     x = rng.standard_normal((3, 4, h, w))
     dy = rng.standard_normal((3, 5, h, w))
     expected = (dy.transpose(0, 2, 3, 1).reshape(-1, 5).T @ im2col(x, k, k, 1, p))
-    dw = weight_gradient_shifted(to_channels_last(x, p), to_channels_last(dy, p), k, k)
+    _, wq, _ = grid_geometry(h, w, p)
+    dw = weight_gradient_shifted(to_grid(x, p), to_grid(dy, p), wq, k, k)
     assert dw.shape == (5, k, k, 4)
     np.testing.assert_allclose(dw.reshape(5, -1), expected, rtol=1e-12, atol=1e-12)

@@ -1,8 +1,8 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) through im2col, or for
 stride-1 "same" convolutions on large maps through shifted GEMMs (scratchnet.shifted)."""
 from ..backend import get_array_module
-from ..im2col import col2im, conv_output_size, im2col, to_channels_last
-from ..shifted import (MAX_WASTE, correlate_shifted, crop, padded_grid_waste,
+from ..im2col import col2im, conv_output_size, im2col
+from ..shifted import (MAX_WASTE, correlate_shifted, crop, grid_geometry, grid_waste, to_grid,
                        weight_gradient_shifted)
 from .base import Layer, Parameter, check_input
 from .init import kaiming_normal, uniform_fan_in
@@ -39,15 +39,15 @@ class Conv2d(Layer):
     with kh*kw times more outputs followed by kh*kw slice-adds in col2im.
 
     Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map large enough
-    that its padded grid wastes at most MAX_WASTE (stages 1-2 of the CPU presets) skips im2col
-    in the forward pass: Y is a sum of k*k GEMMs over shifted slices of the flattened padded
-    input (derived in scratchnet.shifted), and training keeps only that padded input, not the
-    k*k times larger patch matrix.  Its dL/dx is the flipped-kernel convolution above, summed
-    the same way; with p = (k-1)/2 the flipped convolution's padding k-1-p is p again, so it
-    reads dy padded exactly like x.  dL/dWm = dY^T X sums over the same shifted rows: one GEMM
-    per kernel row over "row patches" of the kept padded input (its k horizontal neighbours
-    side by side, a gather k times the input instead of im2col's k*k), with the padded dy as
-    dY on the padded grid (scratchnet.shifted derives both).
+    that its grid wastes at most MAX_WASTE (stages 1-2 of the CPU presets) skips im2col in the
+    forward pass: the images are laid out one after another with p shared zero rows and
+    columns between them, and Y is a sum of k*k GEMMs over shifted slices of that flattened
+    grid (derived in scratchnet.shifted); training keeps only the grid, not the k*k times
+    larger patch matrix.  Its dL/dx is the flipped-kernel convolution above, summed the same
+    way; with p = (k-1)/2 the flipped convolution's padding k-1-p is p again, so it reads dy on
+    the same grid as x.  dL/dWm = dY^T X sums over the same shifted rows: one GEMM per kernel
+    row over "row patches" of the kept grid (its k horizontal neighbours side by side, a
+    gather k times the input instead of im2col's k*k), with dy's grid as dY.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -77,12 +77,12 @@ class Conv2d(Layer):
             raise ValueError(f"Conv2d: input {tuple(x.shape)} is smaller than the kernel "
                              f"{self.kernel_size} with padding {self.padding}")
         if self._shifted(h, w):
-            xpad = to_channels_last(x, self.padding)
-            y = correlate_shifted(xpad, self.weight.data)
-            bias = None if self.bias is None else self.bias.data
-            y = crop(y, ho, wo, bias)
-            # Training keeps the padded input (the patches' source); eval a reference to x.
-            self._cache = (self.training, xpad if self.training else x, x.shape)
+            grid = to_grid(x, self.padding)
+            hq, wq, _ = grid_geometry(h, w, self.padding)
+            y = correlate_shifted(grid, wq, self.weight.data).reshape(n, hq, wq, -1)
+            y = crop(y, ho, wo, None if self.bias is None else self.bias.data)
+            # Training keeps the grid (the patches' source); eval a reference to x.
+            self._cache = (self.training, grid if self.training else x, x.shape)
             return y.transpose(0, 3, 1, 2)
         cols = im2col(x, kh, kw, self.stride, self.padding)
         y = cols @ self._weight_matrix().T
@@ -99,7 +99,7 @@ class Conv2d(Layer):
         """Whether this convolution on an h x w input sums shifted GEMMs (see above)."""
         kh, kw = self.kernel_size
         return (self.stride == 1 and kh == kw and kh > 1 and 2 * self.padding == kh - 1
-                and padded_grid_waste(h, w, kh, kw, self.padding) <= MAX_WASTE)
+                and grid_waste(h, w, self.padding) <= MAX_WASTE)
 
     def backward(self, dy):
         xp = get_array_module(dy)
@@ -109,11 +109,12 @@ class Conv2d(Layer):
         n, c, h, w = x_shape
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
         if self._shifted(h, w):
-            # Training kept the padded input; eval kept x, padded here.  dy padded by p serves
-            # both dL/dW (dY on the padded grid) and dL/dx.
-            xpad = saved if trained else to_channels_last(saved, p)
-            dypad = to_channels_last(dy, kh - 1 - p)
-            dw = weight_gradient_shifted(xpad, dypad, kh, kw)
+            # Training kept x's grid; eval kept x, laid out here.  dy on its own grid serves
+            # both dL/dW (dY at the grid positions) and dL/dx.
+            grid = saved if trained else to_grid(saved, p)
+            hq, wq, _ = grid_geometry(h, w, p)
+            dy_grid = to_grid(dy, kh - 1 - p)
+            dw = weight_gradient_shifted(grid, dy_grid, wq, kh, kw)
         else:
             cols = saved if trained else im2col(saved, kh, kw, self.stride, p)
             dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
@@ -125,7 +126,8 @@ class Conv2d(Layer):
             return None
         if self._shifted(h, w):
             flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out)
-            return crop(correlate_shifted(dypad, flipped), h, w).transpose(0, 3, 1, 2)
+            dx = correlate_shifted(dy_grid, wq, flipped).reshape(n, hq, wq, c)
+            return crop(dx, h, w).transpose(0, 3, 1, 2)
         if self.stride == 1 and kh == kw and p <= kh - 1:
             flipped = self.weight.data[:, :, ::-1, ::-1]           # W~ as (C_out, C_in, a~, b~)
             flipped_matrix = flipped.transpose(1, 2, 3, 0).reshape(c, -1)   # (C_in, kh*kw*C_out)
