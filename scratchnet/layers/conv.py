@@ -108,7 +108,8 @@ class Conv2d(Layer):
         p = self.padding
         n, c, h, w = x_shape
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
-        if self._shifted(h, w):
+        shifted = self._shifted(h, w)
+        if shifted:
             # Training kept x's grid; eval kept x, laid out here.  dy on its own grid serves
             # both dL/dW (dY at the grid positions) and dL/dx.
             grid = saved if trained else to_grid(saved, p)
@@ -124,7 +125,7 @@ class Conv2d(Layer):
         self._cache = None
         if not self.needs_input_grad:
             return None
-        if self._shifted(h, w):
+        if shifted:
             flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out)
             dx = correlate_shifted(dy_grid, wq, flipped).reshape(n, hq, wq, c)
             return crop(dx, h, w).transpose(0, 3, 1, 2)
