@@ -27,6 +27,37 @@ def time_shift(x, rng, max_fraction):
     return out
 
 
+def freq_shift(x, rng, max_bins, fill=0.0):
+    """Shift each clip along the mel axis by an independent integer k in [-max_bins, max_bins]
+    (a pitch shift by about k mel bins: out[..., f, :] = x[..., f - k, :]), the k bins shifted
+    in at one edge set to ``fill`` (the mean of the standardised features).  Not circular, as
+    time_shift is: the lowest and the highest bands are no neighbours.
+
+    Why a shift of mel bins stands for a pitch shift: above ~1 kHz the mel scale is nearly
+    logarithmic in frequency, so scaling every frequency by one factor moves the whole image
+    by one distance along the mel axis.  Slaney's mels there are m = 15 + 27 ln(f / 1 kHz) /
+    ln 6.4, so d(ln f) = dm ln 6.4 / 27; 128 bins of 0-8 kHz (45.25 mels, 129 steps between
+    band centres) step 0.351 mel, ln f by 0.0241, 0.42 semitone.  Below 1 kHz the scale is
+    linear and the shift only approximates a pitch shift."""
+    if not isinstance(max_bins, int) or max_bins < 0:
+        raise ValueError(f"freq_shift: max_bins must be a whole number >= 0, got {max_bins!r}")
+    xp = get_array_module(x)
+    m = x.shape[-2]
+    limit = min(max_bins, m)
+    if limit == 0:
+        return x
+    shifts = rng.integers(-limit, limit + 1, size=x.shape[0])
+    out = xp.empty_like(x)
+    for i, k in enumerate(shifts):
+        if k >= 0:
+            out[i, ..., k:, :] = x[i, ..., :m - k, :]
+            out[i, ..., :k, :] = fill
+        else:
+            out[i, ..., :m + k, :] = x[i, ..., -k:, :]
+            out[i, ..., m + k:, :] = fill
+    return out
+
+
 def test_time_shifts(frames, max_fraction, views):
     """The circular time shifts (in frames) whose predictions are averaged at test time:
     ``views`` shifts evenly spaced over the training range [-max_fraction*T, max_fraction*T],

@@ -83,7 +83,7 @@ class RunError(Exception):
 
 # Settings added after runs had been checkpointed, with the value that reproduces how those
 # runs trained, so that --resume accepts their checkpoints.
-KEYS_ADDED = {"train": {"spec_masks": 1}, "model": {"pool": "avg"}}
+KEYS_ADDED = {"train": {"spec_masks": 1, "freq_shift": 0}, "model": {"pool": "avg"}}
 
 
 def with_added_keys(config):
@@ -201,6 +201,8 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
             idx = order[step * batch:(step + 1) * batch]
             xb, yb = x_train[xp.asarray(idx)], y_train[idx]
             xb = augment.time_shift(xb, rng, tr["time_shift"])
+            if tr["freq_shift"]:  # drawn only when asked, so other recipes keep their numbers
+                xb = augment.freq_shift(xb, rng, tr["freq_shift"])
             xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"],
                                        masks=tr["spec_masks"])
             if tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
@@ -334,7 +336,7 @@ def main(argv=None):
         cfg["model"]["dropout"] = args.dropout
     try:
         cfg["train"].update(parse_recipe(args.recipe, cfg["train"]))
-        for key, least in (("tta_views", 1), ("spec_masks", 0)):
+        for key, least in (("tta_views", 1), ("spec_masks", 0), ("freq_shift", 0)):
             value = cfg["train"][key]
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"--recipe {key}: expected a whole number >= {least}, "

@@ -15,6 +15,34 @@ def test_time_shift_rolls_each_clip_within_the_range(rng):
         assert len(matches) == 1  # a circular shift by at most 0.2 * 20 = 4 frames
 
 
+def test_freq_shift_moves_each_clip_along_the_mel_axis_and_fills_the_edge(rng):
+    x = rng.standard_normal((40, 1, 12, 7)).astype(np.float32) + 5.0  # no value is 0 by chance
+    out = augment.freq_shift(x, np.random.default_rng(1), 3)
+    seen = set()
+    for clip, shifted in zip(x[:, 0], out[:, 0]):
+        matches = []
+        for k in range(-3, 4):
+            expected = np.zeros_like(clip)  # the fill, 0
+            if k >= 0:
+                expected[k:] = clip[:12 - k]
+            else:
+                expected[:12 + k] = clip[-k:]
+            if np.array_equal(shifted, expected):
+                matches.append(k)
+        assert len(matches) == 1  # a non-circular shift by at most 3 bins
+        seen.add(matches[0])
+    assert seen == set(range(-3, 4))  # 40 clips draw every shift in the range, both signs
+
+
+def test_freq_shift_of_zero_bins_is_the_input_and_draws_nothing(rng):
+    x = rng.standard_normal((4, 1, 12, 7)).astype(np.float32)
+    drawn = np.random.default_rng(5)
+    assert augment.freq_shift(x, drawn, 0) is x
+    assert drawn.integers(1 << 30) == np.random.default_rng(5).integers(1 << 30)
+    with pytest.raises(ValueError, match="max_bins must be a whole number >= 0, got -1"):
+        augment.freq_shift(x, drawn, -1)
+
+
 def test_spec_augment_sets_one_band_per_axis_to_the_fill(rng):
     x = rng.standard_normal((8, 1, 16, 40)).astype(np.float32) + 5.0  # no value is 0 by chance
     out = augment.spec_augment(x, np.random.default_rng(3), freq_mask=5, time_mask=9)

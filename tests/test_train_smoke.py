@@ -112,7 +112,7 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
     results = train_esc50.main(common + ["--folds", "2", "--epochs", "1", "--batch-size", "16",
                                          "--limit", "12", "--out", str(out), "--recipe",
                                          "tta_views=3", "per_mel_norm=1", "mixup_power=1",
-                                         "mixup_prob=1", "spec_masks=2",
+                                         "mixup_prob=1", "spec_masks=2", "freq_shift=3",
                                          "--pool", "time_max_mean", "--dropout", "0.1"])
     fold = results["folds"]["2"]
     history = json.loads((out / "fold2" / "metrics.json").read_text())
@@ -123,6 +123,7 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
     assert meta["model"]["pool"] == "time_max_mean"  # evaluate rebuilds the network below
     assert meta["model"]["dropout"] == results["config"]["model"]["dropout"] == 0.1
     assert results["config"]["train"]["spec_masks"] == 2
+    assert results["config"]["train"]["freq_shift"] == 3
     assert all(np.isfinite(h["train_loss"]) for h in history)
     assert meta["test_time_shifts"] == [-50, 0, 50] == [round(f * 0.2 * frames)
                                                         for f in (-1, 0, 1)]
@@ -142,7 +143,9 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
 @pytest.mark.parametrize("item, message", [("tta_views=2.5", "tta_views: expected a whole "
                                             "number >= 1, got 2.5"),
                                            ("spec_masks=-1", "spec_masks: expected a whole "
-                                            "number >= 0, got -1")])
+                                            "number >= 0, got -1"),
+                                           ("freq_shift=1.5", "freq_shift: expected a whole "
+                                            "number >= 0, got 1.5")])
 def test_counted_recipe_entries_must_be_whole_numbers(item, message, tmp_path):
     with pytest.raises(SystemExit, match=message):
         train_esc50.main(["--recipe", item, "--out", str(tmp_path / "run")])
@@ -168,9 +171,12 @@ def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(esc50_root, t
     path = tmp_path / "run" / "fold4" / "checkpoint.npz"
     state, meta = load_checkpoint(path)
     del meta["config"]["train"]["spec_masks"]
+    del meta["config"]["train"]["freq_shift"]
     save_checkpoint(path, state, meta)
     with pytest.raises(SystemExit, match=r"\(train\.spec_masks: 1 -> 2\)"):
         run("--resume", "--recipe", "spec_masks=2")
+    with pytest.raises(SystemExit, match=r"\(train\.freq_shift: 0 -> 2\)"):
+        run("--resume", "--recipe", "freq_shift=2")
     with pytest.raises(SystemExit, match=r"\(model\.pool: avg -> time_max_mean\)"):
         run("--resume", "--pool", "time_max_mean")
     assert run("--resume", "--pool", "avg")["folds"]["4"]["epochs"] == 2  # the default, named
