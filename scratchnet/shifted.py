@@ -1,44 +1,50 @@
 """Stride-1 "same" convolution without a patch matrix: a sum of k*k shifted GEMMs.
 
-The grid.  Lay the channels-last images out one after another, each followed by p = (k-1)/2
-zero columns on every row and p zero rows, and flatten: a matrix F with one row of C numbers
-per grid position,
+The grid.  Lay the channels-last images out row by row, image rows outermost: row i of every
+image in turn, then row i + 1 of every image, each image row followed by p = (k-1)/2 zero
+columns, and flatten: a matrix F with one row of C numbers per grid position,
 
-    F[lead + (n*Hq + i)*Wq + j] = x[n, :, i, j]   (i < H, j < W),  zero elsewhere,
-    Hq = H + p,  Wq = W + p,  lead = p*Wq + p zero rows before the first image and after the last.
+    F[lead + (i*N + n)*Wq + j] = x[n, :, i, j]   (j < W),  zero for W <= j < Wq,
+    Wq = W + p,  R = N*Wq positions per image row,  lead = p zero rows before and after.
 
-Neighbours share their padding: the p zero columns at the end of a row are the right border of
-that row and the left border of the next, and the p zero rows after an image are its bottom
-border and the top border of the next image.  So for a grid position g = (n*Hq + i)*Wq + j
-and a kernel offset (a, b), 0 <= a, b < k, the row F[g + a*Wq + b] = F[lead + g + (a-p)*Wq +
-(b-p)] holds x[n, :, i+a-p, j+b-p] when that pixel is inside image n and zero otherwise
-(-p <= j+b-p < 0 lands on the previous row's zero columns, W <= j+b-p < W+p on this row's;
-rows above or below the image land on zero rows, or on the lead zeros before the first image
-and after the last).  A stride-1 cross-correlation with padding p,
+Neighbours share their padding: the p zero columns at the end of an image row are its right
+border and the left border of the row after it (another image's, or the lead zeros).  For a
+grid position g = (i*N + n)*Wq + j and a kernel offset (a, b), 0 <= a, b < k, the row
+
+    F[lead + g + (a-p)*R + (b-p)]   holds x[n, :, i+a-p, j+b-p]
+
+when 0 <= i+a-p < H: a step of R moves to the next image row of the same image, and a
+horizontal neighbour outside the image (-p <= j+b-p < 0, or W <= j+b-p < W+p) lands on zero
+columns.  Vertical neighbours outside the image are not read at all: kernel row a meets an
+image row only at the output rows i in [i0_a, i1_a) = [max(0, p-a), min(H, H+p-a)), and the
+grid positions of those rows are one contiguous block, g in [i0_a R, i1_a R).  A stride-1
+cross-correlation with padding p,
 
     y[n, i, j, o] = sum_{a, b, c} x[n, c, i+a-p, j+b-p] W[o, c, a, b]   (outside pixels 0),
 
-is therefore, for every grid position g,
+is therefore, block by block,
 
-    Y[g] = sum_{a, b} F[g + a*Wq + b] W_ab^T,        W_ab = W[:, :, a, b]   (C_out, C_in),
+    Y[i0_a R : i1_a R] += F[lead + (i0_a+a-p) R + (b-p) : ...  (the same length)] W_ab^T,
+    W_ab = W[:, :, a, b]  (C_out, C_in),
 
-k*k GEMMs whose left factors F[a*Wq + b : a*Wq + b + G] (G = N*Hq*Wq) are contiguous slices
-of F itself: no im2col copy, and every GEMM adds into the same output.  Y is computed at every
-grid position; those with i < H and j < W are the convolution, the zero positions (i >= H or
-j >= W) are computed and thrown away.  That waste, Hq*Wq / (H*W) - 1 of the FLOPs, is half
-what a separate border around each image costs ((H+2p)(W+2p) / (H*W) - 1): 8% on a 16 x 63
-map with 3 x 3 kernels, 16% on 8 x 32, 41% on 4 x 8.  Conv2d takes this path where it is small
-(MAX_WASTE).
+k*k GEMMs whose left factors are contiguous slices of F itself: no im2col copy, and each adds
+into a block of the same output (the k offsets of the middle kernel row, a = p, cover every
+row; the first of them writes Y).  Y is computed at every grid position; those with j < W are
+the convolution, the zero columns (W <= j < Wq) are computed and thrown away: p/W of the
+FLOPs (1.6% on a 63-wide map, 6% on 16, 12.5% on 8).  The taps that would read vertical
+padding are never multiplied, unlike im2col's zero rows: on an H-row map kernel row a != p
+skips one output row, so the GEMMs do (kH - 2p)/(kH) of im2col's products in that direction
+(46/48 on 16 rows, 22/24 on 8).
 
 The weight gradient reads the same rows.  With dY on the grid (dY[g] = dy at pixel (n, i, j),
-zero at the zero positions: the rows of dy's own grid after its lead),
+zero at the zero columns: the rows of dy's own grid after its lead),
 
-    dL/dW_ab = sum_g F[g + a*Wq + b]^T dY[g]                           (C_in, C_out)
+    dL/dW_ab = sum_{g in block a} F[lead + g + (a-p) R + (b-p)]^T dY[g]         (C_in, C_out)
 
 For one kernel row a the k offsets b are neighbouring rows of F, so with the row patches
 Q[r] = (F[r], F[r+1], ..., F[r+k-1]) (one row of k*C numbers, a gather k times the input, not
-k*k times as im2col) the k gradients of kernel row a are one GEMM,
-dL/dW_a^T = Q[a*Wq : a*Wq + G]^T dY  (k*C_in, C_out): k GEMMs in all.
+k*k times as im2col) and lead = p, the k gradients of kernel row a are one GEMM,
+dL/dW_a^T = Q[(i0_a+a-p) R : (i1_a+a-p) R]^T dY[i0_a R : i1_a R]  (k*C_in, C_out): k GEMMs.
 dL/dx is the correlation of dy with the flipped, channel-transposed kernel at padding
 k-1-p = p (Conv2d derives it): the same shifted sum over dy's grid.
 """
@@ -50,43 +56,44 @@ try:
 except ImportError:  # SciPy is a dependency; without it the sums use a temporary instead
     get_blas_funcs = None
 
-# Conv2d sums shifted GEMMs when this share of the grid, or less, is thrown away.  Timed
-# against im2col (3x3, batch 32, training step of one layer): 0.78x on a 16 x 63 map of 32
-# channels (8% waste), 0.84x on 16 x 32 x 64 (10%), but 1.04x on 8 x 32 x 64 (16%) and 1.19x
-# on 8 x 16 x 128 (20%), where im2col's one GEMM with K = 9C beats nine with K = C.
+# Conv2d sums shifted GEMMs on maps of at least MIN_PIXELS pixels whose zero columns are at
+# most MAX_WASTE of the grid.  On smaller maps the k*k GEMMs with K = C_in are too short for
+# BLAS (each packs its own C_in x C_out weights for few rows) and im2col's one GEMM with
+# K = k*k*C_in wins; timings in README ("Rows outermost").
+MIN_PIXELS = 128
 MAX_WASTE = 0.125
 
 
-def grid_geometry(h, w, p):
-    """(Hq, Wq, lead) of the grid of an h x w map with p shared zero rows and columns."""
-    return h + p, w + p, p * (w + p) + p
+def grid_geometry(n, h, w, p):
+    """(Wq, R, lead) of the grid of N images of h x w: row width, positions per image row,
+    zero rows before (and after) the positions."""
+    wq = w + p
+    return wq, n * wq, p
 
 
-def grid_waste(h, w, p):
+def grid_waste(w, p):
     """Share of the grid's positions that the shifted sum computes and throws away."""
-    hq, wq, _ = grid_geometry(h, w, p)
-    return hq * wq / (h * w) - 1.0
+    return p / w
 
 
 def to_grid(x, p):
-    """F (lead + N*Hq*Wq + lead, C): x (N, C, H, W) laid out on the grid (module docstring)."""
+    """F (lead + H*N*Wq + lead, C): x (N, C, H, W) laid out on the grid (module docstring)."""
     xp = get_array_module(x)
     n, c, h, w = x.shape
-    hq, wq, lead = grid_geometry(h, w, p)
-    positions = n * hq * wq
+    wq, r, lead = grid_geometry(n, h, w, p)
+    positions = h * r
     flat = xp.empty((2 * lead + positions, c), dtype=x.dtype)
     flat[:lead] = 0
     flat[lead + positions:] = 0
-    grid = flat[lead:lead + positions].reshape(n, hq, wq, c)
-    x_nhwc = x.transpose(0, 2, 3, 1)
+    grid = flat[lead:lead + positions].reshape(h, n, wq, c)
+    x_rows = x.transpose(2, 0, 3, 1)                      # (H, N, W, C), a view
 
     def fill(part):
-        images = grid[part]
-        images[:, h:] = 0
-        images[:, :h, w:] = 0
-        images[:, :h, :w] = x_nhwc[part]
+        rows = grid[part]
+        rows[:, :, w:] = 0
+        rows[:, :, :w] = x_rows[part]
 
-    parallel_slices(fill, n, positions * c, xp)
+    parallel_slices(fill, h, positions * c, xp)
     return flat
 
 
@@ -107,21 +114,35 @@ def matmul_add(out, a, b):
     return out
 
 
-def correlate_shifted(flat, wq, weight):
-    """Cross-correlation of a grid F (from :func:`to_grid`, row width Wq) with weight
-    (C_out, C, k, k), stride 1, padding (k-1)/2: returns Y (N*Hq*Wq, C_out), one row per grid
-    position (see the module docstring); the rows of zero positions are unspecified."""
+def row_blocks(h, k):
+    """For each kernel row a: (i0, i1), the output rows whose input row i + a - p is inside an
+    h-row image (module docstring), p = (k-1)/2; the middle row a = p first (all h rows)."""
+    p = (k - 1) // 2
+    order = [p] + [a for a in range(k) if a != p]
+    return [(a, max(0, p - a), min(h, h + p - a)) for a in order]
+
+
+def correlate_shifted(flat, h, weight):
+    """Cross-correlation of a grid F (from :func:`to_grid`, of h-row images) with weight
+    (C_out, C, k, k), stride 1, padding p = (k-1)/2: returns Y (H*N*Wq, C_out), one row per grid
+    position (see the module docstring); the rows of the zero columns are unspecified."""
     xp = get_array_module(flat)
-    c_out, _, kh, kw = weight.shape
-    positions = flat.shape[0] - ((kh - 1) * wq + kw - 1)
+    c_out, _, k, _ = weight.shape
+    p = (k - 1) // 2
+    positions = flat.shape[0] - 2 * p
+    r = positions // h
     y = xp.empty((positions, c_out), dtype=flat.dtype)
-    # The first offset writes the rows, the others add into them.
-    xp.matmul(flat[:positions], weight[:, :, 0, 0].T, out=y)
-    for a in range(kh):
-        for b in range(kw):
-            if a or b:
-                off = a * wq + b
-                matmul_add(y, flat[off:off + positions], weight[:, :, a, b].T)
+    for a, i0, i1 in row_blocks(h, k):
+        if i1 <= i0:                 # kernel row a meets no image row (h <= |a - p|)
+            continue
+        out = y[i0 * r:i1 * r]
+        start = p + (i0 + a - p) * r - p
+        for b in ([p] + [b for b in range(k) if b != p] if a == p else range(k)):
+            src = flat[start + b:start + b + out.shape[0]]
+            if a == p and b == p:    # covers every position: writes Y
+                xp.matmul(src, weight[:, :, a, b].T, out=out)
+            else:
+                matmul_add(out, src, weight[:, :, a, b].T)
     return y
 
 
@@ -141,34 +162,43 @@ def row_patches(flat, kw):
     return out
 
 
-def weight_gradient_shifted(x_flat, dy_flat, wq, kh, kw):
-    """dL/dW (C_out, kh, kw, C_in) of the shifted correlation of the grid x_flat (C_in
-    columns) from dy_flat, the upstream gradient on the same grid (C_out columns): kh GEMMs
-    over row patches (see the module docstring).  A view of (kh, kw, C_in, C_out) memory."""
+def weight_gradient_shifted(x_flat, dy_flat, h, k):
+    """dL/dW (C_out, k, k, C_in) of the shifted correlation of the grid x_flat (C_in columns,
+    h-row images) from dy_flat, the upstream gradient on the same grid (C_out columns): k GEMMs
+    over row patches (see the module docstring).  A view of (k, k, C_in, C_out) memory."""
     xp = get_array_module(x_flat, dy_flat)
     c, c_out = x_flat.shape[1], dy_flat.shape[1]
-    positions = x_flat.shape[0] - ((kh - 1) * wq + kw - 1)
-    lead = (x_flat.shape[0] - positions) // 2
-    d_grid = dy_flat[lead:lead + positions]                     # dY at the grid positions
-    patches = row_patches(x_flat, kw)
-    # Computed transposed, Q^T dY (kw*C_in, C_out): measured faster than dY^T Q on stage 1's
+    p = (k - 1) // 2
+    positions = x_flat.shape[0] - 2 * p
+    r = positions // h
+    d_grid = dy_flat[p:p + positions]                           # dY at the grid positions
+    patches = row_patches(x_flat, k)                            # Q[g] = F[g .. g + k - 1]
+    # Computed transposed, Q^T dY (k*C_in, C_out): measured faster than dY^T Q on stage 1's
     # shapes (7 against 10 ms), the same products.
-    dw_t = xp.empty((kh, kw * c, c_out), dtype=x_flat.dtype)
-    for a in range(kh):
-        xp.matmul(patches[a * wq:a * wq + positions].T, d_grid, out=dw_t[a])
-    return dw_t.reshape(kh, kw, c, c_out).transpose(3, 0, 1, 2)
+    dw_t = xp.empty((k, k * c, c_out), dtype=x_flat.dtype)
+    for a, i0, i1 in row_blocks(h, k):
+        if i1 <= i0:
+            dw_t[a] = 0
+            continue
+        start = (i0 + a - p) * r
+        xp.matmul(patches[start:start + (i1 - i0) * r].T, d_grid[i0 * r:i1 * r], out=dw_t[a])
+    return dw_t.reshape(k, k, c, c_out).transpose(3, 0, 1, 2)
 
 
-def crop(y, h, w, bias=None):
-    """The C-contiguous top-left (N, h, w, C) block of y (N, Hq, Wq, C), plus ``bias`` (C,)."""
+def crop(y, n, h, w, bias=None):
+    """The C-contiguous (N, h, w, C) convolution in Y (H*N*Wq, C), grid positions with j < w,
+    plus ``bias`` (C,)."""
     xp = get_array_module(y)
-    out = xp.empty((y.shape[0], h, w, y.shape[3]), dtype=y.dtype)
+    c = y.shape[1]
+    rows = y.reshape(h, n, -1, c)
+    out = xp.empty((n, h, w, c), dtype=y.dtype)
 
     def copy(part):
+        images = rows[:, part, :w].transpose(1, 0, 2, 3)
         if bias is None:
-            out[part] = y[part, :h, :w]
+            out[part] = images
         else:
-            xp.add(y[part, :h, :w], bias, out=out[part])
+            xp.add(images, bias, out=out[part])
 
-    parallel_slices(copy, y.shape[0], out.size, xp)
+    parallel_slices(copy, n, out.size, xp)
     return out

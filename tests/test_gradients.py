@@ -17,6 +17,7 @@ def conv_path(request, monkeypatch):
     convolution, however small its map) the shifted GEMMs of scratchnet.shifted."""
     if request.param == "shifted":
         monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
+        monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
     return request.param
 
 

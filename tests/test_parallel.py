@@ -77,10 +77,11 @@ def _training_step_and_eval(rng_seed):
     return [dx, logits, dx_eval, folded] + grads
 
 
-@pytest.mark.parametrize("max_waste", [None, float("inf")])
-def test_split_layers_match_one_call_bit_for_bit(monkeypatch, max_waste):
-    if max_waste is not None:  # every stride-1 convolution through shifted GEMMs
-        monkeypatch.setattr(conv_module, "MAX_WASTE", max_waste)
+@pytest.mark.parametrize("all_shifted", [False, True])
+def test_split_layers_match_one_call_bit_for_bit(monkeypatch, all_shifted):
+    if all_shifted:  # every stride-1 convolution through shifted GEMMs
+        monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
+        monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
     monkeypatch.setenv("SCRATCHNET_THREADS", "1")
     whole = _training_step_and_eval(0)
     monkeypatch.setenv("SCRATCHNET_THREADS", "3")

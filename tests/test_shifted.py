@@ -7,7 +7,7 @@ import scratchnet.layers.conv as conv_module
 from scratchnet.gradcheck import check_layer
 from scratchnet.im2col import im2col
 from scratchnet.shifted import (correlate_shifted, crop, grid_geometry, grid_waste, matmul_add,
-                               row_patches, to_grid, weight_gradient_shifted)
+                               row_blocks, row_patches, to_grid, weight_gradient_shifted)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -30,53 +30,63 @@ def test_matmul_add_on_a_non_contiguous_output(rng):
     np.testing.assert_allclose(base[:, ::2], expected, rtol=1e-12)
 
 
-def test_to_grid_lays_images_out_with_shared_zero_borders(rng):
+def test_to_grid_lays_image_rows_out_row_index_outermost(rng):
     x = rng.standard_normal((3, 4, 5, 6))
     p = 2
-    hq, wq, lead = grid_geometry(5, 6, p)
-    assert (hq, wq, lead) == (7, 8, 2 * 8 + 2)
+    wq, r, lead = grid_geometry(3, 5, 6, p)
+    assert (wq, r, lead) == (8, 3 * 8, 2)
     flat = to_grid(x, p)
-    assert flat.shape == (2 * lead + 3 * hq * wq, 4)
-    grid = flat[lead:lead + 3 * hq * wq].reshape(3, hq, wq, 4)
-    np.testing.assert_array_equal(grid[:, :5, :6], x.transpose(0, 2, 3, 1))
-    assert not flat[:lead].any() and not flat[lead + 3 * hq * wq:].any()
-    assert not grid[:, 5:].any() and not grid[:, :, 6:].any()
+    assert flat.shape == (2 * lead + 5 * r, 4)
+    grid = flat[lead:lead + 5 * r].reshape(5, 3, wq, 4)     # (i, n, j, c)
+    np.testing.assert_array_equal(grid[:, :, :6], x.transpose(2, 0, 3, 1))
+    assert not flat[:lead].any() and not flat[lead + 5 * r:].any()
+    assert not grid[:, :, 6:].any()
 
 
-@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7), (5, 1, 1), (3, 2, 1)])
+def test_row_blocks_are_the_output_rows_each_kernel_row_meets():
+    assert row_blocks(6, 3) == [(1, 0, 6), (0, 1, 6), (2, 0, 5)]
+    assert row_blocks(6, 5) == [(2, 0, 6), (0, 2, 6), (1, 1, 6), (3, 0, 5), (4, 0, 4)]
+    assert row_blocks(1, 5) == [(2, 0, 1), (0, 2, 1), (1, 1, 1), (3, 0, 0), (4, 0, -1)]
+
+
+@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7), (5, 1, 1), (3, 2, 1),
+                                   (5, 2, 3)])
 def test_correlate_shifted_is_the_im2col_convolution(rng, k, h, w):
-    """Including maps no wider or taller than the kernel's reach, where every out-of-image
-    neighbour is a shared border or the lead zeros."""
+    """Including maps no wider or taller than the kernel's reach, where kernel rows meet no
+    image row and every horizontal neighbour outside is a zero column or the lead zeros."""
     p = (k - 1) // 2
     x = rng.standard_normal((3, 4, h, w))
     weight = rng.standard_normal((5, 4, k, k))
     expected = im2col(x, k, k, 1, p) @ weight.transpose(0, 2, 3, 1).reshape(5, -1).T
-    hq, wq, _ = grid_geometry(h, w, p)
-    y = correlate_shifted(to_grid(x, p), wq, weight)
-    assert y.shape == (3 * hq * wq, 5)
-    np.testing.assert_allclose(crop(y.reshape(3, hq, wq, 5), h, w).reshape(-1, 5), expected,
+    _, r, _ = grid_geometry(3, h, w, p)
+    y = correlate_shifted(to_grid(x, p), h, weight)
+    assert y.shape == (h * r, 5)
+    np.testing.assert_allclose(crop(y, 3, h, w).reshape(-1, 5), expected,
                                rtol=1e-12, atol=1e-12)
 
 
-def test_crop_adds_the_bias_and_is_contiguous(rng):
-    y = rng.standard_normal((2, 6, 7, 3))
+def test_crop_takes_the_images_columns_adds_the_bias_and_is_contiguous(rng):
+    y = rng.standard_normal((4 * 2 * 7, 3))                 # 2 images of 4 rows, Wq = 7
     bias = np.array([1.0, -2.0, 0.5])
-    out = crop(y, 4, 5, bias)
-    assert out.flags.c_contiguous
-    np.testing.assert_array_equal(out, y[:, :4, :5] + bias)
+    out = crop(y, 2, 4, 5, bias)
+    assert out.shape == (2, 4, 5, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, y.reshape(4, 2, 7, 3)[:, :, :5].transpose(1, 0, 2, 3)
+                                  + bias)
 
 
 def test_grid_waste():
-    assert grid_waste(32, 63, 1) == pytest.approx(33 * 64 / (32 * 63) - 1)
-    assert grid_waste(4, 8, 1) == pytest.approx(5 * 9 / 32 - 1)
+    assert grid_waste(63, 1) == pytest.approx(1 / 63)
+    assert grid_waste(8, 1) == pytest.approx(1 / 8)
 
 
 def test_conv2d_takes_the_shifted_path_only_where_it_pays():
     conv = sn.Conv2d(2, 2, 3, 1, 1)
-    assert conv._shifted(32, 63)          # 5% waste
-    assert conv._shifted(16, 32)          # 10% waste
-    assert not conv._shifted(8, 32)       # 16% waste
-    assert not conv._shifted(4, 8)        # 41% waste
+    assert conv._shifted(32, 63)          # 1.6% waste
+    assert conv._shifted(16, 32)          # 3.1% waste
+    assert conv._shifted(8, 16)           # 6.3% waste, 128 pixels
+    assert not conv._shifted(4, 16)       # 64 pixels
+    assert not conv._shifted(4, 8)        # 32 pixels, 12.5% waste
+    assert not conv._shifted(128, 4)      # 25% waste
     assert not sn.Conv2d(2, 2, 3, 2, 1)._shifted(32, 63)   # stride 2
     assert not sn.Conv2d(2, 2, 3, 1, 0)._shifted(32, 63)   # not "same" padding
     assert not sn.Conv2d(2, 2, 1, 1, 0)._shifted(32, 63)   # 1x1: im2col is a view
@@ -89,7 +99,7 @@ def test_both_paths_agree_on_a_full_size_map(rng, monkeypatch, training, bias):
     x = rng.standard_normal((2, 3, 20, 33))
     results = []
     for waste in (conv_module.MAX_WASTE, -1.0):
-        monkeypatch.setattr(conv_module, "MAX_WASTE", waste)
+        monkeypatch.setattr(conv_module, "MAX_WASTE", waste)  # -1: im2col
         conv = sn.Conv2d(3, 4, 3, 1, 1, bias=bias, rng=np.random.default_rng(1)).astype(
             np.float64)
         conv.train(training)
@@ -108,6 +118,7 @@ def test_both_paths_agree_on_a_full_size_map(rng, monkeypatch, training, bias):
 
 def test_shifted_5x5_gradients(rng, monkeypatch):
     monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
+    monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
     layer = sn.Conv2d(2, 3, 5, 1, 2, rng=rng).astype(np.float64)
     errors = check_layer(layer, rng.standard_normal((2, 2, 6, 7)))
     assert max(errors.values()) < 1e-6, errors
@@ -128,15 +139,14 @@ def test_row_patches_are_neighbouring_rows_side_by_side(rng):
         np.testing.assert_array_equal(q[r], np.concatenate([flat[r], flat[r + 1], flat[r + 2]]))
 
 
-@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7), (5, 1, 1)])
+@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7), (5, 1, 1), (5, 2, 3)])
 def test_weight_gradient_shifted_is_dy_transposed_times_the_patches(rng, k, h, w):
-    """dL/dW from kh GEMMs over row patches against dY^T im2col(x), including the grid's
-    zero positions (they must contribute nothing)."""
+    """dL/dW from k GEMMs over row patches against dY^T im2col(x), including the grid's
+    zero columns (they must contribute nothing) and kernel rows that meet no image row."""
     p = (k - 1) // 2
     x = rng.standard_normal((3, 4, h, w))
     dy = rng.standard_normal((3, 5, h, w))
     expected = (dy.transpose(0, 2, 3, 1).reshape(-1, 5).T @ im2col(x, k, k, 1, p))
-    _, wq, _ = grid_geometry(h, w, p)
-    dw = weight_gradient_shifted(to_grid(x, p), to_grid(dy, p), wq, k, k)
+    dw = weight_gradient_shifted(to_grid(x, p), to_grid(dy, p), h, k)
     assert dw.shape == (5, k, k, 4)
     np.testing.assert_allclose(dw.reshape(5, -1), expected, rtol=1e-12, atol=1e-12)

@@ -2,7 +2,7 @@
 stride-1 "same" convolutions on large maps through shifted GEMMs (scratchnet.shifted)."""
 from ..backend import get_array_module
 from ..im2col import col2im, conv_output_size, im2col
-from ..shifted import (MAX_WASTE, correlate_shifted, crop, grid_geometry, grid_waste, to_grid,
+from ..shifted import (MAX_WASTE, MIN_PIXELS, correlate_shifted, crop, grid_waste, to_grid,
                        weight_gradient_shifted)
 from .base import Layer, Parameter, check_input
 from .init import kaiming_normal, uniform_fan_in
@@ -38,12 +38,12 @@ class Conv2d(Layer):
     again.  Backward then runs as im2col(dy) W~m^T, a gather and one GEMM, instead of a GEMM
     with kh*kw times more outputs followed by kh*kw slice-adds in col2im.
 
-    Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map large enough
-    that its grid wastes at most MAX_WASTE (stages 1-2 of the CPU presets) skips im2col in the
-    forward pass: the images are laid out one after another with p shared zero rows and
-    columns between them, and Y is a sum of k*k GEMMs over shifted slices of that flattened
-    grid (derived in scratchnet.shifted); training keeps only the grid, not the k*k times
-    larger patch matrix.  Its dL/dx is the flipped-kernel convolution above, summed the same
+    Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map of at least
+    MIN_PIXELS pixels whose grid wastes at most MAX_WASTE (stages 1-3 of the CPU presets)
+    skips im2col in the forward pass: the image rows are laid out row index outermost, each
+    followed by p shared zero columns, and Y is a sum of k*k GEMMs over shifted slices of that
+    flattened grid, each kernel row only over the output rows it meets (derived in
+    scratchnet.shifted); training keeps only the grid, not the k*k times larger patch matrix.  Its dL/dx is the flipped-kernel convolution above, summed the same
     way; with p = (k-1)/2 the flipped convolution's padding k-1-p is p again, so it reads dy on
     the same grid as x.  dL/dWm = dY^T X sums over the same shifted rows: one GEMM per kernel
     row over "row patches" of the kept grid (its k horizontal neighbours side by side, a
@@ -78,9 +78,8 @@ class Conv2d(Layer):
                              f"{self.kernel_size} with padding {self.padding}")
         if self._shifted(h, w):
             grid = to_grid(x, self.padding)
-            hq, wq, _ = grid_geometry(h, w, self.padding)
-            y = correlate_shifted(grid, wq, self.weight.data).reshape(n, hq, wq, -1)
-            y = crop(y, ho, wo, None if self.bias is None else self.bias.data)
+            y = correlate_shifted(grid, h, self.weight.data)
+            y = crop(y, n, h, w, None if self.bias is None else self.bias.data)
             # Training keeps the grid (the patches' source); eval a reference to x.
             self._cache = (self.training, grid if self.training else x, x.shape)
             return y.transpose(0, 3, 1, 2)
@@ -99,7 +98,7 @@ class Conv2d(Layer):
         """Whether this convolution on an h x w input sums shifted GEMMs (see above)."""
         kh, kw = self.kernel_size
         return (self.stride == 1 and kh == kw and kh > 1 and 2 * self.padding == kh - 1
-                and grid_waste(h, w, self.padding) <= MAX_WASTE)
+                and h * w >= MIN_PIXELS and grid_waste(w, self.padding) <= MAX_WASTE)
 
     def backward(self, dy):
         xp = get_array_module(dy)
@@ -113,9 +112,8 @@ class Conv2d(Layer):
             # Training kept x's grid; eval kept x, laid out here.  dy on its own grid serves
             # both dL/dW (dY at the grid positions) and dL/dx.
             grid = saved if trained else to_grid(saved, p)
-            hq, wq, _ = grid_geometry(h, w, p)
             dy_grid = to_grid(dy, kh - 1 - p)
-            dw = weight_gradient_shifted(grid, dy_grid, wq, kh, kw)
+            dw = weight_gradient_shifted(grid, dy_grid, h, kh)
         else:
             cols = saved if trained else im2col(saved, kh, kw, self.stride, p)
             dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
@@ -127,8 +125,7 @@ class Conv2d(Layer):
             return None
         if shifted:
             flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out)
-            dx = correlate_shifted(dy_grid, wq, flipped).reshape(n, hq, wq, c)
-            return crop(dx, h, w).transpose(0, 3, 1, 2)
+            return crop(correlate_shifted(dy_grid, h, flipped), n, h, w).transpose(0, 3, 1, 2)
         if self.stride == 1 and kh == kw and p <= kh - 1:
             flipped = self.weight.data[:, :, ::-1, ::-1]           # W~ as (C_out, C_in, a~, b~)
             flipped_matrix = flipped.transpose(1, 2, 3, 0).reshape(c, -1)   # (C_in, kh*kw*C_out)
