@@ -1,7 +1,7 @@
 """Where a training step goes, layer by layer: each leaf layer's forward and backward timed in
 place.
 
-    python -m benchmarks.profile_layers [--models preset:cpu128] [--steps 6]
+    python -m benchmarks.profile_layers [--models preset:cpu128] [--steps 6] [--inference]
 
 cProfile (``experiments.bench --profile``) charges time to functions, so the stem's BatchNorm
 and stage 4's are one line; here every leaf layer (Conv2d, BatchNorm2d, ReLU, MaxPool2d, ...)
@@ -9,7 +9,9 @@ has its forward and backward wrapped in a timer, and the times are summed by (st
 kind, direction): ``layer1 Conv2d backward``.  The rest of the step (loss, optimiser, zeroing the
 gradients) is the step's time minus the layers'.  The timers wrap whole calls, so they cost
 nothing inside the layers; on a GPU each call is synchronised first, which serialises the
-device and makes the shares those of a synchronous run.
+device and makes the shares those of a synchronous run.  ``--inference`` times the forward
+pass of the network as it is deployed instead (eval mode, BatchNorm folded into the
+convolutions: scratchnet.fold_batchnorm).
 """
 import argparse
 import time
@@ -50,10 +52,13 @@ def time_layers(model, totals, xp):
             setattr(layer, direction, timed)
 
 
-def profile(shape, cfg, batch, steps, device):
-    """Seconds per training step, and {(stage, kind, direction): seconds per step}."""
+def profile(shape, cfg, batch, steps, device, inference=False):
+    """Seconds per training step (or per folded forward pass, ``inference``), and
+    {(stage, kind, direction): seconds per step}."""
     xp = check_device(device)
     model = build_model(cfg, 50, seed=0, input_grad=False).to(device).train()
+    if inference:
+        model = sn.fold_batchnorm(model)
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch,) + tuple(shape)), dtype=xp.float32)
     y = xp.asarray(rng.integers(0, 50, size=batch))
@@ -63,6 +68,9 @@ def profile(shape, cfg, batch, steps, device):
     time_layers(model, totals, xp)
 
     def step():
+        if inference:
+            model.forward(x)
+            return
         opt.zero_grad()
         loss.forward(model.forward(x), y)
         model.backward(loss.backward())
@@ -84,16 +92,21 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_arguments(p, ["preset:cpu128"], steps=6)
     p.add_argument("--top", type=int, default=20, help="lines to print per network")
+    p.add_argument("--inference", action="store_true",
+                   help="time the folded network's forward pass instead of a training step")
     args = p.parse_args(argv)
     nets = networks()
     keep_freed_memory()
     results = {}
     for name in args.models:
         shape, cfg = nets[name]
-        per_step, parts = profile(shape, cfg, args.batch, args.steps, args.device)
+        per_step, parts = profile(shape, cfg, args.batch, args.steps, args.device,
+                                  args.inference)
         rest = per_step - sum(parts.values())
-        print(f"{name}: {per_step * 1e3:.0f} ms per training step ({args.batch / per_step:.1f} "
-              f"clips/s); loss, optimiser and zeroing {rest * 1e3:.0f} ms")
+        what = "folded forward pass" if args.inference else "training step"
+        print(f"{name}: {per_step * 1e3:.0f} ms per {what} ({args.batch / per_step:.1f} "
+              f"clips/s); " + ("outside the layers" if args.inference else
+                               "loss, optimiser and zeroing") + f" {rest * 1e3:.0f} ms")
         by_kind = defaultdict(float)
         for (stage, kind, direction), seconds in parts.items():
             by_kind[kind] += seconds
