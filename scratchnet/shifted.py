@@ -30,11 +30,11 @@ is therefore, block by block,
 k*k GEMMs whose left factors are contiguous slices of F itself: no im2col copy, and each adds
 into a block of the same output (the k offsets of the middle kernel row, a = p, cover every
 row; the first of them writes Y).  Y is computed at every grid position; those with j < W are
-the convolution, the zero columns (W <= j < Wq) are computed and thrown away: p/W of the
-FLOPs (1.6% on a 63-wide map, 6% on 16, 12.5% on 8).  The taps that would read vertical
-padding are never multiplied, unlike im2col's zero rows: on an H-row map kernel row a != p
-skips one output row, so the GEMMs do (kH - 2p)/(kH) of im2col's products in that direction
-(46/48 on 16 rows, 22/24 on 8).
+the convolution, and the zero columns (W <= j < Wq) are computed and thrown away: p/W more
+positions than the convolution has (1.6% on a 63-wide map, 6% on 16, 12.5% on 8).  The taps
+that would read vertical padding are never multiplied, unlike im2col's zero rows: on an
+H-row map kernel row a skips |a - p| output rows, so the GEMMs do (kH - p(p+1))/(kH) of
+im2col's products in that direction (for k = 3: 46/48 on 16 rows, 22/24 on 8).
 
 The weight gradient reads the same rows.  With dY on the grid (dY[g] = dy at pixel (n, i, j),
 zero at the zero columns: the rows of dy's own grid after its lead),
