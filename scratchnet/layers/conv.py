@@ -2,6 +2,7 @@
 stride-1 "same" convolutions on large maps through shifted GEMMs (scratchnet.shifted)."""
 from ..backend import get_array_module
 from ..im2col import col2im, conv_output_size, im2col
+from ..parallel import parallel_slices
 from ..shifted import (MAX_WASTE, MIN_PIXELS, correlate_shifted, crop, grid_waste, to_grid,
                        weight_gradient_shifted)
 from .base import Layer, Parameter, check_input
@@ -69,6 +70,7 @@ class Conv2d(Layer):
 
     def forward(self, x):
         check_input(x, 4, "Conv2d", self.in_channels)
+        xp = get_array_module(x)
         n, _, h, w = x.shape
         kh, kw = self.kernel_size
         ho = conv_output_size(h, kh, self.stride, self.padding)
@@ -85,8 +87,10 @@ class Conv2d(Layer):
             return y.transpose(0, 3, 1, 2)
         cols = im2col(x, kh, kw, self.stride, self.padding)
         y = cols @ self._weight_matrix().T
-        if self.bias is not None:
-            y += self.bias.data
+        if self.bias is not None:  # (a folded BatchNorm's shift) over both cores
+            bias = self.bias.data
+            parallel_slices(lambda rows: xp.add(y[rows], bias, out=y[rows]), y.shape[0], y.size,
+                            xp)
         # Training keeps the patch matrix for dL/dWm; inference keeps only a reference to x
         # (kh*kw times smaller), from which backward can rebuild the patches if it is called.
         # The cache starts with the mode it was made in (the convention of every layer here).
