@@ -159,27 +159,29 @@ def test_dropout_must_be_a_probability_below_one(p, tmp_path):
 
 
 def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(esc50_root, tmp_path):
-    """A checkpoint written before spec_masks and --pool existed trained with one band per axis
-    and the average pool: resuming it with those goes on, with others is refused as a change."""
+    """A checkpoint written before spec_masks, freq_shift and --pool existed trained with one
+    band per axis, no pitch shift and the average pool: resuming it with those goes on, with
+    others (the preset's freq_shift=4 among them) is refused as a change."""
     def run(*extra):
         return train_esc50.main(["--data", esc50_root, "--folds", "4", "--batch-size", "16",
                                  "--limit", "12", "--epochs", "2", "--no-progress",
                                  "--cache-dir", str(tmp_path / "cache"),
                                  "--out", str(tmp_path / "run"), *extra])
 
-    run("--stop-after", "1")
+    run("--stop-after", "1", "--recipe", "freq_shift=0")
     path = tmp_path / "run" / "fold4" / "checkpoint.npz"
     state, meta = load_checkpoint(path)
     del meta["config"]["train"]["spec_masks"]
     del meta["config"]["train"]["freq_shift"]
     save_checkpoint(path, state, meta)
+    with pytest.raises(SystemExit, match=r"\(train\.freq_shift: 0 -> 4\)"):
+        run("--resume")                                       # cpu128 shifts by up to 4 now
     with pytest.raises(SystemExit, match=r"\(train\.spec_masks: 1 -> 2\)"):
-        run("--resume", "--recipe", "spec_masks=2")
-    with pytest.raises(SystemExit, match=r"\(train\.freq_shift: 0 -> 2\)"):
-        run("--resume", "--recipe", "freq_shift=2")
+        run("--resume", "--recipe", "spec_masks=2", "freq_shift=0")
     with pytest.raises(SystemExit, match=r"\(model\.pool: avg -> time_max_mean\)"):
-        run("--resume", "--pool", "time_max_mean")
-    assert run("--resume", "--pool", "avg")["folds"]["4"]["epochs"] == 2  # the default, named
+        run("--resume", "--pool", "time_max_mean", "--recipe", "freq_shift=0")
+    resumed = run("--resume", "--pool", "avg", "--recipe", "freq_shift=0")  # the old ones, named
+    assert resumed["folds"]["4"]["epochs"] == 2
 
 
 def test_holdout_folds_are_neither_trained_on_nor_tested(esc50_root, tmp_path):
