@@ -114,12 +114,17 @@ def matmul_add(out, a, b):
     return out
 
 
+def centre_first(k):
+    """The offsets 0..k-1 of a kernel axis with the middle one, p = (k-1)/2, first."""
+    p = (k - 1) // 2
+    return [p] + [a for a in range(k) if a != p]
+
+
 def row_blocks(h, k):
     """For each kernel row a: (i0, i1), the output rows whose input row i + a - p is inside an
     h-row image (module docstring), p = (k-1)/2; the middle row a = p first (all h rows)."""
     p = (k - 1) // 2
-    order = [p] + [a for a in range(k) if a != p]
-    return [(a, max(0, p - a), min(h, h + p - a)) for a in order]
+    return [(a, max(0, p - a), min(h, h + p - a)) for a in centre_first(k)]
 
 
 def correlate_shifted(flat, h, weight):
@@ -136,10 +141,11 @@ def correlate_shifted(flat, h, weight):
         if i1 <= i0:                 # kernel row a meets no image row (h <= |a - p|)
             continue
         out = y[i0 * r:i1 * r]
-        start = p + (i0 + a - p) * r - p
-        for b in ([p] + [b for b in range(k) if b != p] if a == p else range(k)):
+        start = (i0 + a - p) * r     # lead + (i0 + a - p) R + (b - p) - b, with lead = p
+        # The middle row's middle tap first: it covers every position, so it writes Y.
+        for b in centre_first(k) if a == p else range(k):
             src = flat[start + b:start + b + out.shape[0]]
-            if a == p and b == p:    # covers every position: writes Y
+            if a == p and b == p:
                 xp.matmul(src, weight[:, :, a, b].T, out=out)
             else:
                 matmul_add(out, src, weight[:, :, a, b].T)

@@ -40,15 +40,16 @@ class Conv2d(Layer):
     with kh*kw times more outputs followed by kh*kw slice-adds in col2im.
 
     Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map of at least
-    MIN_PIXELS pixels whose grid wastes at most MAX_WASTE (stages 1-3 of the CPU presets)
+    MIN_PIXELS pixels whose grid wastes at most MAX_WASTE (stages 1-3 of cpu128, 1-2 of cpu)
     skips im2col in the forward pass: the image rows are laid out row index outermost, each
     followed by p shared zero columns, and Y is a sum of k*k GEMMs over shifted slices of that
     flattened grid, each kernel row only over the output rows it meets (derived in
-    scratchnet.shifted); training keeps only the grid, not the k*k times larger patch matrix.  Its dL/dx is the flipped-kernel convolution above, summed the same
-    way; with p = (k-1)/2 the flipped convolution's padding k-1-p is p again, so it reads dy on
-    the same grid as x.  dL/dWm = dY^T X sums over the same shifted rows: one GEMM per kernel
-    row over "row patches" of the kept grid (its k horizontal neighbours side by side, a
-    gather k times the input instead of im2col's k*k), with dy's grid as dY.
+    scratchnet.shifted); training keeps only the grid, not the k*k times larger patch matrix.
+    Its dL/dx is the flipped-kernel convolution above, summed the same way; with p = (k-1)/2
+    the flipped convolution's padding k-1-p is p again, so it reads dy on the same grid as x.
+    dL/dWm = dY^T X sums over the same shifted rows: one GEMM per kernel row over "row
+    patches" of the kept grid (its k horizontal neighbours side by side, a gather k times the
+    input instead of im2col's k*k), with dy's grid as dY.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
