@@ -1,0 +1,80 @@
+"""benchmarks.gemm_ceiling lists the GEMMs a training step performs; its bound is only as good
+as those lists, so they are checked against the products the layers really compute."""
+import numpy as np
+import pytest
+
+import scratchnet.shifted as shifted_module
+from benchmarks.gemm_ceiling import im2col_products, network_products, shifted_products
+from experiments.bench import forward_flops
+from experiments.models import build_model
+from scratchnet.layers import conv as conv_module
+from scratchnet.layers.conv import Conv2d
+
+
+def recorded_gemms(monkeypatch, run):
+    """(m, k, n, transpose_a, accumulate) of every np.matmul and shifted.matmul_add call
+    made while ``run()`` executes."""
+    calls = []
+    matmul, matmul_add = np.matmul, shifted_module.matmul_add
+
+    def is_transposed(a):
+        return not a.flags.c_contiguous and a.flags.f_contiguous
+
+    def record_matmul(a, b, *args, **kwargs):
+        calls.append((a.shape[0], a.shape[1], b.shape[1], is_transposed(a), False))
+        return matmul(a, b, *args, **kwargs)
+
+    def record_add(out, a, b):
+        calls.append((a.shape[0], a.shape[1], b.shape[1], is_transposed(a), True))
+        return matmul_add(out, a, b)
+
+    monkeypatch.setattr(np, "matmul", record_matmul)
+    monkeypatch.setattr(shifted_module, "matmul_add", record_add)
+    run()
+    monkeypatch.undo()
+    return sorted(calls)
+
+
+@pytest.mark.parametrize("shape, k", [((2, 3, 9, 11), 3), ((2, 2, 6, 12), 5), ((1, 2, 2, 9), 5)])
+def test_shifted_products_are_the_gemms_the_grid_computes(monkeypatch, shape, k):
+    monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
+    monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
+    rng = np.random.default_rng(0)
+    conv = Conv2d(shape[1], 4, k, padding=(k - 1) // 2, bias=False, rng=rng)
+    assert conv._shifted(shape[2], shape[3])
+    x = rng.standard_normal(shape)
+
+    def step():
+        y = conv.forward(x)
+        conv.backward(np.ones_like(y))
+
+    calls = recorded_gemms(monkeypatch, step)
+    listed = sorted(p[1:] for p in shifted_products(conv, shape))
+    assert calls == listed
+
+
+def test_im2col_products_count_the_network_forward_flops(monkeypatch):
+    """With every convolution on im2col, the forward products' FLOPs are the network's
+    (experiments.bench.forward_flops), and each weight gradient multiplies as many."""
+    monkeypatch.setattr(conv_module, "MIN_PIXELS", float("inf"))
+    cfg = dict(widths=[4, 8], depths=[1, 2], stem_kernel=5, stem_stride=2, stem_pool=True,
+               dropout=0.0)
+    shape, batch = (1, 20, 24), 3
+    model = build_model(cfg, 50, seed=0, input_grad=False).train()
+    x = np.random.default_rng(0).standard_normal((batch,) + shape)
+    listed = network_products(model, x)
+    flops = {label: sum(2 * m * k * n for _, used, _ in listed
+                        for lab, m, k, n, _, _ in used if lab == label)
+             for label in ("forward", "dW")}
+    assert flops["forward"] == batch * forward_flops(shape, cfg)
+    assert flops["dW"] == flops["forward"]
+    stem = [used for stage, used, _ in listed if stage == "stem"][0]
+    assert [p[0] for p in stem] == ["forward", "dW"]  # input_grad=False: no dL/dx for data
+
+
+def test_im2col_products_of_a_strided_convolution():
+    conv = Conv2d(3, 5, 3, stride=2, padding=1, bias=False)
+    # 2 images of 7 x 8 -> 4 x 4 outputs: M = 32 rows of K = 27 patch values.
+    assert im2col_products(conv, (2, 3, 7, 8)) == [
+        ("forward", 32, 27, 5, False, False), ("dW", 5, 32, 27, True, False),
+        ("dX", 32, 5, 27, False, False)]
