@@ -76,5 +76,5 @@ def test_im2col_products_of_a_strided_convolution():
     conv = Conv2d(3, 5, 3, stride=2, padding=1, bias=False)
     # 2 images of 7 x 8 -> 4 x 4 outputs: M = 32 rows of K = 27 patch values.
     assert im2col_products(conv, (2, 3, 7, 8)) == [
-        ("forward", 32, 27, 5, False, False), ("dW", 5, 32, 27, True, False),
+        ("forward", 32, 27, 5, False, False), ("dW", 27, 32, 5, True, False),
         ("dX", 32, 5, 27, False, False)]

@@ -45,6 +45,9 @@ def test_conv2d_rectangular_kernel_and_1x1(rng):
                                  rng.standard_normal((2, 2, 5, 7))))
     assert_all_small(check_layer(f64(sn.Conv2d(3, 2, 1, 2, 0, rng=rng)),
                                  rng.standard_normal((2, 3, 5, 5))))
+    # K = C_in = 2 < C_out = 5: dL/dW is computed as dY^T X rather than (X^T dY)^T.
+    assert_all_small(check_layer(f64(sn.Conv2d(2, 5, 1, 2, 0, rng=rng)),
+                                 rng.standard_normal((2, 2, 5, 5))))
 
 
 @pytest.mark.parametrize("n", [1, 4])

@@ -13,6 +13,17 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def weight_gradient_matrix(cols, dy_mat):
+    """dL/dWm = dY^T X (C_out, K) from the patches X (M, K) and dY (M, C_out): a sum over the M
+    rows, which BLAS runs faster with the wider of the two factors giving the rows of its
+    output, so it is computed as (X^T dY)^T when K > C_out (min of 9 calls: the stem's
+    (128000 x 49) patches 7.1-8.3 -> 4.4-4.6 ms; stage 3's 1.6 -> 1.1-1.5 ms) and as dY^T X
+    otherwise (the 1x1 shortcuts, K = C_in < C_out: 0.34 against 0.49 ms)."""
+    if cols.shape[1] > dy_mat.shape[1]:
+        return (cols.T @ dy_mat).T
+    return dy_mat.T @ cols
+
+
 class Conv2d(Layer):
     """y[n, o, i, j] = b[o] + sum_{c, a, b'} W[o, c, a, b'] * xpad[n, c, s*i + a, s*j + b']
 
@@ -121,7 +132,8 @@ class Conv2d(Layer):
             dw = weight_gradient_shifted(grid, dy_grid, h, kh)
         else:
             cols = saved if trained else im2col(saved, kh, kw, self.stride, p)
-            dw = (dy_mat.T @ cols).reshape(self.out_channels, kh, kw, self.in_channels)
+            dw = weight_gradient_matrix(cols, dy_mat).reshape(self.out_channels, kh, kw,
+                                                              self.in_channels)
         self.weight.grad += dw.transpose(0, 3, 1, 2)
         if self.bias is not None:
             self.bias.grad += dy_mat.sum(axis=0)
