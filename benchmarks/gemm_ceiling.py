@@ -13,9 +13,11 @@ preallocated outputs, warm in cache, the median of ``--repeats`` calls.  Their s
 training step with no im2col, no BatchNorm, no element-wise pass, no allocation: an upper
 bound on what any code that keeps these products can reach on this BLAS.  The same sum for
 the other formulation of each convolution (im2col where the layer takes the grid, and back)
-says whether the choice could gain.  With PyTorch installed its whole training step is timed
-too (experiments.bench.measure_torch, in a child process), and the bound is printed as a
-ratio to it: training faster than ``ratio`` x PyTorch needs faster products than these.
+says whether the choice could gain.  The forward products alone bound the deployed forward
+pass the same way (BatchNorm folded: the convolutions are all it multiplies).  With PyTorch
+installed its training step and its folded inference are timed too
+(experiments.bench.measure_torch, in a child process), and each bound is printed as a ratio
+to them: a ratio to PyTorch above that bound needs faster products than these.
 """
 import argparse
 import time
@@ -144,8 +146,10 @@ def network_products(model, x):
 
 
 def ceiling(shape, cfg, batch, repeats):
-    """{stage: {"used": s, "other": s, "flops": f}}: seconds of the GEMMs of one training step
-    alone, in the formulation Conv2d takes and in the other, and the former's FLOPs."""
+    """{stage: {"used", "other", "used_forward", "other_forward", "flops", "flops_forward"}}:
+    seconds of the GEMMs of one training step alone (and of its forward products alone, the
+    deployed forward pass), in the formulation Conv2d takes and in the other, and the former's
+    FLOPs."""
     model = build_model(cfg, 50, seed=0, input_grad=False).train()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch,) + tuple(shape), dtype=np.float32)
@@ -155,9 +159,18 @@ def ceiling(shape, cfg, batch, repeats):
         for key, products in (("used", used), ("other", other)):
             parts = products_seconds(products, repeats, rng, cache)
             stages[stage][key] += sum(s for s, _ in parts.values())
+            stages[stage][key + "_forward"] += parts["forward"][0]
             if key == "used":
                 stages[stage]["flops"] += sum(f for _, f in parts.values())
+                stages[stage]["flops_forward"] += parts["forward"][1]
     return stages
+
+
+def summarise(stages, batch, suffix=""):
+    """(seconds as used, seconds with the faster formulation per stage, FLOPs)."""
+    used = sum(s["used" + suffix] for s in stages.values())
+    best = sum(min(s["used" + suffix], s["other" + suffix]) for s in stages.values())
+    return used, best, sum(s["flops" + suffix] for s in stages.values())
 
 
 def main(argv=None):
@@ -166,28 +179,31 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=["reference"], choices=list(networks()))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--steps", type=int, default=10, help="PyTorch training steps timed")
+    p.add_argument("--steps", type=int, default=10, help="PyTorch steps timed")
     p.add_argument("--no-torch", action="store_true")
     args = p.parse_args(argv)
     keep_freed_memory()
     nets = networks()
-    print(f"float32 GEMM (2048^3): {gemm_rate(np):.0f} GFLOP/s")
+    print(f"float32 GEMM (2048^3): {gemm_rate(np):.0f} GFLOP/s; batch {args.batch}")
     results = {}
     for name in args.models:
         shape, cfg = nets[name]
         stages = ceiling(shape, cfg, args.batch, args.repeats)
-        used = sum(s["used"] for s in stages.values())
-        other = sum(s["other"] for s in stages.values())
-        best = sum(min(s["used"], s["other"]) for s in stages.values())
-        flops = sum(s["flops"] for s in stages.values())
-        print(f"{name}: the GEMMs of one training step alone, as Conv2d computes them")
+        print(f"{name}: the GEMMs alone, as Conv2d computes them (ms per batch; in brackets the "
+              "other formulation)")
+        print(f"  {'stage':8s} {'training step':>22s}   {'forward pass':>22s}")
         for stage, s in stages.items():
-            print(f"  {stage:8s} {s['used'] * 1e3:7.1f} ms  {s['flops'] / s['used'] / 1e9:5.0f}"
-                  f" GFLOP/s   (other formulation {s['other'] * 1e3:6.1f} ms)")
-        print(f"  total    {used * 1e3:7.1f} ms  {flops / used / 1e9:5.0f} GFLOP/s -> at most "
-              f"{args.batch / used:.1f} clips/s; best formulation per stage {best * 1e3:.1f} ms"
-              f" ({args.batch / best:.1f} clips/s)")
-        result = {"gemm_s": used, "best_s": best, "other_s": other, "flops": flops}
+            print(f"  {stage:8s} {s['used'] * 1e3:7.1f} ({s['other'] * 1e3:6.1f}) "
+                  f"{s['flops'] / s['used'] / 1e9:4.0f} GF/s   "
+                  f"{s['used_forward'] * 1e3:7.1f} ({s['other_forward'] * 1e3:6.1f}) "
+                  f"{s['flops_forward'] / s['used_forward'] / 1e9:4.0f} GF/s")
+        result = {}
+        for what, suffix in (("training", ""), ("inference", "_forward")):
+            used, best, flops = summarise(stages, args.batch, suffix)
+            result[what] = {"gemm_s": used, "best_s": best, "flops": flops}
+            print(f"  {what}: {used * 1e3:.1f} ms, {flops / used / 1e9:.0f} GFLOP/s -> at most "
+                  f"{args.batch / used:.1f} clips/s ({args.batch / best:.1f} with the faster "
+                  "formulation per stage)")
         if not args.no_torch:
             try:
                 import torch  # noqa: F401  (optional: the bench extra)
@@ -198,12 +214,15 @@ def main(argv=None):
                              steps=args.steps, warmup=2, device="cpu")
                 if "error" in t:
                     raise RuntimeError(f"PyTorch measurement failed: {t['error']}")
-                torch_clips = args.batch / t["train_s"]
-                result["torch_train_s"] = t["train_s"]
-                print(f"  PyTorch {t['torch']} trains at {torch_clips:.1f} clips/s in the same "
-                      f"run: GEMMs alone reach {torch_clips and args.batch / used / torch_clips:.2f}"
-                      f"x of it ({args.batch / best / torch_clips:.2f}x with the best formulation"
-                      f" per stage)")
+                for what, key in (("training", "train_s"), ("inference", "infer_folded_s")):
+                    torch_clips = args.batch / t[key]
+                    bound = result[what]
+                    bound["torch_s"] = t[key]
+                    print(f"  PyTorch {t['torch']} {what} (" +
+                          ("BN folded, " if what == "inference" else "") +
+                          f"same run): {torch_clips:.1f} clips/s; the GEMMs alone are "
+                          f"{args.batch / bound['gemm_s'] / torch_clips:.2f}x of it "
+                          f"({args.batch / bound['best_s'] / torch_clips:.2f}x)")
         results[name] = result
     return results
 

@@ -72,8 +72,43 @@ def sliding_windows(x_nhwc, kh, kw, stride):
 
 def im2col(x, kh, kw, stride=1, padding=0):
     """Patch matrix of x (N, C, H, W): shape (N*Ho*Wo, kh*kw*C), rows ordered (n, i, j),
-    columns ordered (a, b, c).  One padding copy (if p > 0) and one gather copy."""
+    columns ordered (a, b, c).  One padding copy (if p > 0) and one gather copy.  For one
+    channel (the stem's log-Mel input) it is built transposed, a tap at a time, and returned
+    as a (column-major) view of that: :func:`tap_planes`."""
+    if x.shape[1] == 1 and kh * kw > 1:
+        return tap_planes(x, kh, kw, stride, padding).T
     return patch_matrix(to_channels_last(x, padding), kh, kw, stride)
+
+
+def tap_planes(x, kh, kw, stride=1, padding=0):
+    """The transposed patch matrix of a one-channel x (N, 1, H, W): (kh*kw, N*Ho*Wo), row
+    a*kw + b holding xpad[n, s*i + a, s*j + b] for every output pixel (n, i, j) in order.
+
+    Why transposed.  With C = 1 a row of the patch matrix is kw numbers wide per kernel row,
+    so the (M, K) gather copies runs of kw numbers (7 on the stem) and writes every cache
+    line of the matrix kh*kw times; a row of the transpose is one whole output-sized plane.
+    Why polyphase.  The plane of offset (a, b) reads every s-th input in each direction.
+    Split xpad into its s*s phases, phase[u, v][n, i', j'] = xpad[n, s*i' + u, s*j' + v];
+    then with a = s*(a // s) + (a mod s),
+        xpad[n, s*i + a, s*j + b] = phase[a mod s, b mod s][n, i + a // s, j + b // s],
+    a slice of one phase with unit strides: each plane is a copy of rows of Wo contiguous
+    numbers, after s*s strided copies of the (k*k / s*s times smaller) input.
+    """
+    xp = get_array_module(x)
+    n, _, h, w = x.shape
+    s = stride
+    ho, wo = conv_output_size(h, kh, s, padding), conv_output_size(w, kw, s, padding)
+    xpad = to_channels_last(x, padding)[..., 0]                     # (N, Hp, Wp)
+    phases = [[xp.ascontiguousarray(xpad[:, u::s, v::s]) for v in range(s)] for u in range(s)]
+    planes = xp.empty((kh * kw, n, ho, wo), dtype=x.dtype)
+
+    def gather(part):  # whole planes, shared between the cores (a batch-wise cut would make
+        for t in range(part.start, part.stop):  # kh*kw times more, smaller copies)
+            a, b = divmod(t, kw)
+            planes[t] = phases[a % s][b % s][:, a // s:a // s + ho, b // s:b // s + wo]
+
+    parallel_slices(gather, kh * kw, planes.size, xp)
+    return planes.reshape(kh * kw, n * ho * wo)
 
 
 def patch_matrix(x_nhwc, kh, kw, stride=1):

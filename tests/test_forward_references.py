@@ -4,7 +4,7 @@ import pytest
 from scipy.signal import correlate
 
 import scratchnet as sn
-from scratchnet.im2col import col2im, im2col
+from scratchnet.im2col import col2im, im2col, patch_matrix, tap_planes, to_channels_last
 
 
 def conv_loops(x, w, b, stride, padding):
@@ -79,6 +79,20 @@ def test_im2col_rows_are_patches(rng):
     # Row (n=1, i=2, j=1) holds x[1, :, 2:4, 1:4] in (a, b, c) order.
     row = cols[1 * 8 + 2 * 2 + 1]
     np.testing.assert_array_equal(row, x[1, :, 2:4, 1:4].transpose(1, 2, 0).ravel())
+
+
+@pytest.mark.parametrize("kh,kw,stride,padding", [(7, 7, 2, 3), (3, 2, 1, 1), (5, 5, 3, 2),
+                                                  (2, 3, 2, 0), (1, 1, 2, 0)])
+def test_one_channel_patches_are_the_gathered_ones(rng, kh, kw, stride, padding):
+    """im2col of a one-channel input builds its transpose a tap at a time from the input's
+    polyphase components (tap_planes); the matrix is the same gather's, element for element."""
+    x = rng.standard_normal((3, 1, 11, 14))
+    expected = patch_matrix(to_channels_last(x, padding), kh, kw, stride)
+    cols = im2col(x, kh, kw, stride, padding)
+    assert cols.shape == expected.shape
+    np.testing.assert_array_equal(cols, expected)
+    if kh * kw > 1:
+        np.testing.assert_array_equal(tap_planes(x, kh, kw, stride, padding), expected.T)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
