@@ -1,6 +1,6 @@
 """How fast a training step could be if it did nothing but its matrix products.
 
-    python -m benchmarks.gemm_ceiling [--models reference] [--repeats 7] [--no-torch]
+    python -m benchmarks.gemm_ceiling [--models reference preset:cpu128] [--repeats 9] [--no-torch]
 
 Every convolution's training step is three products (scratchnet.layers.conv derives them):
 the forward Y = X Wm^T, the weight gradient dY^T X and the input gradient (for stride 1 the
@@ -9,7 +9,7 @@ or on the shifted grid (scratchnet.shifted), k*k GEMMs with K = C_in for Y and f
 k GEMMs over row patches for dL/dW.  This script runs one forward pass to learn every
 convolution's input shape and path, then times each of those GEMMs alone, on random operands
 with the strides the layer passes (transposed views where the layer transposes), into
-preallocated outputs, warm in cache, the median of ``--repeats`` calls.  Their sum is a
+preallocated outputs, warm in cache, the fastest of ``--repeats`` calls.  Their sum is a
 training step with no im2col, no BatchNorm, no element-wise pass, no allocation: an upper
 bound on what any code that keeps these products can reach on this BLAS.  The same sum for
 the other formulation of each convolution (im2col where the layer takes the grid, and back)
@@ -111,7 +111,7 @@ def time_product(m, k, n, transpose_a, accumulate, repeats, rng):
 
 
 def products_seconds(products, repeats, rng, cache):
-    """{label: [seconds, flops]} summed over products (each shape timed once, in cache)."""
+    """{label: [seconds, flops]} summed over products (each shape timed once, kept in cache)."""
     totals = defaultdict(lambda: [0.0, 0])
     for label, m, k, n, transpose_a, accumulate in products:
         key = (m, k, n, transpose_a, accumulate)

@@ -84,9 +84,9 @@ def tap_planes(x, kh, kw, stride=1, padding=0):
     """The transposed patch matrix of a one-channel x (N, 1, H, W): (kh*kw, N*Ho*Wo), row
     a*kw + b holding xpad[n, s*i + a, s*j + b] for every output pixel (n, i, j) in order.
 
-    Why transposed.  With C = 1 a row of the patch matrix is kw numbers wide per kernel row,
-    so the (M, K) gather copies runs of kw numbers (7 on the stem) and writes every cache
-    line of the matrix kh*kw times; a row of the transpose is one whole output-sized plane.
+    Why transposed.  With C = 1 a row of the patch matrix is kh runs of kw numbers, so the
+    (M, K) gather copies in runs of 7 numbers on the stem (one short inner loop per run); a
+    row of the transpose is one whole output-sized plane, copied in rows of Wo numbers.
     Why polyphase.  The plane of offset (a, b) reads every s-th input in each direction.
     Split xpad into its s*s phases, phase[u, v][n, i', j'] = xpad[n, s*i' + u, s*j' + v];
     then with a = s*(a // s) + (a mod s),

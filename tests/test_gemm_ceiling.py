@@ -11,7 +11,7 @@ from scratchnet.layers import conv as conv_module
 from scratchnet.layers.conv import Conv2d
 
 
-def recorded_gemms(monkeypatch, run):
+def recorded_gemms(run):
     """(m, k, n, transpose_a, accumulate) of every np.matmul and shifted.matmul_add call
     made while ``run()`` executes."""
     calls = []
@@ -28,10 +28,11 @@ def recorded_gemms(monkeypatch, run):
         calls.append((a.shape[0], a.shape[1], b.shape[1], is_transposed(a), True))
         return matmul_add(out, a, b)
 
-    monkeypatch.setattr(np, "matmul", record_matmul)
-    monkeypatch.setattr(shifted_module, "matmul_add", record_add)
-    run()
-    monkeypatch.undo()
+    np.matmul, shifted_module.matmul_add = record_matmul, record_add
+    try:
+        run()
+    finally:
+        np.matmul, shifted_module.matmul_add = matmul, matmul_add
     return sorted(calls)
 
 
@@ -48,7 +49,7 @@ def test_shifted_products_are_the_gemms_the_grid_computes(monkeypatch, shape, k)
         y = conv.forward(x)
         conv.backward(np.ones_like(y))
 
-    calls = recorded_gemms(monkeypatch, step)
+    calls = recorded_gemms(step)
     listed = sorted(p[1:] for p in shifted_products(conv, shape))
     assert calls == listed
 
