@@ -18,6 +18,8 @@ pass the same way (BatchNorm folded: the convolutions are all it multiplies).  W
 installed its training step and its folded inference are timed too
 (experiments.bench.measure_torch, in a child process), and each bound is printed as a ratio
 to them: a ratio to PyTorch above that bound needs faster products than these.
+CPU only: it measures this machine's BLAS (NumPy's matmul, SciPy's gemm for the products that
+add into their output, as scratchnet.shifted calls them).
 """
 import argparse
 import time
