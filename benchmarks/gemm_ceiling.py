@@ -136,11 +136,8 @@ def network_products(model, x):
                             ("dW", f_out, n, f_in, True, False),
                             ("dX", n, f_out, f_in, False, False)]
         else:
-            k = layer.kernel_size[0]
             im2col = im2col_products(layer, in_shape)
-            gridded = (layer.stride == 1 and layer.kernel_size == (k, k) and k > 1
-                       and 2 * layer.padding == k - 1)
-            shifted = shifted_products(layer, in_shape) if gridded else im2col
+            shifted = shifted_products(layer, in_shape) if layer._gridded() else im2col
             used, other = ((shifted, im2col) if layer._shifted(in_shape[2], in_shape[3])
                            else (im2col, shifted))
         listed.append((name.split(".")[0], used, other))
@@ -168,7 +165,7 @@ def ceiling(shape, cfg, batch, repeats):
     return stages
 
 
-def summarise(stages, batch, suffix=""):
+def summarise(stages, suffix=""):
     """(seconds as used, seconds with the faster formulation per stage, FLOPs)."""
     used = sum(s["used" + suffix] for s in stages.values())
     best = sum(min(s["used" + suffix], s["other" + suffix]) for s in stages.values())
@@ -201,7 +198,7 @@ def main(argv=None):
                   f"{s['flops_forward'] / s['used_forward'] / 1e9:4.0f} GF/s")
         result = {}
         for what, suffix in (("training", ""), ("inference", "_forward")):
-            used, best, flops = summarise(stages, args.batch, suffix)
+            used, best, flops = summarise(stages, suffix)
             result[what] = {"gemm_s": used, "best_s": best, "flops": flops}
             print(f"  {what}: {used * 1e3:.1f} ms, {flops / used / 1e9:.0f} GFLOP/s -> at most "
                   f"{args.batch / used:.1f} clips/s ({args.batch / best:.1f} with the faster "

@@ -110,11 +110,16 @@ class Conv2d(Layer):
         # Channels-last memory behind an NCHW view (see scratchnet.im2col).
         return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
+    def _gridded(self):
+        """Whether the shifted grid can compute this convolution at all: stride 1, an odd
+        square kernel wider than 1, "same" padding p = (k-1)/2."""
+        kh, kw = self.kernel_size
+        return self.stride == 1 and kh == kw and kh > 1 and 2 * self.padding == kh - 1
+
     def _shifted(self, h, w):
         """Whether this convolution on an h x w input sums shifted GEMMs (see above)."""
-        kh, kw = self.kernel_size
-        return (self.stride == 1 and kh == kw and kh > 1 and 2 * self.padding == kh - 1
-                and h * w >= MIN_PIXELS and grid_waste(w, self.padding) <= MAX_WASTE)
+        return (self._gridded() and h * w >= MIN_PIXELS
+                and grid_waste(w, self.padding) <= MAX_WASTE)
 
     def backward(self, dy):
         xp = get_array_module(dy)
