@@ -8,19 +8,33 @@ from .base import Layer, check_input
 class MaxPool2d(Layer):
     """y[n, c, i, j] = max_{a, b} xpad[n, c, s*i + a, s*j + b], xpad padded with -inf.
 
-    Forward, separably.  The maximum over a k x k window is the maximum over its k rows of the
-    maximum within each row:  r[n, c, u, j] = max_b xpad[n, c, u, s*j + b],
-    y[n, c, i, j] = max_a r[n, c, s*i + a, j].  When windows overlap (s < k) neighbouring
-    windows share these row maxima, so this takes 2(k - 1) element-wise maxima instead of k^2 - 1.
+    The maxima never form the padding.  Offset a of a window reads input row u = s*i + a - p,
+    which lies inside the image for the outputs lo_a <= i < hi_a,
+        lo_a = max(0, ceil((p - a) / s)),   hi_a = min(Ho, floor((H - 1 + p - a) / s) + 1),
+    and a -inf never wins a maximum, so each offset is taken over its own block of outputs
+    (and likewise for the columns, offset b).  Every window holds at least one input
+    (p <= k/2), so every output gets a value.
+
+    Forward, separably.  The maximum over a k x k window is the maximum over its k columns of
+    the maximum down each column; taken down the columns first,
+        r[n, i, v, c] = max_a x[n, s*i + a - p, v, c]        (every image column v)
+        y[n, i, j, c] = max_b r[n, i, s*j + b - p, c],
+    the first k - 1 maxima compare whole image rows (channels-last memory: runs of W*C numbers,
+    long loops), and only the k - 1 that step through columns (runs of C numbers) run on r, s
+    times smaller than x.  Windows that overlap (s < k) share r, so this takes 2(k - 1)
+    element-wise maxima instead of k^2 - 1.
 
     Backward.  The max is locally the identity on its winning input and constant in the others,
     so dy[n, c, i, j] flows to the single argmax of its window: the first offset (a, b) in
     row-major order whose value equals y, as PyTorch does on ties (routing dy to every tied input
     would multiply the gradient).  Training keeps one boolean mask per offset,
         first[a, b] = (xpad at offset (a, b) == y)  and no earlier offset was equal,
-    and backward adds dy * first[a, b] onto the inputs at offset (a, b): k*k strided slice-adds,
-    each touching every input position at most once; windows overlap when s < k, so one input
-    may receive contributions from several of them.
+    compared on a copy of x padded with -inf (each offset one strided view over every output:
+    whole-array comparisons, faster than the blocks above in pieces), and backward adds
+    dy * first[a, b] onto the inputs at offset (a, b) over that offset's block: k*k strided
+    slice-adds, each touching every input at most once; windows overlap when s < k, so one
+    input may receive contributions from several of them.  dx is written channels-last and
+    unpadded, the layout the layer before reads without a copy.
     Both passes run on pieces of the batch shared by the CPU's cores (scratchnet.parallel):
     every step above is per sample.
     """
@@ -34,75 +48,117 @@ class MaxPool2d(Layer):
             raise ValueError("MaxPool2d: padding must be at most half the kernel size")
         self._cache = None
 
-    def _offset(self, a, b, ho, wo):
-        """Index of the inputs at window offset (a, b) of every output position."""
-        return slice(None), taps(a, ho, self.stride), taps(b, wo, self.stride)
+    def _inside(self, offset, count, size):
+        """(outputs, inputs): the block lo <= i < hi of ``count`` output positions whose
+        window offset ``offset`` reads inside an axis of ``size`` inputs, and those inputs,
+        s*i + offset - p (see above); None if there are none."""
+        s, p = self.stride, self.padding
+        lo = max(0, -((offset - p) // s))
+        hi = min(count, (size - 1 + p - offset) // s + 1)
+        if hi <= lo:
+            return None
+        return slice(lo, hi), taps(s * lo + offset - p, hi - lo, s)
+
+    def _max_along(self, out, src, axis):
+        """out = max over the k offsets along ``axis`` (1: rows, 2: columns) of src, each
+        offset over the outputs it reads inside src (see above)."""
+        xp = get_array_module(src)
+        count, size = out.shape[axis], src.shape[axis]
+
+        def along(index):
+            at = [slice(None)] * out.ndim
+            at[axis] = index
+            return tuple(at)
+
+        started = False
+        for offset in range(self.kernel_size):
+            inside = self._inside(offset, count, size)
+            if inside is None:
+                continue
+            outputs, inputs = inside
+            if not started:
+                out[along(slice(0, outputs.start))] = -xp.inf   # (p <= k/2: filled later)
+                out[along(slice(outputs.stop, count))] = -xp.inf
+                out[along(outputs)] = src[along(inputs)]
+                started = True
+            else:
+                xp.maximum(out[along(outputs)], src[along(inputs)], out=out[along(outputs)])
+
+    def _blocks(self, ho, wo, h, w):
+        """[(a*k + b, output block, input block)] for every offset that reads inside x."""
+        k = self.kernel_size
+        rows = [self._inside(a, ho, h) for a in range(k)]
+        cols = [self._inside(b, wo, w) for b in range(k)]
+        return [(a * k + b, (slice(None), rows[a][0], cols[b][0]),
+                 (slice(None), rows[a][1], cols[b][1]))
+                for a in range(k) for b in range(k)
+                if rows[a] is not None and cols[b] is not None]
 
     def forward(self, x):
         check_input(x, 4, "MaxPool2d")
         xp = get_array_module(x)
         k, s, p = self.kernel_size, self.stride, self.padding
-        ho, wo = conv_output_size(x.shape[2], k, s, p), conv_output_size(x.shape[3], k, s, p)
+        n, c, h, w = x.shape
+        ho, wo = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
         if ho < 1 or wo < 1:
             raise ValueError(f"MaxPool2d: input {tuple(x.shape)} is smaller than the window {k}")
-        xpad = to_channels_last(x, p, fill=-xp.inf)
-        n, c = x.shape[:2]
+        x_nhwc = to_channels_last(x)  # free for channels-last memory
         y = xp.empty((n, ho, wo, c), dtype=x.dtype)
         first = xp.empty((k * k, n, ho, wo, c), dtype=bool) if self.training else None
 
         def pool(part):  # the samples of ``part``, one piece of the batch at a time
-            xs, ys = xpad[part], y[part]
-            rows = xs[:, :, taps(0, wo, s)].copy()        # r: max within each row
-            for b in range(1, k):
-                xp.maximum(rows, xs[:, :, taps(b, wo, s)], out=rows)
-            ys[...] = rows[:, taps(0, ho, s)]             # y: max over the k rows
-            for a in range(1, k):
-                xp.maximum(ys, rows[:, taps(a, ho, s)], out=ys)
+            xs, ys = x_nhwc[part], y[part]
+            rows = xp.empty((xs.shape[0], ho, w, c), dtype=x.dtype)
+            self._max_along(rows, xs, 1)                    # r: down the window's columns
+            self._max_along(ys, rows, 2)                    # y: then across them
             if first is not None:
                 self._first_maximum_masks(xs, ys, first[:, part])
 
-        parallel_slices(pool, n, xpad.size, xp)
-        # Inference needs no masks; it keeps the padded input in case backward is called in
-        # eval mode all the same.
-        self._cache = (self.training, first if self.training else (xpad, y), x.shape)
+        parallel_slices(pool, n, x_nhwc.size, xp)
+        # Inference needs no masks; it keeps the input in case backward is called in eval
+        # mode all the same.
+        self._cache = (self.training, first if self.training else (x_nhwc, y), x.shape)
         return y.transpose(0, 3, 1, 2)
 
-    def _first_maximum_masks(self, xpad, y, first):
-        """first[a*k + b] = where offset (a, b) is the first in row-major order to equal y."""
+    def _first_maximum_masks(self, x, y, first):
+        """first[a*k + b] = where offset (a, b) is the first in row-major order to equal y,
+        for x (N, H, W, C).  On x padded with -inf (padding never equals y), where every
+        offset's inputs are one strided view over all outputs: the comparisons run whole."""
         xp = get_array_module(y)
+        xpad = to_channels_last(x.transpose(0, 3, 1, 2), self.padding, fill=-xp.inf)
         ho, wo = y.shape[1:3]
-        k = self.kernel_size
+        k, s = self.kernel_size, self.stride
         claimed = xp.zeros(y.shape, dtype=bool)
         for a in range(k):
             for b in range(k):
-                hit = xpad[self._offset(a, b, ho, wo)] == y
+                hit = xpad[:, taps(a, ho, s), taps(b, wo, s)] == y
                 xp.greater(hit, claimed, out=first[a * k + b])   # hit and not claimed
                 claimed |= hit
 
     def backward(self, dy):
         xp = get_array_module(dy)
         trained, saved, (n, c, h, w) = self._cache
-        k, p = self.kernel_size, self.padding
+        k = self.kernel_size
         dy = dy.transpose(0, 2, 3, 1)
         ho, wo = dy.shape[1:3]
         if trained:
             first = saved
         else:
-            xpad, y = saved
+            x_nhwc, y = saved
             first = xp.empty((k * k,) + y.shape, dtype=bool)
-            self._first_maximum_masks(xpad, y, first)
-        dx = xp.empty((n, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)
+            self._first_maximum_masks(x_nhwc, y, first)
+        dx = xp.empty((n, h, w, c), dtype=dy.dtype)
+        blocks = self._blocks(ho, wo, h, w)
 
         def route(part):
             dxs, dys = dx[part], dy[part]
             dxs[...] = 0
-            for a in range(k):
-                for b in range(k):
-                    dxs[self._offset(a, b, ho, wo)] += dys * first[a * k + b][part]
+            for t, outputs, inputs in blocks:
+                dxs[inputs] += dys[outputs] * first[t][part][outputs]
 
         parallel_slices(route, n, dx.size, xp)
         self._cache = None
-        return dx[:, p:p + h, p:p + w].transpose(0, 3, 1, 2)
+        return dx.transpose(0, 3, 1, 2)
 
 
 class GlobalAvgPool2d(Layer):
