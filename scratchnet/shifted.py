@@ -48,7 +48,7 @@ dL/dW_a^T = Q[(i0_a+a-p) R : (i1_a+a-p) R]^T dY[i0_a R : i1_a R]  (k*C_in, C_out
 dL/dx is the correlation of dy with the flipped, channel-transposed kernel at padding
 k-1-p = p (Conv2d derives it): the same shifted sum over dy's grid.
 """
-from .backend import get_array_module
+from .backend import as_strided, get_array_module
 from .parallel import parallel_slices
 
 try:
@@ -153,16 +153,25 @@ def correlate_shifted(flat, h, weight):
 
 
 def row_patches(flat, kw):
-    """Q (R - kw + 1, kw*C) of a matrix F (R, C): row r is rows r, r+1, ..., r+kw-1 of F side
-    by side, the kw horizontal offsets of a kernel row."""
+    """Q (R - kw + 1, kw*C) of a C-contiguous matrix F (R, C): row r is rows r, r+1, ...,
+    r+kw-1 of F side by side, the kw horizontal offsets of a kernel row.
+
+    Those kw rows are consecutive in memory, so row r of Q is the run of kw*C numbers that
+    starts at element r*C of F: Q is F read through a view whose rows overlap (row stride C,
+    row length kw*C), and one copy of that view, in runs of kw*C numbers, forms it (BLAS cannot
+    take the view itself: a leading dimension shorter than a row).  Copying the kw blocks of
+    C columns one at a time instead ran in runs of C, 2.4x slower on stage 1's grids."""
     xp = get_array_module(flat)
     c = flat.shape[1]
     rows = flat.shape[0] - (kw - 1)
+    item = flat.dtype.itemsize
+    if not flat.flags.c_contiguous:
+        flat = xp.ascontiguousarray(flat)
+    overlapping = as_strided(flat, (rows, kw * c), (c * item, item))
     out = xp.empty((rows, kw * c), dtype=flat.dtype)
 
     def gather(part):
-        for b in range(kw):
-            out[part, b * c:(b + 1) * c] = flat[part.start + b:part.stop + b]
+        out[part] = overlapping[part]
 
     parallel_slices(gather, rows, out.size, xp)
     return out

@@ -137,6 +137,9 @@ def test_row_patches_are_neighbouring_rows_side_by_side(rng):
     assert q.shape == (38, 9) and q.flags.c_contiguous
     for r in (0, 7, q.shape[0] - 1):
         np.testing.assert_array_equal(q[r], np.concatenate([flat[r], flat[r + 1], flat[r + 2]]))
+    # Read through a view with overlapping rows: a strided F is made contiguous first.
+    np.testing.assert_array_equal(row_patches(np.asfortranarray(flat), 3), q)
+    np.testing.assert_array_equal(row_patches(flat[::2], 2)[3], np.concatenate(flat[6:9:2]))
 
 
 @pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 1, 7), (5, 1, 1), (5, 2, 3)])
