@@ -80,9 +80,11 @@ def im2col(x, kh, kw, stride=1, padding=0):
     return patch_matrix(to_channels_last(x, padding), kh, kw, stride)
 
 
-def tap_planes(x, kh, kw, stride=1, padding=0):
+def tap_planes(x, kh, kw, stride=1, padding=0, ones=False):
     """The transposed patch matrix of a one-channel x (N, 1, H, W): (kh*kw, N*Ho*Wo), row
-    a*kw + b holding xpad[n, s*i + a, s*j + b] for every output pixel (n, i, j) in order.
+    a*kw + b holding xpad[n, s*i + a, s*j + b] for every output pixel (n, i, j) in order;
+    with ``ones``, one more row of ones after them (a convolution's bias as a GEMM column:
+    Conv2d).
 
     Why transposed.  With C = 1 a row of the patch matrix is kh runs of kw numbers, so the
     (M, K) gather copies in runs of 7 numbers on the stem (one short inner loop per run); a
@@ -100,7 +102,9 @@ def tap_planes(x, kh, kw, stride=1, padding=0):
     ho, wo = conv_output_size(h, kh, s, padding), conv_output_size(w, kw, s, padding)
     xpad = to_channels_last(x, padding)[..., 0]                     # (N, Hp, Wp)
     phases = [[xp.ascontiguousarray(xpad[:, u::s, v::s]) for v in range(s)] for u in range(s)]
-    planes = xp.empty((kh * kw, n, ho, wo), dtype=x.dtype)
+    planes = xp.empty((kh * kw + ones, n, ho, wo), dtype=x.dtype)
+    if ones:
+        planes[-1] = 1
 
     def gather(part):  # whole planes, shared between the cores (a batch-wise cut would make
         for t in range(part.start, part.stop):  # kh*kw times more, smaller copies)
@@ -108,7 +112,7 @@ def tap_planes(x, kh, kw, stride=1, padding=0):
             planes[t] = phases[a % s][b % s][:, a // s:a // s + ho, b // s:b // s + wo]
 
     parallel_slices(gather, kh * kw, planes.size, xp)
-    return planes.reshape(kh * kw, n * ho * wo)
+    return planes.reshape(kh * kw + ones, n * ho * wo)
 
 
 def patch_matrix(x_nhwc, kh, kw, stride=1):

@@ -50,6 +50,21 @@ def test_conv2d_rectangular_kernel_and_1x1(rng):
                                  rng.standard_normal((2, 2, 5, 5))))
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_one_channel_conv_with_bias_gradients(rng, train):
+    """One input channel and a bias (a folded stem): the bias rides in the GEMM as a column
+    of ones in the patches, which the cached patch matrix must not keep."""
+    layer = f64(sn.Conv2d(1, 3, 3, 2, 1, rng=rng))
+    layer.bias.data[...] = rng.standard_normal(3)
+    layer.training = train
+    x = rng.standard_normal((2, 1, 7, 6))
+    without = f64(sn.Conv2d(1, 3, 3, 2, 1, bias=False, rng=rng))
+    without.weight.data[...] = layer.weight.data
+    np.testing.assert_allclose(layer.forward(x),
+                               without.forward(x) + layer.bias.data[:, None, None], rtol=1e-12)
+    assert_all_small(check_layer(layer, x))
+
+
 @pytest.mark.parametrize("n", [1, 4])
 def test_batchnorm_training_gradients(rng, n):
     layer = f64(sn.BatchNorm2d(3))

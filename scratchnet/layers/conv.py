@@ -1,7 +1,7 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) through im2col, or for
 stride-1 "same" convolutions on large maps through shifted GEMMs (scratchnet.shifted)."""
 from ..backend import get_array_module
-from ..im2col import col2im, conv_output_size, im2col
+from ..im2col import col2im, conv_output_size, im2col, tap_planes
 from ..parallel import parallel_slices
 from ..shifted import (MAX_WASTE, MIN_PIXELS, correlate_shifted, crop, grid_waste, to_grid,
                        weight_gradient_shifted)
@@ -41,6 +41,9 @@ class Conv2d(Layer):
         dL/db  = sum_rows dY     (b is added to every row)
         dL/dX  = dY Wm           and dL/dx = col2im(dL/dX), the adjoint of im2col, which adds
                                  the gradient of every patch back onto the pixels it copied.
+    With one input channel (the stem) and a bias (a folded BatchNorm's shift), the bias is one
+    more column of the same GEMM, [X | 1] [Wm | b]^T = X Wm^T + 1 b^T, from one more tap plane
+    of ones (scratchnet.im2col.tap_planes), instead of a pass over the stem's large Y.
     Stride 1: dL/dx is itself a convolution.  Written per pixel, the sum above is
         dx[c, u, v] = sum_{o, a, b'} dy[o, u + p - a, v + p - b'] W[o, c, a, b']
     over the (i, j) = (u + p - a, v + p - b') inside dy.  Substituting a = kh-1-a~, b' = kw-1-b~:
@@ -97,9 +100,18 @@ class Conv2d(Layer):
             # Training keeps the grid (the patches' source); eval a reference to x.
             self._cache = (self.training, grid if self.training else x, x.shape)
             return y.transpose(0, 3, 1, 2)
-        cols = im2col(x, kh, kw, self.stride, self.padding)
-        y = cols @ self._weight_matrix().T
-        if self.bias is not None:  # (a folded BatchNorm's shift) over both cores
+        bias_in_gemm = self.bias is not None and x.shape[1] == 1 and kh * kw > 1
+        if bias_in_gemm:
+            # One channel (a folded stem): the bias rides in the GEMM, [X | 1] [Wm | b]^T =
+            # X Wm^T + 1 b^T, from one more tap plane of ones, instead of a pass over Y.
+            planes = tap_planes(x, kh, kw, self.stride, self.padding, ones=True)
+            weights = xp.concatenate([self._weight_matrix(), self.bias.data[:, None]], axis=1)
+            y = planes.T @ weights.T
+            cols = planes[:-1].T
+        else:
+            cols = im2col(x, kh, kw, self.stride, self.padding)
+            y = cols @ self._weight_matrix().T
+        if self.bias is not None and not bias_in_gemm:  # (a folded BatchNorm's shift)
             bias = self.bias.data
             parallel_slices(lambda rows: xp.add(y[rows], bias, out=y[rows]), y.shape[0], y.size,
                             xp)
