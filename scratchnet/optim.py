@@ -4,6 +4,8 @@ Update rules are PyTorch's, so a run can be compared step for step.
 """
 import math
 
+import numpy as np
+
 from .backend import get_array_module
 
 
@@ -68,7 +70,17 @@ class SGD(Optimizer):
 class AdamW(Optimizer):
     """Decoupled weight decay (Loshchilov & Hutter):  θ <- θ (1 - lr wd), then
     m <- β1 m + (1 - β1) g,  v <- β2 v + (1 - β2) g²,
-    θ <- θ - (lr / (1 - β1^t)) m / (sqrt(v / (1 - β2^t)) + eps)."""
+    θ <- θ - (lr / (1 - β1^t)) m / (sqrt(v / (1 - β2^t)) + eps).
+
+    Every step is element-wise, a dozen NumPy passes with their temporaries; on NumPy they run
+    on blocks of BLOCK consecutive elements of each (contiguous) tensor, one block through
+    all of them before the next, so that the block and its temporaries stay in the core's
+    cache and each tensor crosses memory once per step instead of once per pass: the same
+    numbers, element for element (the reference network's 2.8M parameters, alternating with
+    whole-tensor passes, caches evicted: 15.9-17.6 -> 11.5-13.1 ms a step).  Splitting the
+    blocks over the cores (scratchnet.parallel) measured slower, 15.2-15.6 ms."""
+
+    BLOCK = 1 << 14
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
         super().__init__(params, lr)
@@ -85,19 +97,27 @@ class AdamW(Optimizer):
         t = self.step_count
         step_size = self.lr / (1 - b1 ** t)
         sqrt_bc2 = math.sqrt(1 - b2 ** t)
+        decay = 1 - self.lr * self.weight_decay
         for p, m, v in zip(self.params, self.m, self.v):
             xp = get_array_module(p.data)
-            g = p.grad
-            if self.weight_decay:
-                p.data *= 1 - self.lr * self.weight_decay
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            denom = xp.sqrt(v)
-            denom /= sqrt_bc2
-            denom += self.eps
-            p.data -= step_size * (m / denom)
+            tensors = (p.data, p.grad, m, v)
+            if xp is np and all(a.flags.c_contiguous for a in tensors):
+                flat = [a.reshape(-1) for a in tensors]  # views: the writes land in the tensors
+                blocks = [[a[k:k + self.BLOCK] for a in flat]
+                          for k in range(0, flat[0].size, self.BLOCK)]
+            else:
+                blocks = [tensors]
+            for theta, g, m_block, v_block in blocks:
+                if self.weight_decay:
+                    theta *= decay
+                m_block *= b1
+                m_block += (1 - b1) * g
+                v_block *= b2
+                v_block += (1 - b2) * (g * g)
+                denom = xp.sqrt(v_block)
+                denom /= sqrt_bc2
+                denom += self.eps
+                theta -= step_size * (m_block / denom)
 
 
 def clip_grad_norm(params, max_norm):

@@ -89,3 +89,28 @@ def test_cosine_warmup_schedule():
     assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
     assert lrs[6] == pytest.approx(0.5)                 # half-way down the cosine
     assert lrs[10] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_adamw_in_blocks_gives_the_numbers_of_whole_tensors(monkeypatch):
+    """AdamW runs each tensor's passes a cache-sized block at a time: the same numbers as
+    whole-tensor passes (one block), and a strided (transposed) parameter, updated whole, as
+    its contiguous copy."""
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal((70, 60)).astype(np.float32)
+    grads = [rng.standard_normal(start.shape).astype(np.float32) for _ in range(3)]
+
+    def run(block, transpose=False):
+        monkeypatch.setattr(sn.AdamW, "BLOCK", block)
+        p = sn.Parameter(start.T.copy().T if transpose else start.copy())
+        assert p.data.flags.c_contiguous != transpose
+        opt = sn.AdamW([p], lr=0.01, weight_decay=0.1)
+        for g in grads:
+            p.grad[...] = g
+            opt.step()
+        return p.data, opt.m[0], opt.v[0]
+
+    whole = run(start.size)
+    assert not np.array_equal(whole[0], start)
+    for other in (run(37), run(1000), run(37, transpose=True)):  # uneven last blocks
+        for a, b in zip(other, whole):
+            np.testing.assert_array_equal(a, b)
