@@ -25,6 +25,18 @@ def test_pieces_cover_the_range_once_and_run_on_several_threads(monkeypatch):
     assert len(threads) == 2
 
 
+def test_the_calling_thread_takes_pieces_too(monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_THREADS", "2")
+    on_main = []
+
+    def record(part):
+        on_main.append(threading.current_thread() is threading.main_thread())
+        threading.Event().wait(0.005)
+
+    parallel.parallel_slices(record, 8, 8 * parallel.PIECE_ELEMENTS)
+    assert len(on_main) == 8 and any(on_main)  # returns only once every piece has run
+
+
 @pytest.mark.parametrize("threads, elements", [("1", 1 << 30), ("2", 100)])
 def test_one_thread_or_little_work_is_one_call(monkeypatch, threads, elements):
     monkeypatch.setenv("SCRATCHNET_THREADS", threads)
