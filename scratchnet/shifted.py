@@ -59,8 +59,11 @@ except ImportError:  # SciPy is a dependency; without it the sums use a temporar
 # Conv2d sums shifted GEMMs on maps of at least MIN_PIXELS pixels whose zero columns are at
 # most MAX_WASTE of the grid.  On smaller maps the k*k GEMMs with K = C_in are too short for
 # BLAS (each packs its own C_in x C_out weights for few rows) and im2col's one GEMM with
-# K = k*k*C_in wins; timings in README ("Rows outermost").
-MIN_PIXELS = 128
+# K = k*k*C_in wins; timings in README ("Rows outermost").  The 4 x 16 maps (64 pixels) lost
+# in eval mode until BLAS's threads stayed awake across the k*k GEMMs (scratchnet.blas_threads):
+# since then, alternating with im2col in one process, 4x16x128 train x0.86-0.98, eval
+# x0.80-0.94; 2x8x256 still loses in eval (x1.12).
+MIN_PIXELS = 64
 MAX_WASTE = 0.125
 
 

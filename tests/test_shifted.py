@@ -84,7 +84,8 @@ def test_conv2d_takes_the_shifted_path_only_where_it_pays():
     assert conv._shifted(32, 63)          # 1.6% waste
     assert conv._shifted(16, 32)          # 3.1% waste
     assert conv._shifted(8, 16)           # 6.3% waste, 128 pixels
-    assert not conv._shifted(4, 16)       # 64 pixels
+    assert conv._shifted(4, 16)           # 64 pixels
+    assert not conv._shifted(4, 15)       # 60 pixels
     assert not conv._shifted(4, 8)        # 32 pixels, 12.5% waste
     assert not conv._shifted(128, 4)      # 25% waste
     assert not sn.Conv2d(2, 2, 3, 2, 1)._shifted(32, 63)   # stride 2

@@ -54,7 +54,7 @@ class Conv2d(Layer):
     with kh*kw times more outputs followed by kh*kw slice-adds in col2im.
 
     Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map of at least
-    MIN_PIXELS pixels whose grid wastes at most MAX_WASTE (stages 1-3 of cpu128, 1-2 of cpu)
+    MIN_PIXELS pixels whose grid wastes at most MAX_WASTE (stages 1-3 of cpu128 and of cpu)
     skips im2col in the forward pass: the image rows are laid out row index outermost, each
     followed by p shared zero columns, and Y is a sum of k*k GEMMs over shifted slices of that
     flattened grid, each kernel row only over the output rows it meets (derived in
