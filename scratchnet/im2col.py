@@ -102,7 +102,8 @@ def tap_planes(x, kh, kw, stride=1, padding=0, ones=False):
     ho, wo = conv_output_size(h, kh, s, padding), conv_output_size(w, kw, s, padding)
     xpad = to_channels_last(x, padding)[..., 0]                     # (N, Hp, Wp)
     phases = [[xp.ascontiguousarray(xpad[:, u::s, v::s]) for v in range(s)] for u in range(s)]
-    planes = xp.empty((kh * kw + ones, n, ho, wo), dtype=x.dtype)
+    rows = kh * kw + (1 if ones else 0)
+    planes = xp.empty((rows, n, ho, wo), dtype=x.dtype)
     if ones:
         planes[-1] = 1
 
@@ -112,7 +113,7 @@ def tap_planes(x, kh, kw, stride=1, padding=0, ones=False):
             planes[t] = phases[a % s][b % s][:, a // s:a // s + ho, b // s:b // s + wo]
 
     parallel_slices(gather, kh * kw, planes.size, xp)
-    return planes.reshape(kh * kw + ones, n * ho * wo)
+    return planes.reshape(rows, n * ho * wo)
 
 
 def patch_matrix(x_nhwc, kh, kw, stride=1):
