@@ -77,9 +77,10 @@ def parallel_slices(fn, n, elements, xp=np):
     pieces = min(n, max(workers, elements // PIECE_ELEMENTS))
     bounds = [n * k // pieces for k in range(pieces + 1)]
     parts = iter([slice(a, b) for a, b in zip(bounds, bounds[1:])])  # next(): one taker each
-    unfinished, lock, finished, errors = [pieces], threading.Lock(), threading.Event(), []
+    unfinished, lock, finished, errors = pieces, threading.Lock(), threading.Event(), []
 
     def take_pieces():
+        nonlocal unfinished
         _local.inside = True
         try:
             for part in parts:
@@ -88,8 +89,8 @@ def parallel_slices(fn, n, elements, xp=np):
                 except BaseException as e:  # re-raised by the caller
                     errors.append(e)
                 with lock:
-                    unfinished[0] -= 1
-                    if unfinished[0] == 0:
+                    unfinished -= 1
+                    if unfinished == 0:
                         finished.set()
         finally:
             _local.inside = False
