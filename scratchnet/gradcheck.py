@@ -22,17 +22,16 @@ def numerical_gradient(f, x, dy, h=1e-6):
     restored afterwards).  ``f`` takes no argument and reads x."""
     xp = get_array_module(x)
     grad = xp.zeros_like(x)
-    if not x.flags.c_contiguous:
-        raise ValueError("numerical_gradient needs a C-contiguous array to perturb in place")
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i].copy()
-        flat[i] = old + h
+    # By index, not through a flat view: x may be any strided array (a convolution's weight
+    # lives in channels-last memory), and reshape(-1) of that would perturb a copy.
+    for i in np.ndindex(*x.shape):
+        old = x[i].copy()
+        x[i] = old + h
         plus = float((f() * dy).sum())
-        flat[i] = old - h
+        x[i] = old - h
         minus = float((f() * dy).sum())
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * h)
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * h)
     return grad
 
 

@@ -4,6 +4,7 @@ import pytest
 from scipy.signal import correlate
 
 import scratchnet as sn
+import scratchnet.layers.conv as conv_module
 from scratchnet.im2col import col2im, im2col, patch_matrix, tap_planes, to_channels_last
 
 
@@ -45,6 +46,37 @@ def test_conv2d_float32_stays_float32(rng):
     y = layer.forward(rng.standard_normal((2, 2, 5, 5)).astype(np.float32))
     assert y.dtype == np.float32
     assert layer.backward(np.ones_like(y)).dtype == np.float32
+
+
+def test_conv2d_weight_lives_in_channels_last_memory(rng):
+    """The weight keeps PyTorch's (C_out, C_in, kh, kw) shape over (C_out, kh, kw, C_in)
+    memory, so that the weight matrix is a view of it and the gradient has the same layout."""
+    layer = sn.Conv2d(3, 4, (3, 2), rng=rng)
+    w = layer.weight.data
+    assert w.shape == (4, 3, 3, 2) and not w.flags.c_contiguous
+    assert w.transpose(0, 2, 3, 1).flags.c_contiguous
+    assert np.shares_memory(layer._weight_matrix(), w)
+    assert layer.weight.grad.strides == w.strides
+    same = conv_module.channels_last_weight(np.ascontiguousarray(w))
+    np.testing.assert_array_equal(same, w)
+
+
+@pytest.mark.parametrize("stride,padding,size", [(1, 1, 6), (1, 1, 12), (2, 1, 6), (1, 0, 6)])
+def test_conv2d_gives_the_same_results_whatever_the_weight_layout(rng, stride, padding, size):
+    """Any strided weight (here C-contiguous) computes what channels-last memory computes, on
+    the im2col and the shifted paths, forward and backward."""
+    layers = [sn.Conv2d(3, 5, 3, stride, padding, rng=np.random.default_rng(1)).astype(np.float64)
+              for _ in range(2)]
+    layers[1].weight = sn.Parameter(np.ascontiguousarray(layers[0].weight.data))
+    assert layers[1].weight.data.flags.c_contiguous and not layers[0].weight.data.flags.c_contiguous
+    x = rng.standard_normal((2, 3, size, size + 1))
+    ys = [layer.forward(x) for layer in layers]
+    dy = rng.standard_normal(ys[0].shape)
+    dxs = [layer.backward(dy) for layer in layers]
+    np.testing.assert_allclose(ys[1], ys[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dxs[1], dxs[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layers[1].weight.grad, layers[0].weight.grad, rtol=1e-12,
+                               atol=1e-12)
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (2, 2)])

@@ -40,6 +40,16 @@ def test_conv2d_gradients(rng, n, stride, padding, bias, conv_path):
     assert_all_small(errors)
 
 
+def test_numerical_gradient_perturbs_strided_arrays_in_place(rng):
+    """A transposed (non-contiguous) x gets the gradient of L = sum_i dy_i sum_j x_ij m_ij,
+    dy_i m_ij: the perturbations land in x itself, by index."""
+    m = rng.standard_normal((3, 4))
+    x = np.ascontiguousarray(rng.standard_normal((4, 3))).T      # (3, 4), not contiguous
+    dy = rng.standard_normal(3)
+    grad = numerical_gradient(lambda: (x * m).sum(axis=1), x, dy)
+    np.testing.assert_allclose(grad, dy[:, None] * m, rtol=1e-7)
+
+
 def test_conv2d_rectangular_kernel_and_1x1(rng):
     assert_all_small(check_layer(f64(sn.Conv2d(2, 3, (3, 2), 2, 1, rng=rng)),
                                  rng.standard_normal((2, 2, 5, 7))))

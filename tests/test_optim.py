@@ -93,7 +93,7 @@ def test_cosine_warmup_schedule():
 
 def test_adamw_in_blocks_gives_the_numbers_of_whole_tensors(monkeypatch):
     """AdamW runs each tensor's passes a cache-sized block at a time: the same numbers as
-    whole-tensor passes (one block), and a strided (transposed) parameter, updated whole, as
+    whole-tensor passes (one block), and a transposed parameter, in blocks of its memory, as
     its contiguous copy."""
     rng = np.random.default_rng(0)
     start = rng.standard_normal((70, 60)).astype(np.float32)
@@ -114,3 +114,35 @@ def test_adamw_in_blocks_gives_the_numbers_of_whole_tensors(monkeypatch):
     for other in (run(37), run(1000), run(37, transpose=True)):  # uneven last blocks
         for a, b in zip(other, whole):
             np.testing.assert_array_equal(a, b)
+
+
+def test_memory_order_views_read_each_layout_in_memory_order():
+    from scratchnet.optim import memory_order_views
+    a = np.arange(24.0).reshape(2, 3, 4)
+    (flat,) = memory_order_views([a])
+    assert np.shares_memory(flat, a) and list(flat) == list(range(24))
+    cl = np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)  # channels-last-like
+    views = memory_order_views([cl, np.zeros_like(cl)])
+    assert views is not None and all(v.base is not None for v in views)
+    np.testing.assert_array_equal(views[0], cl.transpose(0, 2, 1).reshape(-1))
+    views[1][5] = 7.0                          # a write through the view lands in the array
+    assert np.zeros_like(cl).strides == cl.strides and (views[1] == 7.0).sum() == 1
+    assert memory_order_views([a, cl]) is None                   # two layouts
+    assert memory_order_views([a[:, :, ::2]]) is None            # not dense
+
+
+def test_adamw_on_a_channels_last_conv_weight_matches_a_contiguous_one(monkeypatch):
+    """A convolution's weight (channels-last memory) goes through the blocks of its memory
+    and gets the numbers of the same weight held C-contiguous."""
+    monkeypatch.setattr(sn.AdamW, "BLOCK", 37)
+    conv = sn.Conv2d(3, 4, 3, rng=np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal(conv.weight.shape).astype(np.float32) for _ in range(3)]
+    params = [conv.weight, sn.Parameter(np.ascontiguousarray(conv.weight.data))]
+    for p in params:
+        opt = sn.AdamW([p], lr=0.01, weight_decay=0.1)
+        for g in grads:
+            p.grad[...] = g
+            opt.step()
+    assert not params[0].data.flags.c_contiguous
+    np.testing.assert_array_equal(params[0].data, params[1].data)

@@ -13,6 +13,17 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def channels_last_weight(w):
+    """The (C_out, C_in, kh, kw) array w with its numbers in (C_out, kh, kw, C_in) memory: the
+    same values and shape (PyTorch's layout at the interface), the memory order of the patch
+    matrix's columns (a, b, c).  Then Wm = W as (C_out, kh*kw*C_in) is a free view, dL/dWm adds
+    into the gradient without a transpose, and every per-tap slice W[:, :, a, b] has
+    contiguous rows of C_in numbers: the GEMMs read them in place instead of a strided copy
+    of every weight on every call."""
+    xp = get_array_module(w)
+    return xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
 def weight_gradient_matrix(cols, dy_mat):
     """dL/dWm = dY^T X (C_out, K) from the patches X (M, K) and dY (M, C_out): a sum over the M
     rows, which BLAS runs faster with the wider of the two factors giving the rows of its
@@ -29,7 +40,9 @@ class Conv2d(Layer):
 
     Shapes: x (N, C_in, H, W), W (C_out, C_in, kh, kw), b (C_out,), y (N, C_out, Ho, Wo),
     Ho = (H + 2p - kh) // s + 1.  Initialisation: Kaiming normal, fan_in = C_in*kh*kw (convs
-    here feed ReLUs); bias U(±1/sqrt(fan_in)).
+    here feed ReLUs); bias U(±1/sqrt(fan_in)).  W keeps its numbers in (C_out, kh, kw, C_in)
+    memory behind that shape (:func:`channels_last_weight`); any other layout gives the same
+    results, through copies.
     ``needs_input_grad=False`` (for a first layer, whose input is data) makes backward skip
     dL/dx, i.e. the dY Wm GEMM and col2im, and return None.
 
@@ -75,12 +88,14 @@ class Conv2d(Layer):
         self.stride, self.padding = stride, padding
         kh, kw = self.kernel_size
         fan_in = in_channels * kh * kw
-        self.weight = Parameter(kaiming_normal((out_channels, in_channels, kh, kw), fan_in, rng))
+        self.weight = Parameter(channels_last_weight(
+            kaiming_normal((out_channels, in_channels, kh, kw), fan_in, rng)))
         self.bias = Parameter(uniform_fan_in((out_channels,), fan_in, rng)) if bias else None
         self._cache = None
 
     def _weight_matrix(self):
-        # (C_out, C_in, kh, kw) -> (C_out, kh*kw*C_in), matching im2col's (a, b, c) columns.
+        # (C_out, C_in, kh, kw) -> (C_out, kh*kw*C_in), matching im2col's (a, b, c) columns:
+        # a view of channels-last weight memory (channels_last_weight), a copy otherwise.
         return self.weight.data.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
 
     def forward(self, x):
@@ -161,9 +176,10 @@ class Conv2d(Layer):
             flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out)
             return crop(correlate_shifted(dy_grid, h, flipped), n, h, w).transpose(0, 3, 1, 2)
         if self.stride == 1 and kh == kw and p <= kh - 1:
-            flipped = self.weight.data[:, :, ::-1, ::-1]           # W~ as (C_out, C_in, a~, b~)
-            flipped_matrix = flipped.transpose(1, 2, 3, 0).reshape(c, -1)   # (C_in, kh*kw*C_out)
-            dx = im2col(dy, kh, kw, 1, kh - 1 - p) @ flipped_matrix.T
+            # W~m^T (kh*kw*C_out, C_in): row (a~, b~, o) is W[o, :, kh-1-a~, kw-1-b~], a copy
+            # in runs of C_in numbers from channels-last weight memory.
+            flipped_t = self.weight.data.transpose(2, 3, 0, 1)[::-1, ::-1].reshape(-1, c)
+            dx = im2col(dy, kh, kw, 1, kh - 1 - p) @ flipped_t
             return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         dcols = dy_mat @ self._weight_matrix()
         return col2im(dcols, x_shape, kh, kw, self.stride, p)
