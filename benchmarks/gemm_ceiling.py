@@ -6,18 +6,20 @@ Every convolution's training step is three products (scratchnet.layers.conv deri
 the forward Y = X Wm^T, the weight gradient dY^T X and the input gradient (for stride 1 the
 flipped-kernel convolution of dy).  Conv2d computes them either through im2col, one GEMM each,
 or on the shifted grid (scratchnet.shifted), k*k GEMMs with K = C_in for Y and for dL/dx and
-k GEMMs over row patches for dL/dW.  This script runs one forward pass to learn every
+k GEMMs over row patches for dL/dW, or on a short map (scratchnet.short_maps) three GEMMs per
+output row with K = H*k*C_in.  This script runs one forward pass to learn every
 convolution's input shape and path, then times each of those GEMMs alone, on random operands
 with the strides the layer passes (transposed views where the layer transposes), into
 preallocated outputs, warm in cache, the fastest of ``--repeats`` calls.  Their sum is a
 training step with no im2col, no BatchNorm, no element-wise pass, no allocation: an upper
 bound on what any code that keeps these products can reach on this BLAS.  The same sum for
 the other formulation of each convolution (im2col where the layer takes the grid, and back)
-says whether the choice could gain.  The forward products alone bound the deployed forward
-pass the same way (BatchNorm folded: the convolutions are all it multiplies).  With PyTorch
-installed its training step and its folded inference are timed too
-(experiments.bench.measure_torch, in a child process), and each bound is printed as a ratio
-to them: a ratio to PyTorch above that bound needs faster products than these.
+says whether the choice could gain (for a short map, the other is im2col).  The forward
+products alone bound the deployed forward pass the same way (BatchNorm folded: the
+convolutions are all it multiplies).  With PyTorch installed its training step and its folded
+inference are timed too (experiments.bench.measure_torch, in a child process), and each bound
+is printed as a ratio to them: a ratio to PyTorch above that bound needs faster products
+than these.
 CPU only: it measures this machine's BLAS (NumPy's matmul, SciPy's gemm for the products that
 add into their output, as scratchnet.shifted calls them).
 """
@@ -95,6 +97,22 @@ def shifted_products(conv, shape):
     return products
 
 
+def short_products(conv, shape):
+    """The same for a short map (scratchnet.short_maps): per output row i, (N*W, H*k*C_in)
+    (H*k*C_in, C_out) for Y, (C_out, N*W)(N*W, H*k*C_in) for dL/dW, and (N*W, C_out)
+    (C_out, H*k*C_in) for dL/dx, every row's but the first adding into it."""
+    n, c, h, w = shape
+    k, c_out = conv.kernel_size[0], conv.out_channels
+    rows, width = n * w, h * k * c
+    products = []
+    for i in range(h):
+        products += [("forward", rows, width, c_out, False, False),
+                     ("dW", c_out, rows, width, True, False)]
+        if conv.needs_input_grad:
+            products.append(("dX", rows, c_out, width, False, i > 0))
+    return products
+
+
 def time_product(m, k, n, transpose_a, accumulate, repeats, rng):
     """Fastest of ``repeats`` calls of one (m, k) @ (k, n) float32 product into a
     preallocated output (the best this BLAS does on that shape: a bound, not a typical)."""
@@ -138,8 +156,12 @@ def network_products(model, x):
         else:
             im2col = im2col_products(layer, in_shape)
             shifted = shifted_products(layer, in_shape) if layer._gridded() else im2col
-            used, other = ((shifted, im2col) if layer._shifted(in_shape[2], in_shape[3])
-                           else (im2col, shifted))
+            if layer._short(in_shape[2]):
+                used, other = short_products(layer, in_shape), im2col
+            elif layer._shifted(in_shape[2], in_shape[3]):
+                used, other = shifted, im2col
+            else:
+                used, other = im2col, shifted
         listed.append((name.split(".")[0], used, other))
     return listed
 

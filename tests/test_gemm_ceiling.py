@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import scratchnet.shifted as shifted_module
-from benchmarks.gemm_ceiling import im2col_products, network_products, shifted_products
+from benchmarks.gemm_ceiling import (im2col_products, network_products, shifted_products,
+                                     short_products)
 from experiments.bench import forward_flops
 from experiments.models import build_model
 from scratchnet.layers import conv as conv_module
@@ -36,7 +37,7 @@ def recorded_gemms(run):
     return sorted(calls)
 
 
-@pytest.mark.parametrize("shape, k", [((2, 3, 9, 11), 3), ((2, 2, 6, 12), 5), ((1, 2, 2, 9), 5)])
+@pytest.mark.parametrize("shape, k", [((2, 3, 9, 11), 3), ((2, 2, 6, 12), 5), ((1, 2, 4, 9), 5)])
 def test_shifted_products_are_the_gemms_the_grid_computes(monkeypatch, shape, k):
     monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
     monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
@@ -52,6 +53,23 @@ def test_shifted_products_are_the_gemms_the_grid_computes(monkeypatch, shape, k)
     calls = recorded_gemms(step)
     listed = sorted(p[1:] for p in shifted_products(conv, shape))
     assert calls == listed
+
+
+@pytest.mark.parametrize("shape, k", [((2, 3, 2, 7), 3), ((2, 3, 1, 5), 3), ((1, 2, 3, 6), 5)])
+def test_short_products_are_the_gemms_a_short_map_computes(shape, k):
+    rng = np.random.default_rng(0)
+    conv = Conv2d(shape[1], 4, k, padding=(k - 1) // 2, bias=False, rng=rng)
+    assert conv._short(shape[2])
+    x = rng.standard_normal(shape)
+
+    def step():
+        y = conv.forward(x)
+        conv.backward(np.ones_like(y))
+
+    calls = recorded_gemms(step)
+    listed = sorted(p[1:] for p in short_products(conv, shape))
+    assert calls == listed
+    assert network_products(conv, x)[0][1] == short_products(conv, shape)
 
 
 def test_im2col_products_count_the_network_forward_flops(monkeypatch):

@@ -50,6 +50,16 @@ def test_numerical_gradient_perturbs_strided_arrays_in_place(rng):
     np.testing.assert_allclose(grad, dy[:, None] * m, rtol=1e-7)
 
 
+@pytest.mark.parametrize("k,h,w", [(3, 1, 5), (3, 2, 4), (5, 2, 4), (5, 3, 6)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+def test_conv2d_gradients_on_short_maps(rng, k, h, w, bias, train):
+    """Maps of at most p + 1 rows take the shared-patch path (scratchnet.short_maps)."""
+    layer = f64(sn.Conv2d(3, 4, k, 1, (k - 1) // 2, bias=bias, rng=rng)).train(train)
+    assert layer._short(h)
+    assert_all_small(check_layer(layer, rng.standard_normal((2, 3, h, w))))
+
+
 def test_conv2d_rectangular_kernel_and_1x1(rng):
     assert_all_small(check_layer(f64(sn.Conv2d(2, 3, (3, 2), 2, 1, rng=rng)),
                                  rng.standard_normal((2, 2, 5, 7))))

@@ -1,10 +1,13 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) through im2col, or for
-stride-1 "same" convolutions on large maps through shifted GEMMs (scratchnet.shifted)."""
+stride-1 "same" convolutions through shifted GEMMs on large maps (scratchnet.shifted) and one
+shared patch matrix on maps of at most p + 1 rows (scratchnet.short_maps)."""
 from ..backend import get_array_module
 from ..im2col import col2im, conv_output_size, im2col, tap_planes
 from ..parallel import parallel_slices
 from ..shifted import (MAX_WASTE, MIN_PIXELS, correlate_shifted, crop, grid_waste, to_grid,
                        weight_gradient_shifted)
+from ..short_maps import (correlate_short, input_gradient_short, is_short, row_window_patches,
+                          weight_gradient_short)
 from .base import Layer, Parameter, check_input
 from .init import kaiming_normal, uniform_fan_in
 
@@ -77,6 +80,13 @@ class Conv2d(Layer):
     dL/dWm = dY^T X sums over the same shifted rows: one GEMM per kernel row over "row
     patches" of the kept grid (its k horizontal neighbours side by side, a gather k times the
     input instead of im2col's k*k), with dy's grid as dY.
+
+    Short maps.  On a map of H <= p + 1 rows (one or two for k = 3: the last stage on 64 mel
+    bands) every output row reads every input row, with kernel row r - i + p for input row r,
+    so one patch matrix of the H rows' windows (H*k*C_in columns instead of k*k*C_in) serves
+    all output rows, each a GEMM with its own block of kernel rows; training keeps those
+    patches, H/k of im2col's (derived in scratchnet.short_maps).  It takes precedence over the
+    other two paths: it multiplies no padding at all.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -108,6 +118,13 @@ class Conv2d(Layer):
         if ho < 1 or wo < 1:
             raise ValueError(f"Conv2d: input {tuple(x.shape)} is smaller than the kernel "
                              f"{self.kernel_size} with padding {self.padding}")
+        if self._short(h):
+            patches = row_window_patches(x, kh, self.padding)
+            y = correlate_short(patches, self._weight_matrix(), n, h, w, kh, self.padding)
+            if self.bias is not None:
+                y += self.bias.data
+            self._cache = (self.training, patches if self.training else x, x.shape)
+            return y.transpose(0, 3, 1, 2)
         if self._shifted(h, w):
             grid = to_grid(x, self.padding)
             y = correlate_shifted(grid, h, self.weight.data)
@@ -143,6 +160,10 @@ class Conv2d(Layer):
         kh, kw = self.kernel_size
         return self.stride == 1 and kh == kw and kh > 1 and 2 * self.padding == kh - 1
 
+    def _short(self, h):
+        """Whether an h-row input is short: every output row reads all of it (see above)."""
+        return self._gridded() and is_short(h, self.kernel_size[0], self.padding)
+
     def _shifted(self, h, w):
         """Whether this convolution on an h x w input sums shifted GEMMs (see above)."""
         return (self._gridded() and h * w >= MIN_PIXELS
@@ -155,6 +176,16 @@ class Conv2d(Layer):
         p = self.padding
         n, c, h, w = x_shape
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
+        if self._short(h):
+            patches = saved if trained else row_window_patches(saved, kh, p)
+            dwm = weight_gradient_short(patches, dy, kh, p)
+            self.weight.grad += dwm.reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
+            if self.bias is not None:
+                self.bias.grad += dy_mat.sum(axis=0)
+            self._cache = None
+            if not self.needs_input_grad:
+                return None
+            return input_gradient_short(dy, self._weight_matrix(), c, kh, p)
         shifted = self._shifted(h, w)
         if shifted:
             # Training kept x's grid; eval kept x, laid out here.  dy on its own grid serves
