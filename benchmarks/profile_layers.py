@@ -35,21 +35,38 @@ def leaf_layers(layer, prefix=""):
         yield from leaf_layers(child, f"{prefix}.{name}" if prefix else name)
 
 
+# Methods through which a composite layer drives a leaf in its place (the stem applies its
+# BatchNorm around the pool: scratchnet.layers.residual.Stem), timed as the leaf's own passes.
+PARTS = {"centre": "forward", "scale_shift": "forward", "parameter_gradients": "backward",
+         "input_gradient": "backward", "backward_into": "backward"}
+
+
 def time_layers(model, totals, xp):
-    """Wrap each leaf layer's forward and backward so that their seconds add into totals,
-    keyed by (stage, layer class, direction): 'layer1.0.downsample.0' -> ('layer1', 'Conv2d')."""
+    """Wrap each leaf layer's forward and backward (and the PARTS it has) so that their seconds
+    add into totals, keyed by (stage, layer class, direction): 'layer1.0.downsample.0' ->
+    ('layer1', 'Conv2d').  A call made inside another timed call (backward calling
+    input_gradient) is counted once, by the outer one."""
+    depth = [0]
     for name, layer in leaf_layers(model):
-        for direction in ("forward", "backward"):
+        methods = [("forward", "forward"), ("backward", "backward")]
+        methods += [(m, d) for m, d in PARTS.items() if hasattr(layer, m)]
+        for method, direction in methods:
             key = (name.split(".")[0], type(layer).__name__, direction)
 
-            def timed(arg, call=getattr(layer, direction), key=key):
-                sync(xp)
-                t = time.perf_counter()
-                out = call(arg)
-                sync(xp)
-                totals[key] += time.perf_counter() - t
+            def timed(*args, call=getattr(layer, method), key=key):
+                if depth[0]:
+                    return call(*args)
+                depth[0] += 1
+                try:
+                    sync(xp)
+                    t = time.perf_counter()
+                    out = call(*args)
+                    sync(xp)
+                    totals[key] += time.perf_counter() - t
+                finally:
+                    depth[0] -= 1
                 return out
-            setattr(layer, direction, timed)
+            setattr(layer, method, timed)
 
 
 def profile(shape, cfg, batch, steps, device, inference=False):

@@ -279,3 +279,44 @@ def test_pool_before_relu_is_relu_before_pool(rng):
     model = sn.ResNet(1, 5, widths=(4,), depths=(1,), stem_kernel=3)
     assert list(model.stem.named_children())[-2:] == [("pool", model.stem.pool),
                                                       ("relu", model.stem.relu)]
+
+
+def stem_pair(rng, dtype):
+    """A fused Stem and a plain Sequential of the same layers (copies, same numbers)."""
+    import copy
+    model = sn.ResNet(1, 5, widths=(4,), depths=(1,), stem_kernel=3, seed=1).astype(dtype)
+    stem = model.stem
+    plain = sn.Sequential({name: copy.deepcopy(layer) for name, layer in stem.named_children()})
+    return stem, plain
+
+
+@pytest.mark.parametrize("negative_gamma", [False, True])
+def test_stem_applies_batchnorm_after_the_pool_with_the_same_numbers(rng, negative_gamma):
+    """Training: y bit for bit as conv -> BN -> pool -> ReLU in their own order (the affine map
+    is increasing, rounding monotone), dx, dW and the BN gradients to rounding; a channel with
+    gamma < 0 makes the stem run the layers in their own order."""
+    stem, plain = stem_pair(rng, np.float32)
+    if negative_gamma:
+        for s in (stem, plain):
+            s.bn.weight.data[1] = -0.5
+    x = rng.standard_normal((3, 1, 9, 11)).astype(np.float32)
+    y, y_plain = stem.forward(x), plain.forward(x)
+    assert (stem._cache is None) == negative_gamma              # which order ran
+    assert np.array_equal(y, y_plain)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    stem.zero_grad()
+    plain.zero_grad()
+    stem.backward(dy)
+    plain.backward(dy)
+    for (name, p), (_, q) in zip(stem.named_parameters(), plain.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(stem.bn.running_var, plain.bn.running_var)
+
+
+def test_stem_gradients_in_training(rng):
+    stem, _ = stem_pair(rng, np.float64)
+    stem.conv.needs_input_grad = True
+    x = rng.standard_normal((2, 1, 8, 7))
+    stem.forward(x)
+    assert stem._cache is not None              # the pool-first order
+    assert_all_small(check_layer(stem, x))

@@ -89,27 +89,11 @@ class BatchNorm2d(Layer):
     def forward(self, x):
         check_input(x, 4, "BatchNorm2d", self.num_features)
         xp = get_array_module(x)
-        x2 = channels_matrix(x)
         gamma, beta = self.weight.data, self.bias.data
         if self.training:
-            m = x2.shape[0]
-            if m < 2:
-                raise ValueError("BatchNorm2d in training mode needs more than one value per "
-                                 f"channel, got input of shape {tuple(x.shape)}")
-            mu = column_sums(x2) / m
-            centred = xp.empty_like(x2)
-            parallel_slices(lambda rows: xp.subtract(x2[rows], mu, out=centred[rows]),
-                            m, x2.size, xp)
-            var = column_dots(centred, centred) / m
-            inv_std = 1.0 / xp.sqrt(var + self.eps)
-            mom = self.momentum
-            self.running_mean *= 1 - mom
-            self.running_mean += mom * mu
-            self.running_var *= 1 - mom
-            self.running_var += (mom * m / (m - 1)) * var
-            y = affine(centred, gamma * inv_std, beta)
-            self._cache = (True, centred, inv_std, x.shape)
+            y = affine(channels_matrix(self.centre(x)), self.batch_scale(), beta)
         else:
+            x2 = channels_matrix(x)
             inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
             scale = gamma * inv_std
             y = affine(x2, scale, beta - self.running_mean * scale)
@@ -117,33 +101,87 @@ class BatchNorm2d(Layer):
             self._cache = (False, x2, inv_std, x.shape)
         return from_channels_matrix(y, x.shape)
 
+    def centre(self, x):
+        """Training mode: the batch statistics of forward (and its update of the running ones),
+        kept for backward, returning c = x - mu (an NCHW view of channels-last memory) instead
+        of y = c * batch_scale() + beta, for a caller that applies the affine map itself
+        (:meth:`scale_shift`; scratchnet.layers.residual.Stem)."""
+        check_input(x, 4, "BatchNorm2d", self.num_features)
+        xp = get_array_module(x)
+        x2 = channels_matrix(x)
+        m = x2.shape[0]
+        if m < 2:
+            raise ValueError("BatchNorm2d in training mode needs more than one value per "
+                             f"channel, got input of shape {tuple(x.shape)}")
+        mu = column_sums(x2) / m
+        centred = xp.empty_like(x2)
+        parallel_slices(lambda rows: xp.subtract(x2[rows], mu, out=centred[rows]),
+                        m, x2.size, xp)
+        var = column_dots(centred, centred) / m
+        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        mom = self.momentum
+        self.running_mean *= 1 - mom
+        self.running_mean += mom * mu
+        self.running_var *= 1 - mom
+        self.running_var += (mom * m / (m - 1)) * var
+        self._cache = (True, centred, inv_std, x.shape)
+        return from_channels_matrix(centred, x.shape)
+
+    def batch_scale(self):
+        """gamma * inv_std of the batch :meth:`centre` (or a training forward) last saw."""
+        return self.weight.data * self._cache[2]
+
+    def scale_shift(self, c):
+        """y = c * batch_scale() + beta for any c (N, C, h, w): the forward's affine map."""
+        return from_channels_matrix(affine(channels_matrix(c), self.batch_scale(),
+                                           self.bias.data), c.shape)
+
     def backward(self, dy):
         trained, saved, inv_std, shape = self._cache  # saved: x - mu (train) or x (eval)
         dy2 = channels_matrix(dy)
-        gamma = self.weight.data
-        dbeta = column_sums(dy2)
-        self.bias.grad += dbeta
-        scale = gamma * inv_std
         if not trained:  # eval: y = gamma * (x - running_mean) * inv_std + beta
+            self.bias.grad += column_sums(dy2)
             self.weight.grad += column_dots(dy2, (saved - self.running_mean) * inv_std)
             self._cache = None
-            return from_channels_matrix(dy2 * scale, shape)
-        centred = saved
-        dgamma = inv_std * column_dots(dy2, centred)
+            return from_channels_matrix(dy2 * (self.weight.data * inv_std), shape)
+        dbeta, dgamma = self.parameter_gradients(dy2, saved)
+        return self.input_gradient(dbeta, dgamma, dy2)
+
+    def parameter_gradients(self, dy2, centred2):
+        """Training: dbeta = sum_m dy_m and dgamma = inv_std sum_m dy_m c_m over the rows of
+        the (M', C) matrices dy2 and centred2, added into the gradients and returned.  They are
+        dy and c themselves in backward; any rows whose products have the same sums will do
+        (the pooled ones, in scratchnet.layers.residual.Stem)."""
+        dbeta = column_sums(dy2)
+        dgamma = self._cache[2] * column_dots(dy2, centred2)
+        self.bias.grad += dbeta
         self.weight.grad += dgamma
-        m = dy2.shape[0]
-        # dx = gamma inv_std (dy - dbeta / M - c inv_std dgamma / M).  The two terms that do not
-        # involve dy are formed in the cached c, which backward consumes anyway.
+        return dbeta, dgamma
+
+    def input_gradient(self, dbeta, dgamma, dy2=None):
+        """Training: dx = gamma inv_std (dy - dbeta / M - c inv_std dgamma / M) from the sums
+        dbeta = sum dy and dgamma = inv_std sum dy c (already added into the gradients) and
+        dy2 = dy as an (M, C) matrix; with dy2 None, only the terms without dy,
+        -(c inv_std dgamma + dbeta) gamma inv_std / M, for a caller that adds the dy term
+        itself (scratchnet.layers.residual.Stem).  Consumes the cache."""
+        _, centred, inv_std, shape = self._cache
+        scale = self.weight.data * inv_std
+        m = centred.shape[0]
+        # The two terms that do not involve dy are formed in the cached c, which backward
+        # consumes anyway.
         per_c, constant = scale * inv_std * dgamma / m, scale * dbeta / m
-        xp = get_array_module(dy2)
-        dx = xp.empty_like(dy2)
+        xp = get_array_module(centred)
+        dx = xp.empty_like(centred)
 
         def input_gradient(rows):
             correction, piece = centred[rows], dx[rows]
             correction *= per_c
             correction += constant
-            xp.multiply(dy2[rows], scale, out=piece)
-            piece -= correction
+            if dy2 is None:
+                xp.negative(correction, out=piece)
+            else:
+                xp.multiply(dy2[rows], scale, out=piece)
+                piece -= correction
 
         parallel_slices(input_gradient, m, dx.size, xp)
         self._cache = None

@@ -136,10 +136,18 @@ class MaxPool2d(Layer):
                 claimed |= hit
 
     def backward(self, dy):
+        n, c, h, w = self._cache[2]
+        dx = get_array_module(dy).empty((n, h, w, c), dtype=dy.dtype)
+        return self.backward_into(dx.transpose(0, 3, 1, 2), dy, zero=True)
+
+    def backward_into(self, dx, dy, zero=False):
+        """Add dL/dx into dx (N, C, H, W), an NCHW view of channels-last memory (cleared
+        first with ``zero``: backward), and return it: every dy onto its window's first
+        maximum.  Consumes the cache."""
         xp = get_array_module(dy)
         trained, saved, (n, c, h, w) = self._cache
         k = self.kernel_size
-        dy = dy.transpose(0, 2, 3, 1)
+        dy, dx_nhwc = dy.transpose(0, 2, 3, 1), dx.transpose(0, 2, 3, 1)
         ho, wo = dy.shape[1:3]
         if trained:
             first = saved
@@ -147,18 +155,18 @@ class MaxPool2d(Layer):
             x_nhwc, y = saved
             first = xp.empty((k * k,) + y.shape, dtype=bool)
             self._first_maximum_masks(x_nhwc, y, first)
-        dx = xp.empty((n, h, w, c), dtype=dy.dtype)
         blocks = self._blocks(ho, wo, h, w)
 
         def route(part):
-            dxs, dys = dx[part], dy[part]
-            dxs[...] = 0
+            dxs, dys = dx_nhwc[part], dy[part]
+            if zero:
+                dxs[...] = 0
             for t, outputs, inputs in blocks:
                 dxs[inputs] += dys[outputs] * first[t][part][outputs]
 
-        parallel_slices(route, n, dx.size, xp)
+        parallel_slices(route, n, dx_nhwc.size, xp)
         self._cache = None
-        return dx.transpose(0, 3, 1, 2)
+        return dx
 
 
 class GlobalAvgPool2d(Layer):

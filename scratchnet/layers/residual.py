@@ -3,9 +3,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..backend import get_array_module
 from .activation import ReLU
 from .base import Layer, Sequential, check_input
-from .batchnorm import BatchNorm2d
+from .batchnorm import BatchNorm2d, channels_matrix, from_channels_matrix
 from .conv import Conv2d
 from .dropout import Dropout
 from .linear import Linear
@@ -57,6 +58,56 @@ class BasicBlock(Layer):
         return dx
 
 
+class Stem(Sequential):
+    """conv -> BN -> [max-pool ->] ReLU, children ``conv``, ``bn``, ``pool``, ``relu``; in
+    training, with a pool, BatchNorm's affine map runs after the pool, on a quarter of the
+    values.
+
+    Why that is the same function.  In training BN(z) = s (z - mu) + beta per channel, with
+    s = gamma / sqrt(var + eps) from the batch statistics of the whole map.  For s > 0 the map
+    c -> s c + beta is increasing, so on every window
+        max_m (s c_m + beta) = s max_m c_m + beta,
+    and the rounded values agree too (rounding is monotone): pool(BN(z)) = s pool(c) + beta,
+    with c = z - mu.  The gradient routes to the same first maximum, except where two
+    different c round to the same s c + beta: then this routes to the first largest c, the
+    other order to the first of the ties, both subgradients of the same function.  When some
+    channel has s <= 0 the layers run in their own order.
+
+    Backward.  With p = pool(c), y = s p + beta and dy the gradient at y (after the ReLU),
+    BatchNorm's backward needs dyb, the gradient at its own (full-size) output, which is dy
+    added onto each window's maximum, P^T dy.  Its sums are over the pooled values:
+        sum_m dyb_m = sum dy,    sum_m dyb_m c_m = sum_windows dy p    (each dy meets its c),
+    and dx = s (dyb - dbeta / M - c inv_std dgamma / M) is the terms without dy, a pass over
+    the map, plus s dy added onto the maxima: the pool's own backward pass, into dx.  Neither
+    BatchNorm's output nor the pool's full-size gradient is formed.
+    """
+
+    _cache = None  # the pooled c of a training forward that took the pool-first order
+
+    def forward(self, x):
+        self._cache = None
+        bn, pool = self.bn, getattr(self, "pool", None)
+        if pool is None or not (isinstance(bn, BatchNorm2d) and bn.training):
+            return super().forward(x)
+        c = bn.centre(self.conv.forward(x))
+        xp = get_array_module(c)
+        if not bool(xp.all(bn.batch_scale() > 0)):
+            return self.relu.forward(pool.forward(bn.scale_shift(c)))
+        self._cache = pool.forward(c)
+        return self.relu.forward(bn.scale_shift(self._cache))
+
+    def backward(self, dy):
+        pooled, self._cache = self._cache, None
+        if pooled is None:
+            return super().backward(dy)
+        d = channels_matrix(self.relu.backward(dy))
+        scale = self.bn.batch_scale()
+        dbeta, dgamma = self.bn.parameter_gradients(d, channels_matrix(pooled))
+        dx = self.bn.input_gradient(dbeta, dgamma)          # the terms without dy
+        self.pool.backward_into(dx, from_channels_matrix(d * scale, pooled.shape))
+        return self.conv.backward(dx)
+
+
 class ResNet(Sequential):
     """stem (conv k x k / s, BN, ReLU[, 3x3/2 max-pool]) -> stages of BasicBlocks -> global
     pool -> dropout -> linear.  The global pool is the average over frequency and time
@@ -95,7 +146,7 @@ class ResNet(Sequential):
         if stem_pool:
             stem["pool"] = MaxPool2d(3, 2, 1)
         stem["relu"] = ReLU()
-        parts = OrderedDict(stem=Sequential(stem))
+        parts = OrderedDict(stem=Stem(stem))
         channels = widths[0]
         for i, (width, depth, stride) in enumerate(zip(widths, depths, strides)):
             blocks = [BasicBlock(channels, width, stride, rng)]
