@@ -37,6 +37,15 @@ def recorded_gemms(run):
     return sorted(calls)
 
 
+def step_gemms(conv, x):
+    """The recorded GEMMs of one forward and backward of conv at x."""
+    def step():
+        y = conv.forward(x)
+        conv.backward(np.ones_like(y))
+
+    return recorded_gemms(step)
+
+
 @pytest.mark.parametrize("shape, k", [((2, 3, 9, 11), 3), ((2, 2, 6, 12), 5), ((1, 2, 4, 9), 5)])
 def test_shifted_products_are_the_gemms_the_grid_computes(monkeypatch, shape, k):
     monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
@@ -44,15 +53,8 @@ def test_shifted_products_are_the_gemms_the_grid_computes(monkeypatch, shape, k)
     rng = np.random.default_rng(0)
     conv = Conv2d(shape[1], 4, k, padding=(k - 1) // 2, bias=False, rng=rng)
     assert conv._shifted(shape[2], shape[3])
-    x = rng.standard_normal(shape)
-
-    def step():
-        y = conv.forward(x)
-        conv.backward(np.ones_like(y))
-
-    calls = recorded_gemms(step)
     listed = sorted(p[1:] for p in shifted_products(conv, shape))
-    assert calls == listed
+    assert step_gemms(conv, rng.standard_normal(shape)) == listed
 
 
 @pytest.mark.parametrize("shape, k", [((2, 3, 2, 7), 3), ((2, 3, 1, 5), 3), ((1, 2, 3, 6), 5)])
@@ -61,14 +63,8 @@ def test_short_products_are_the_gemms_a_short_map_computes(shape, k):
     conv = Conv2d(shape[1], 4, k, padding=(k - 1) // 2, bias=False, rng=rng)
     assert conv._short(shape[2])
     x = rng.standard_normal(shape)
-
-    def step():
-        y = conv.forward(x)
-        conv.backward(np.ones_like(y))
-
-    calls = recorded_gemms(step)
     listed = sorted(p[1:] for p in short_products(conv, shape))
-    assert calls == listed
+    assert step_gemms(conv, x) == listed
     assert network_products(conv, x)[0][1] == short_products(conv, shape)
 
 
