@@ -62,7 +62,8 @@ except ImportError:  # SciPy is a dependency; without it the sums use a temporar
 # K = k*k*C_in wins; timings in README ("Rows outermost").  The 4 x 16 maps (64 pixels) lost
 # in eval mode until BLAS's threads stayed awake across the k*k GEMMs (scratchnet.blas_threads):
 # since then, alternating with im2col in one process, 4x16x128 train x0.86-0.98, eval
-# x0.80-0.94; 2x8x256 still loses in eval (x1.12).
+# x0.80-0.94; 2x8x256 still loses in eval (x1.12), and maps of at most p + 1 rows such as
+# that one take scratchnet.short_maps before either.
 MIN_PIXELS = 64
 MAX_WASTE = 0.125
 
