@@ -243,3 +243,7 @@ def test_profile_layers_accounts_for_every_leaf_layer():
     assert 0 < sum(entry["parts"].values()) <= entry["step_s"]
     stages = {stage for (stage, _, _) in entry["parts"]}
     assert {"stem", "layer1", "layer4", "fc"} <= stages
+    # The stem drives its BatchNorm and pool through their parts (Stem): still timed as theirs.
+    for kind in ("BatchNorm2d", "MaxPool2d"):
+        for direction in ("forward", "backward"):
+            assert entry["parts"][("stem", kind, direction)] > 0
