@@ -120,6 +120,8 @@ class ResNet(Sequential):
     ReLU, so both orders route dy to the same (first) argmax with factor 1; if max v <= 0,
     both give 0 (ReLU's factor [v > 0] at the winner, or a window of zeros whose winner is then
     multiplied by [v > 0] = 0).  No arithmetic changes, so the results are identical bit for bit.
+    In training the stem (:class:`Stem`) moves its BatchNorm's affine map after the pool too,
+    by the same argument for an increasing map.
 
     ``widths[i]`` and ``depths[i]`` give the channels and block count of stage i+1; its first
     block has stride ``strides[i]`` (default 1 for the first stage, 2 after).  Names follow
