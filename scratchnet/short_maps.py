@@ -31,7 +31,8 @@ and dL/dx adds dL/dP back onto the pixels it copied: for each column offset b,
     dxh[n, r, j + b, c] += dP[(n, j), (r, b, c)].
 """
 from . import shifted
-from .backend import as_strided, get_array_module
+from .backend import get_array_module
+from .im2col import patch_matrix
 
 
 def is_short(h, k, padding):
@@ -47,9 +48,8 @@ def row_window_patches(x, k, padding):
     n, c, h, w = x.shape
     xh = xp.zeros((n, h, w + 2 * padding, c), dtype=x.dtype)
     xh[:, :, padding:padding + w] = x.transpose(0, 2, 3, 1)
-    s_n, s_h, s_w, s_c = xh.strides
-    windows = as_strided(xh, (n, w, h, k, c), (s_n, s_w, s_h, s_w, s_c))
-    return xp.ascontiguousarray(windows).reshape(n * w, h * k * c)
+    # The im2col gather with an h x k window: one window position down, w across.
+    return patch_matrix(xh, h, k)
 
 
 def _kernel_rows(weight_matrix, i, h, k, padding):

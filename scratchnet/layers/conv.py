@@ -176,18 +176,12 @@ class Conv2d(Layer):
         p = self.padding
         n, c, h, w = x_shape
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
-        if self._short(h):
+        short = self._short(h)
+        shifted = not short and self._shifted(h, w)
+        if short:
             patches = saved if trained else row_window_patches(saved, kh, p)
-            dwm = weight_gradient_short(patches, dy, kh, p)
-            self.weight.grad += dwm.reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
-            if self.bias is not None:
-                self.bias.grad += dy_mat.sum(axis=0)
-            self._cache = None
-            if not self.needs_input_grad:
-                return None
-            return input_gradient_short(dy, self._weight_matrix(), c, kh, p)
-        shifted = self._shifted(h, w)
-        if shifted:
+            dw = weight_gradient_short(patches, dy, kh, p).reshape(self.out_channels, kh, kw, c)
+        elif shifted:
             # Training kept x's grid; eval kept x, laid out here.  dy on its own grid serves
             # both dL/dW (dY at the grid positions) and dL/dx.
             grid = saved if trained else to_grid(saved, p)
@@ -203,6 +197,8 @@ class Conv2d(Layer):
         self._cache = None
         if not self.needs_input_grad:
             return None
+        if short:
+            return input_gradient_short(dy, self._weight_matrix(), c, kh, p)
         if shifted:
             flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out)
             return crop(correlate_shifted(dy_grid, h, flipped), n, h, w).transpose(0, 3, 1, 2)
