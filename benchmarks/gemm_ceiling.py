@@ -155,13 +155,13 @@ def network_products(model, x):
                             ("dX", n, f_out, f_in, False, False)]
         else:
             im2col = im2col_products(layer, in_shape)
-            shifted = shifted_products(layer, in_shape) if layer._gridded() else im2col
             if layer._short(in_shape[2]):
                 used, other = short_products(layer, in_shape), im2col
             elif layer._shifted(in_shape[2], in_shape[3]):
-                used, other = shifted, im2col
+                used, other = shifted_products(layer, in_shape), im2col
             else:
-                used, other = im2col, shifted
+                used = im2col
+                other = shifted_products(layer, in_shape) if layer._gridded() else im2col
         listed.append((name.split(".")[0], used, other))
     return listed
 

@@ -46,7 +46,7 @@ def time_layers(model, totals, xp):
     add into totals, keyed by (stage, layer class, direction): 'layer1.0.downsample.0' ->
     ('layer1', 'Conv2d').  A call made inside another timed call (backward calling
     input_gradient) is counted once, by the outer one."""
-    depth = [0]
+    depth = 0
     for name, layer in leaf_layers(model):
         methods = [("forward", "forward"), ("backward", "backward")]
         methods += [(m, d) for m, d in PARTS.items() if hasattr(layer, m)]
@@ -54,9 +54,10 @@ def time_layers(model, totals, xp):
             key = (name.split(".")[0], type(layer).__name__, direction)
 
             def timed(*args, call=getattr(layer, method), key=key):
-                if depth[0]:
+                nonlocal depth
+                if depth:
                     return call(*args)
-                depth[0] += 1
+                depth += 1
                 try:
                     sync(xp)
                     t = time.perf_counter()
@@ -64,7 +65,7 @@ def time_layers(model, totals, xp):
                     sync(xp)
                     totals[key] += time.perf_counter() - t
                 finally:
-                    depth[0] -= 1
+                    depth -= 1
                 return out
             setattr(layer, method, timed)
 
