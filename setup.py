@@ -17,6 +17,6 @@ setup(
         "gpu": ["cupy-cuda12x"],
         "test": ["pytest>=7"],
         # Outside references for benchmarks and skipped-if-missing tests only.
-        "bench": ["torch", "librosa"],
+        "bench": ["torch", "librosa", "threadpoolctl"],
     },
 )

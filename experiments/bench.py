@@ -99,6 +99,30 @@ def gemm_rate(xp, n=2048, repeat=5):
     return 2 * n ** 3 / best / 1e9
 
 
+def blas_kernels():
+    """Which kernels NumPy's BLAS runs, as threadpoolctl reports them ('SkylakeX', 'Haswell':
+    OpenBLAS's name for its AVX-512 and AVX2 code), or None where that cannot be told.
+
+    OpenBLAS picks its kernels when it loads, unless OPENBLAS_CORETYPE names them; on some
+    machines that variable (and OPENBLAS_L2_SIZE) is set for older OpenBLAS builds, and then a
+    current NumPy multiplies at its AVX2 rate on an AVX-512 CPU, about half its speed (README,
+    Speed).  The benchmark prints both, so that a figure always says which code it measured."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    for lib in threadpoolctl.threadpool_info():
+        if lib.get("user_api") == "blas":
+            return lib.get("architecture") or lib.get("internal_api")
+    return None
+
+
+def blas_settings():
+    """The OPENBLAS_* variables that choose kernels or their blocking, as set (or 'unset')."""
+    return {name: os.environ.get(name, "unset")
+            for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+
+
 def sync(xp):
     if xp is not np:
         xp.cuda.Stream.null.synchronize()
@@ -300,9 +324,12 @@ def main(argv=None):
     from scratchnet.parallel import thread_count
     threads = thread_count()
     blas_timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
+    kernels, settings = blas_kernels(), blas_settings()
     print(f"float32 GEMM (2048^3) on {args.device}: {rate:.0f} GFLOP/s; batch {args.batch}; "
           f"malloc: {args.malloc}; scratchnet threads: {threads} "
           f"(OPENBLAS_THREAD_TIMEOUT {blas_timeout})")
+    print(f"BLAS kernels: {kernels or 'unknown (pip install threadpoolctl)'}; "
+          + ", ".join(f"{k} {v}" for k, v in settings.items()))
     try:
         import torch  # noqa: F401
         have_torch = not args.no_torch
@@ -311,6 +338,7 @@ def main(argv=None):
         print("PyTorch not installed: no reference (pip install .[bench])")
     report = {"gemm_gflops": rate, "batch": args.batch, "device": args.device,
               "malloc": args.malloc, "threads": threads, "openblas_thread_timeout": blas_timeout,
+              "blas_kernels": kernels, **{k.lower(): v for k, v in settings.items()},
               "models": {}}
     header = (f"{'model':<14} {'input':<12} {'impl':<11} {'train clips/s':>13} "
               f"{'GFLOP/s':>8} {'of GEMM':>7} {'infer clips/s':>13} {'BN folded':>9} "

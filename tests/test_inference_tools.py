@@ -1,6 +1,9 @@
 """classify, visualize and gradient_flow: output contracts, errors, and the toy numbers."""
 import json
 import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -216,6 +219,23 @@ def test_bench_runs_and_reports_every_figure(tmp_path):
     assert len(entry["rounds"]) == 3
     assert json.loads(out.read_text())["models"]["reference"]["scratchnet"]["train_s"] > 0
     assert report["threads"] >= 1 and "openblas_thread_timeout" in report
+    assert report["openblas_coretype"] == bench.blas_settings()["OPENBLAS_CORETYPE"]
+
+
+def test_bench_names_the_blas_kernels_it_ran(monkeypatch):
+    from experiments import bench
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    assert bench.blas_settings() == {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "unset"}
+    pytest.importorskip("threadpoolctl")
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("OpenBLAS's Haswell kernels are x86-64 code")
+    # The variable is read when OpenBLAS loads: a fresh interpreter, told Haswell, runs Haswell.
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+    out = subprocess.run([sys.executable, "-c", "from experiments import bench; "
+                          "import numpy; print(bench.blas_kernels())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "Haswell"
 
 
 def test_bench_refuses_zero_rounds(capsys):
