@@ -25,9 +25,9 @@ def recorded_gemms(run):
         calls.append((a.shape[0], a.shape[1], b.shape[1], is_transposed(a), False))
         return matmul(a, b, *args, **kwargs)
 
-    def record_add(out, a, b):
-        calls.append((a.shape[0], a.shape[1], b.shape[1], is_transposed(a), True))
-        return matmul_add(out, a, b)
+    def record_add(out, a, b, beta=1.0):
+        calls.append((a.shape[0], a.shape[1], b.shape[1], is_transposed(a), beta != 0))
+        return matmul_add(out, a, b, beta)
 
     np.matmul, shifted_module.matmul_add = record_matmul, record_add
     try:
