@@ -113,7 +113,8 @@ def matmul_add(out, a, b, beta=1.0):
     if xp.__name__ != "numpy" or get_blas_funcs is None or not out.flags.c_contiguous:
         if beta == 0:
             return xp.matmul(a, b, out=out)
-        out *= beta
+        if beta != 1:               # (the shifted sums' beta = 1 costs no pass over out)
+            out *= beta
         out += a @ b
         return out
     gemm = get_blas_funcs("gemm", (out, a, b))
