@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..backend import get_array_module
-from ..parallel import parallel_slices
+from ..long_rows import map_long_rows
 from .base import Layer, Parameter, check_input
 
 
@@ -26,18 +26,15 @@ def column_dots(a, b):
 
 
 def affine(a, scale, shift):
-    """a * scale + shift with per-column scale and shift, the rows split over the CPU's cores
-    (scratchnet.parallel)."""
+    """a * scale + shift with per-column scale and shift, over long rows shared by the CPU's
+    cores (scratchnet.long_rows)."""
     xp = get_array_module(a)
-    out = xp.empty_like(a)
 
-    def rows_affine(rows):
-        piece = out[rows]
-        xp.multiply(a[rows], scale, out=piece)
-        piece += shift
+    def rows_affine(out, a, scale, shift):
+        xp.multiply(a, scale, out=out)
+        out += shift
 
-    parallel_slices(rows_affine, a.shape[0], a.size, xp)
-    return out
+    return map_long_rows(rows_affine, xp.empty_like(a), [a], [scale, shift])
 
 
 def from_channels_matrix(m, shape):
@@ -71,7 +68,8 @@ class BatchNorm2d(Layer):
     y = c (gamma inv_std) + beta without a pass to form xhat, and backward uses xhat through
     that product, dgamma = inv_std sum_m dy_m c_m and xhat_k dgamma = c_k inv_std dgamma.
     Backward (eval).  dx = gamma inv_std_running dy.
-    The element-wise passes run on pieces of rows shared by the CPU's cores
+    The element-wise passes run over rows of many channels at once, the per-channel vectors
+    repeated to match (scratchnet.long_rows), on pieces shared by the CPU's cores
     (scratchnet.parallel); the sums over M run whole, so their rounding never depends on it.
     """
 
@@ -114,9 +112,8 @@ class BatchNorm2d(Layer):
             raise ValueError("BatchNorm2d in training mode needs more than one value per "
                              f"channel, got input of shape {tuple(x.shape)}")
         mu = column_sums(x2) / m
-        centred = xp.empty_like(x2)
-        parallel_slices(lambda rows: xp.subtract(x2[rows], mu, out=centred[rows]),
-                        m, x2.size, xp)
+        centred = map_long_rows(lambda out, x, mu: xp.subtract(x, mu, out=out),
+                                xp.empty_like(x2), [x2], [mu])
         var = column_dots(centred, centred) / m
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         mom = self.momentum
@@ -171,18 +168,23 @@ class BatchNorm2d(Layer):
         # consumes anyway.
         per_c, constant = scale * inv_std * dgamma / m, scale * dbeta / m
         xp = get_array_module(centred)
-        dx = xp.empty_like(centred)
 
-        def input_gradient(rows):
-            correction, piece = centred[rows], dx[rows]
-            correction *= per_c
-            correction += constant
-            if dy2 is None:
-                xp.negative(correction, out=piece)
-            else:
-                xp.multiply(dy2[rows], scale, out=piece)
-                piece -= correction
+        def correction(c, per_c, constant):  # (c inv_std dgamma + dbeta) gamma inv_std / M
+            c *= per_c
+            c += constant
+            return c
 
-        parallel_slices(input_gradient, m, dx.size, xp)
+        def without_dy(out, c, per_c, constant):
+            xp.negative(correction(c, per_c, constant), out=out)
+
+        def with_dy(out, c, dy, per_c, constant, scale):
+            xp.multiply(dy, scale, out=out)
+            out -= correction(c, per_c, constant)
+
+        if dy2 is None:
+            dx = map_long_rows(without_dy, xp.empty_like(centred), [centred], [per_c, constant])
+        else:
+            dx = map_long_rows(with_dy, xp.empty_like(centred), [centred, dy2],
+                               [per_c, constant, scale])
         self._cache = None
         return from_channels_matrix(dx, shape)
