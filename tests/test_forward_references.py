@@ -206,6 +206,16 @@ def test_batchnorm_eval_uses_running_stats(rng):
     np.testing.assert_allclose(bn.forward(x), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_relu_is_the_maximum_with_zero_in_the_layout_of_its_input(rng, train):
+    x = rng.standard_normal((3, 5, 4, 6)).astype(np.float32).transpose(0, 3, 1, 2)  # NHWC memory
+    x[0, 0, 0, :2] = [0.0, -0.0]
+    layer = sn.ReLU().train(train)
+    y = layer.forward(x)
+    assert y.shape == x.shape and y.strides == x.strides
+    np.testing.assert_array_equal(y, np.where(x > 0, x, 0.0))
+
+
 def test_dropout_is_inverted_and_off_in_eval(rng):
     layer = sn.Dropout(0.25, seed=0)
     x = np.ones((200, 500))

@@ -10,7 +10,9 @@ class ReLU(Layer):
     boolean mask (1 byte per value); inference keeps nothing but a reference to y, from which
     the mask can still be formed if backward is called in eval mode.
     Element-wise, so it preserves the memory layout of its input, and splits over the CPU's
-    cores by samples (scratchnet.parallel)."""
+    cores by samples (scratchnet.parallel).  The 0 is an array of one sample's zeros in x's
+    layout, broadcast over the samples, not a scalar: NumPy's maximum against a scalar ran
+    3.6x slower than against an array (scratchnet.long_rows), and the result is the same."""
 
     def __init__(self):
         super().__init__()
@@ -20,10 +22,11 @@ class ReLU(Layer):
         xp = get_array_module(x)
         y = xp.empty_like(x)  # the layout of x (empty_like keeps its strides' order)
         mask = xp.empty_like(x, dtype=bool) if self.training else None
+        zeros = xp.zeros_like(x[:1])  # (1, C, H, W), x's memory order
 
         def rectify(part):
             piece = y[part]
-            xp.maximum(x[part], 0, out=piece)
+            xp.maximum(x[part], zeros, out=piece)
             if mask is not None:
                 xp.greater(piece, 0, out=mask[part])
 
