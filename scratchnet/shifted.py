@@ -221,13 +221,16 @@ def crop(y, n, h, w, bias=None):
     c = y.shape[1]
     rows = y.reshape(h, n, -1, c)
     out = xp.empty((n, h, w, c), dtype=y.dtype)
+    # The bias repeated along an image row, (w, C): the additions then run in loops of w*C
+    # numbers, not C (scratchnet.long_rows; stage 1's folded crop 0.43 -> 0.24 ms).
+    row_bias = None if bias is None else xp.tile(bias, (w, 1))
 
     def copy(part):
         images = rows[:, part, :w].transpose(1, 0, 2, 3)
         if bias is None:
             out[part] = images
         else:
-            xp.add(images, bias, out=out[part])
+            xp.add(images, row_bias, out=out[part])
 
     parallel_slices(copy, n, out.size, xp)
     return out

@@ -3,7 +3,7 @@ stride-1 "same" convolutions through shifted GEMMs on large maps (scratchnet.shi
 shared patch matrix on maps of at most p + 1 rows (scratchnet.short_maps)."""
 from ..backend import get_array_module
 from ..im2col import col2im, conv_output_size, im2col, tap_planes
-from ..parallel import parallel_slices
+from ..long_rows import map_long_rows
 from ..shifted import (MAX_WASTE, MIN_PIXELS, correlate_shifted, crop, grid_waste, to_grid,
                        weight_gradient_shifted)
 from ..short_maps import (correlate_short, input_gradient_short, is_short, row_window_patches,
@@ -144,9 +144,7 @@ class Conv2d(Layer):
             cols = im2col(x, kh, kw, self.stride, self.padding)
             y = cols @ self._weight_matrix().T
         if self.bias is not None and not bias_in_gemm:  # (a folded BatchNorm's shift)
-            bias = self.bias.data
-            parallel_slices(lambda rows: xp.add(y[rows], bias, out=y[rows]), y.shape[0], y.size,
-                            xp)
+            map_long_rows(lambda out, bias: xp.add(out, bias, out=out), y, [], [self.bias.data])
         # Training keeps the patch matrix for dL/dWm; inference keeps only a reference to x
         # (kh*kw times smaller), from which backward can rebuild the patches if it is called.
         # The cache starts with the mode it was made in (the convention of every layer here).
