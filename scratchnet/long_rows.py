@@ -58,4 +58,3 @@ def map_long_rows(fn, out, matrices, vectors=()):
                                     *long_vectors),
                     m // k, out.size, xp)
     return out
-

@@ -4,6 +4,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..backend import get_array_module
+from ..long_rows import map_long_rows
 from .activation import ReLU
 from .base import Layer, Sequential, check_input
 from .batchnorm import BatchNorm2d, channels_matrix, from_channels_matrix
@@ -104,7 +105,10 @@ class Stem(Sequential):
         scale = self.bn.batch_scale()
         dbeta, dgamma = self.bn.parameter_gradients(d, channels_matrix(pooled))
         dx = self.bn.input_gradient(dbeta, dgamma)          # the terms without dy
-        self.pool.backward_into(dx, from_channels_matrix(d * scale, pooled.shape))
+        xp = get_array_module(d)
+        scaled = map_long_rows(lambda out, d, s: xp.multiply(d, s, out=out), xp.empty_like(d),
+                               [d], [scale])                # s dy, in long rows
+        self.pool.backward_into(dx, from_channels_matrix(scaled, pooled.shape))
         return self.conv.backward(dx)
 
 
