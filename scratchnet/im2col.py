@@ -80,12 +80,11 @@ def im2col(x, kh, kw, stride=1, padding=0):
     return patch_matrix(to_channels_last(x, padding), kh, kw, stride)
 
 
-def tap_planes(x, kh, kw, stride=1, padding=0, ones=False, out=None):
+def tap_planes(x, kh, kw, stride=1, padding=0, ones=False):
     """The transposed patch matrix of a one-channel x (N, 1, H, W): (kh*kw, N*Ho*Wo), row
     a*kw + b holding xpad[n, s*i + a, s*j + b] for every output pixel (n, i, j) in order;
     with ``ones``, one more row of ones after them (a convolution's bias as a GEMM column:
-    Conv2d).  ``out``, a (rows, N, Ho, Wo) array or view (these samples' part of a larger
-    batch's planes), receives them instead of a new array.
+    Conv2d).
 
     Why transposed.  With C = 1 a row of the patch matrix is kh runs of kw numbers, so the
     (M, K) gather copies in runs of 7 numbers on the stem (one short inner loop per run); a
@@ -104,13 +103,7 @@ def tap_planes(x, kh, kw, stride=1, padding=0, ones=False, out=None):
     xpad = to_channels_last(x, padding)[..., 0]                     # (N, Hp, Wp)
     phases = [[xp.ascontiguousarray(xpad[:, u::s, v::s]) for v in range(s)] for u in range(s)]
     rows = kh * kw + (1 if ones else 0)
-    if out is None:
-        planes = xp.empty((rows, n, ho, wo), dtype=x.dtype)
-    elif out.shape != (rows, n, ho, wo):
-        raise ValueError(f"tap_planes: out has shape {tuple(out.shape)}, the planes "
-                         f"{(rows, n, ho, wo)}")
-    else:
-        planes = out
+    planes = xp.empty((rows, n, ho, wo), dtype=x.dtype)
     if ones:
         planes[-1] = 1
 

@@ -127,37 +127,6 @@ def test_one_channel_patches_are_the_gathered_ones(rng, kh, kw, stride, padding)
         np.testing.assert_array_equal(tap_planes(x, kh, kw, stride, padding), expected.T)
 
 
-@pytest.mark.parametrize("block", [1, 3, 1 << 30])
-@pytest.mark.parametrize("bias,train", [(True, False), (False, True), (True, True)])
-def test_one_channel_convolution_in_blocks_of_samples_matches_direct_loops(rng, monkeypatch,
-                                                                           block, bias, train):
-    """The one-channel path multiplies the tap planes a few samples at a time
-    (ONE_CHANNEL_BLOCK planes' numbers; 3 leaves an uneven last block): the same convolution
-    as the loops, its bias as the GEMM's last column, and the planes kept for dL/dW in
-    training."""
-    n, kh, kw, stride, padding = 5, 3, 4, 2, 1
-    layer = sn.Conv2d(1, 3, (kh, kw), stride, padding, bias=bias, rng=rng).astype(np.float64)
-    layer.train(train)
-    x = rng.standard_normal((n, 1, 9, 11))
-    ho, wo = (9 + 2 - kh) // stride + 1, (11 + 2 - kw) // stride + 1
-    rows = kh * kw + int(bias)
-    monkeypatch.setattr(conv_module, "ONE_CHANNEL_BLOCK", block * rows * ho * wo)
-    b = layer.bias.data if bias else np.zeros(3)
-    np.testing.assert_allclose(layer.forward(x), conv_loops(x, layer.weight.data, b, stride,
-                                                            padding), rtol=1e-12, atol=1e-12)
-    kept = layer._cache[1]
-    if train:
-        np.testing.assert_array_equal(kept, im2col(x, kh, kw, stride, padding))
-    else:
-        assert kept is x
-
-
-def test_tap_planes_refuse_an_output_of_the_wrong_shape(rng):
-    x = rng.standard_normal((2, 1, 6, 6))
-    with pytest.raises(ValueError, match="out has shape"):
-        tap_planes(x, 3, 3, 1, 1, out=np.empty((9, 3, 6, 6)))
-
-
 # (2, 2, 1) and (4, 3, 2): even windows with p = k/2, where no offset reads inside the image
 # at every output, so the first one leaves -inf bands for the others to fill (MaxPool2d).
 @pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 2, 1),

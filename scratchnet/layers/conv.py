@@ -38,41 +38,6 @@ def weight_gradient_matrix(cols, dy_mat):
     return dy_mat.T @ cols
 
 
-# The one-channel path gathers and multiplies this many tap-plane numbers at a time (2 MB of
-# float32, two stem samples of 49 planes of 32 x 125).
-ONE_CHANNEL_BLOCK = 1 << 19
-
-
-def correlate_one_channel(x, weights, kh, kw, stride, padding, ones, keep):
-    """Y = [X | 1] [Wm | b]^T (without the ones and b unless ``ones``), (N*Ho*Wo, C_out), for
-    a one-channel x (N, 1, H, W), with weights = [Wm | b] (C_out, kh*kw [+ 1]).
-
-    The transposed patches P = X^T are tap planes (scratchnet.im2col.tap_planes), and rows of
-    Y are rows of X times the same weights, so Y is computed a block of samples at a time:
-    the rows of Y of samples n0..n1 are P[:, those samples]^T [Wm | b]^T.  A block's GEMM
-    reads the planes its gather has just written while they are still in the cache (the
-    stem's planes for a whole batch, 25 MB, are many times the cache).  The folded stem
-    inside reference inference passes, 16 alternating rounds: 20.4 -> 17.8 ms; in training,
-    where every plane is kept for dL/dWm anyway, 29.6 and 29.7 ms.  ``keep`` (training): the
-    blocks are parts of the whole batch's planes, returned as (rows, N*Ho*Wo); otherwise one
-    block's buffer is reused and None returned."""
-    xp = get_array_module(x)
-    n = x.shape[0]
-    ho = conv_output_size(x.shape[2], kh, stride, padding)
-    wo = conv_output_size(x.shape[3], kw, stride, padding)
-    rows, pixels = weights.shape[1], ho * wo
-    block = max(1, min(n, ONE_CHANNEL_BLOCK // (rows * pixels)))
-    planes = xp.empty((rows, n if keep else block, ho, wo), dtype=x.dtype)
-    weights_t = xp.ascontiguousarray(weights.T)
-    y = xp.empty((n * pixels, weights.shape[0]), dtype=x.dtype)
-    for n0 in range(0, n, block):
-        n1 = min(n, n0 + block)
-        part = planes[:, n0:n1] if keep else planes[:, :n1 - n0]
-        p = tap_planes(x[n0:n1], kh, kw, stride, padding, ones, out=part)
-        xp.matmul(p.T, weights_t, out=y[n0 * pixels:n1 * pixels])
-    return y, (planes.reshape(rows, n * pixels) if keep else None)
-
-
 class Conv2d(Layer):
     """y[n, o, i, j] = b[o] + sum_{c, a, b'} W[o, c, a, b'] * xpad[n, c, s*i + a, s*j + b']
 
@@ -94,8 +59,7 @@ class Conv2d(Layer):
                                  the gradient of every patch back onto the pixels it copied.
     With one input channel (the stem) and a bias (a folded BatchNorm's shift), the bias is one
     more column of the same GEMM, [X | 1] [Wm | b]^T = X Wm^T + 1 b^T, from one more tap plane
-    of ones (scratchnet.im2col.tap_planes), instead of a pass over the stem's large Y; the
-    rows of Y are computed a few samples at a time (:func:`correlate_one_channel`).
+    of ones (scratchnet.im2col.tap_planes), instead of a pass over the stem's large Y.
     Stride 1: dL/dx is itself a convolution.  Written per pixel, the sum above is
         dx[c, u, v] = sum_{o, a, b'} dy[o, u + p - a, v + p - b'] W[o, c, a, b']
     over the (i, j) = (u + p - a, v + p - b') inside dy.  Substituting a = kh-1-a~, b' = kw-1-b~:
@@ -168,22 +132,19 @@ class Conv2d(Layer):
             # Training keeps the grid (the patches' source); eval a reference to x.
             self._cache = (self.training, grid if self.training else x, x.shape)
             return y.transpose(0, 3, 1, 2)
-        if self._one_channel(x.shape[1]):
-            # The bias (a folded stem's) rides in the GEMM, [X | 1] [Wm | b]^T = X Wm^T + 1 b^T,
-            # from one more tap plane of ones, instead of a pass over Y.
-            ones = self.bias is not None
-            weights = self._weight_matrix()
-            if ones:
-                weights = xp.concatenate([weights, self.bias.data[:, None]], axis=1)
-            y, planes = correlate_one_channel(x, weights, kh, kw, self.stride, self.padding,
-                                              ones, keep=self.training)
-            cols = None if planes is None else planes[:kh * kw].T
+        bias_in_gemm = self.bias is not None and x.shape[1] == 1 and kh * kw > 1
+        if bias_in_gemm:
+            # One channel (a folded stem): the bias rides in the GEMM, [X | 1] [Wm | b]^T =
+            # X Wm^T + 1 b^T, from one more tap plane of ones, instead of a pass over Y.
+            planes = tap_planes(x, kh, kw, self.stride, self.padding, ones=True)
+            weights = xp.concatenate([self._weight_matrix(), self.bias.data[:, None]], axis=1)
+            y = planes.T @ weights.T
+            cols = planes[:-1].T
         else:
             cols = im2col(x, kh, kw, self.stride, self.padding)
             y = cols @ self._weight_matrix().T
-            if self.bias is not None:  # (a folded BatchNorm's shift)
-                map_long_rows(lambda out, bias: xp.add(out, bias, out=out), y, [],
-                              [self.bias.data])
+        if self.bias is not None and not bias_in_gemm:  # (a folded BatchNorm's shift)
+            map_long_rows(lambda out, bias: xp.add(out, bias, out=out), y, [], [self.bias.data])
         # Training keeps the patch matrix for dL/dWm; inference keeps only a reference to x
         # (kh*kw times smaller), from which backward can rebuild the patches if it is called.
         # The cache starts with the mode it was made in (the convention of every layer here).
@@ -196,10 +157,6 @@ class Conv2d(Layer):
         square kernel wider than 1, "same" padding p = (k-1)/2."""
         kh, kw = self.kernel_size
         return self.stride == 1 and kh == kw and kh > 1 and 2 * self.padding == kh - 1
-
-    def _one_channel(self, c):
-        """Whether this convolution of a c-channel input runs on tap planes (see above)."""
-        return c == 1 and self.kernel_size[0] * self.kernel_size[1] > 1
 
     def _short(self, h):
         """Whether an h-row input is short: every output row reads all of it (see above)."""
