@@ -320,3 +320,49 @@ def test_stem_gradients_in_training(rng):
     stem.forward(x)
     assert stem._cache is not None              # the pool-first order
     assert_all_small(check_layer(stem, x))
+
+
+def eval_stem_pair(rng, dtype, negative_gamma):
+    """stem_pair in eval mode, with running statistics and a BatchNorm that are not the
+    identity (and one channel's gamma < 0 if ``negative_gamma``)."""
+    stem, plain = stem_pair(rng, dtype)
+    gamma = rng.uniform(0.5, 2.0, 4).astype(dtype)
+    if negative_gamma:
+        gamma[2] = -0.7
+    stats = [rng.standard_normal(4).astype(dtype), rng.uniform(0.5, 2.0, 4).astype(dtype),
+             rng.standard_normal(4).astype(dtype)]
+    for s in (stem, plain):
+        s.bn.weight.data[...] = gamma
+        s.bn.running_mean[...], s.bn.running_var[...], s.bn.bias.data[...] = stats
+        s.eval()
+    return stem, plain
+
+
+@pytest.mark.parametrize("negative_gamma", [False, True])
+def test_stem_in_eval_mode_pools_before_its_batchnorm_with_the_same_numbers(rng,
+                                                                           negative_gamma):
+    """Eval mode: conv -> pool -> BN -> ReLU when every running scale is positive, y bit for
+    bit as the layers in their own order, and the gradients (eval-mode backward) to rounding;
+    a channel with gamma < 0 makes the stem run the layers in their own order."""
+    stem, plain = eval_stem_pair(rng, np.float32, negative_gamma)
+    x = rng.standard_normal((3, 1, 9, 11)).astype(np.float32)
+    y, y_plain = stem.forward(x), plain.forward(x)
+    assert (stem._eval_order is None) == negative_gamma          # which order ran
+    assert np.array_equal(y, y_plain)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    stem.zero_grad()
+    plain.zero_grad()
+    stem.backward(dy)
+    plain.backward(dy)
+    for (name, p), (_, q) in zip(stem.named_parameters(), plain.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+        assert np.count_nonzero(p.grad) > 0, name
+
+
+def test_stem_gradients_in_eval_mode(rng):
+    stem, _ = eval_stem_pair(rng, np.float64, negative_gamma=False)
+    stem.conv.needs_input_grad = True
+    x = rng.standard_normal((2, 1, 8, 7))
+    stem.forward(x)
+    assert stem._eval_order is not None         # the pool-first order
+    assert_all_small(check_layer(stem, x))

@@ -85,7 +85,7 @@ class BatchNorm2d(Layer):
         self._cache = None
 
     def forward(self, x):
-        gamma, beta = self.weight.data, self.bias.data
+        beta = self.bias.data
         if self.training:  # centre checks x
             y = affine(channels_matrix(self.centre(x)), self.batch_scale(), beta)
         else:
@@ -93,7 +93,7 @@ class BatchNorm2d(Layer):
             xp = get_array_module(x)
             x2 = channels_matrix(x)
             inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
-            scale = gamma * inv_std
+            scale = self.running_scale(inv_std)
             y = affine(x2, scale, beta - self.running_mean * scale)
             # Keep x itself (no copy): xhat is only needed if backward is ever called in eval.
             self._cache = (False, x2, inv_std, x.shape)
@@ -127,6 +127,12 @@ class BatchNorm2d(Layer):
     def batch_scale(self):
         """gamma * inv_std of the batch :meth:`centre` (or a training forward) last saw."""
         return self.weight.data * self._cache[2]
+
+    def running_scale(self, inv_std=None):
+        """gamma / sqrt(running_var + eps): eval mode's scale (``inv_std`` if already known)."""
+        if inv_std is None:
+            inv_std = 1.0 / get_array_module(self.running_var).sqrt(self.running_var + self.eps)
+        return self.weight.data * inv_std
 
     def scale_shift(self, c):
         """y = c * batch_scale() + beta for any c (N, C, h, w): the forward's affine map."""

@@ -73,6 +73,10 @@ class Stem(Sequential):
     different c round to the same s c + beta: then this routes to the first largest c, the
     other order to the first of the ties, both subgradients of the same function.  When some
     channel has s <= 0 the layers run in their own order.
+    In eval mode BatchNorm is the fixed map z s + (beta - running_mean s), s = gamma /
+    sqrt(running_var + eps), increasing under the same condition, so the stem runs conv ->
+    pool -> BN -> ReLU, each layer's own forward and backward in that order: the same output
+    bit for bit and the gradients as above, with the affine map on a quarter of the values.
 
     Backward.  With p = pool(c), y = s p + beta and dy the gradient at y (after the ReLU),
     BatchNorm's backward needs dyb, the gradient at its own (full-size) output, which is dy
@@ -84,12 +88,21 @@ class Stem(Sequential):
     """
 
     _cache = None  # the pooled c of a training forward that took the pool-first order
+    _eval_order = None  # the layers of an eval forward that took the pool-first order
 
     def forward(self, x):
-        self._cache = None
+        self._cache = self._eval_order = None
         bn, pool = self.bn, getattr(self, "pool", None)
-        if pool is None or not (isinstance(bn, BatchNorm2d) and bn.training):
+        if pool is None or not isinstance(bn, BatchNorm2d):
             return super().forward(x)
+        if not bn.training:
+            xp = get_array_module(bn.weight.data)
+            if not bool(xp.all(bn.running_scale() > 0)):
+                return super().forward(x)
+            self._eval_order = (self.conv, pool, bn, self.relu)
+            for layer in self._eval_order:
+                x = layer.forward(x)
+            return x
         c = bn.centre(self.conv.forward(x))
         xp = get_array_module(c)
         if not bool(xp.all(bn.batch_scale() > 0)):
@@ -99,6 +112,13 @@ class Stem(Sequential):
 
     def backward(self, dy):
         pooled, self._cache = self._cache, None
+        order, self._eval_order = self._eval_order, None
+        if order is not None:
+            for layer in reversed(order):
+                if dy is None:  # the convolution declined its input gradient
+                    break
+                dy = layer.backward(dy)
+            return dy
         if pooled is None:
             return super().backward(dy)
         d = channels_matrix(self.relu.backward(dy))
