@@ -60,9 +60,8 @@ class BasicBlock(Layer):
 
 
 class Stem(Sequential):
-    """conv -> BN -> [max-pool ->] ReLU, children ``conv``, ``bn``, ``pool``, ``relu``; in
-    training, with a pool, BatchNorm's affine map runs after the pool, on a quarter of the
-    values.
+    """conv -> BN -> [max-pool ->] ReLU, children ``conv``, ``bn``, ``pool``, ``relu``; with a
+    pool, BatchNorm's affine map runs after the pool, on a quarter of the values.
 
     Why that is the same function.  In training BN(z) = s (z - mu) + beta per channel, with
     s = gamma / sqrt(var + eps) from the batch statistics of the whole map.  For s > 0 the map
@@ -144,8 +143,8 @@ class ResNet(Sequential):
     ReLU, so both orders route dy to the same (first) argmax with factor 1; if max v <= 0,
     both give 0 (ReLU's factor [v > 0] at the winner, or a window of zeros whose winner is then
     multiplied by [v > 0] = 0).  No arithmetic changes, so the results are identical bit for bit.
-    In training the stem (:class:`Stem`) moves its BatchNorm's affine map after the pool too,
-    by the same argument for an increasing map.
+    The stem (:class:`Stem`) moves its BatchNorm's affine map after the pool too, in training
+    and in eval mode, by the same argument for an increasing map.
 
     ``widths[i]`` and ``depths[i]`` give the channels and block count of stage i+1; its first
     block has stride ``strides[i]`` (default 1 for the first stage, 2 after).  Names follow
