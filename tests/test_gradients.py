@@ -290,6 +290,24 @@ def stem_pair(rng, dtype):
     return stem, plain
 
 
+def assert_stem_matches_plain(rng, stem, plain, in_own_order, negative_gamma):
+    """The Stem's output equals the plain Sequential's bit for bit and every parameter gradient
+    to rounding (none of them zero); in_own_order() says, after the forward, whether the stem
+    ran the layers in their own order, which it must do exactly when ``negative_gamma``."""
+    x = rng.standard_normal((3, 1, 9, 11)).astype(np.float32)
+    y, y_plain = stem.forward(x), plain.forward(x)
+    assert in_own_order() == negative_gamma                     # which order ran
+    assert np.array_equal(y, y_plain)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    stem.zero_grad()
+    plain.zero_grad()
+    stem.backward(dy)
+    plain.backward(dy)
+    for (name, p), (_, q) in zip(stem.named_parameters(), plain.named_parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+        assert np.count_nonzero(p.grad) > 0, name
+
+
 @pytest.mark.parametrize("negative_gamma", [False, True])
 def test_stem_applies_batchnorm_after_the_pool_with_the_same_numbers(rng, negative_gamma):
     """Training: y bit for bit as conv -> BN -> pool -> ReLU in their own order (the affine map
@@ -299,17 +317,7 @@ def test_stem_applies_batchnorm_after_the_pool_with_the_same_numbers(rng, negati
     if negative_gamma:
         for s in (stem, plain):
             s.bn.weight.data[1] = -0.5
-    x = rng.standard_normal((3, 1, 9, 11)).astype(np.float32)
-    y, y_plain = stem.forward(x), plain.forward(x)
-    assert (stem._cache is None) == negative_gamma              # which order ran
-    assert np.array_equal(y, y_plain)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    stem.zero_grad()
-    plain.zero_grad()
-    stem.backward(dy)
-    plain.backward(dy)
-    for (name, p), (_, q) in zip(stem.named_parameters(), plain.named_parameters()):
-        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert_stem_matches_plain(rng, stem, plain, lambda: stem._cache is None, negative_gamma)
     np.testing.assert_array_equal(stem.bn.running_var, plain.bn.running_var)
 
 
@@ -345,18 +353,8 @@ def test_stem_in_eval_mode_pools_before_its_batchnorm_with_the_same_numbers(rng,
     bit as the layers in their own order, and the gradients (eval-mode backward) to rounding;
     a channel with gamma < 0 makes the stem run the layers in their own order."""
     stem, plain = eval_stem_pair(rng, np.float32, negative_gamma)
-    x = rng.standard_normal((3, 1, 9, 11)).astype(np.float32)
-    y, y_plain = stem.forward(x), plain.forward(x)
-    assert (stem._eval_order is None) == negative_gamma          # which order ran
-    assert np.array_equal(y, y_plain)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    stem.zero_grad()
-    plain.zero_grad()
-    stem.backward(dy)
-    plain.backward(dy)
-    for (name, p), (_, q) in zip(stem.named_parameters(), plain.named_parameters()):
-        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5, err_msg=name)
-        assert np.count_nonzero(p.grad) > 0, name
+    assert_stem_matches_plain(rng, stem, plain, lambda: stem._eval_order is None,
+                              negative_gamma)
 
 
 def test_stem_gradients_in_eval_mode(rng):
