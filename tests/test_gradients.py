@@ -353,7 +353,7 @@ def test_stem_in_eval_mode_pools_before_its_batchnorm_with_the_same_numbers(rng,
     bit as the layers in their own order, and the gradients (eval-mode backward) to rounding;
     a channel with gamma < 0 makes the stem run the layers in their own order."""
     stem, plain = eval_stem_pair(rng, np.float32, negative_gamma)
-    assert_stem_matches_plain(rng, stem, plain, lambda: stem._eval_order is None,
+    assert_stem_matches_plain(rng, stem, plain, lambda: not stem._eval_pool_first,
                               negative_gamma)
 
 
@@ -362,5 +362,5 @@ def test_stem_gradients_in_eval_mode(rng):
     stem.conv.needs_input_grad = True
     x = rng.standard_normal((2, 1, 8, 7))
     stem.forward(x)
-    assert stem._eval_order is not None         # the pool-first order
+    assert stem._eval_pool_first                # the pool-first order
     assert_all_small(check_layer(stem, x))

@@ -87,10 +87,10 @@ class Stem(Sequential):
     """
 
     _cache = None  # the pooled c of a training forward that took the pool-first order
-    _eval_order = None  # the layers of an eval forward that took the pool-first order
+    _eval_pool_first = False  # an eval forward took the pool-first order
 
     def forward(self, x):
-        self._cache = self._eval_order = None
+        self._cache, self._eval_pool_first = None, False
         bn, pool = self.bn, getattr(self, "pool", None)
         if pool is None or not isinstance(bn, BatchNorm2d):
             return super().forward(x)
@@ -98,10 +98,8 @@ class Stem(Sequential):
             xp = get_array_module(bn.weight.data)
             if not bool(xp.all(bn.running_scale() > 0)):
                 return super().forward(x)
-            self._eval_order = (self.conv, pool, bn, self.relu)
-            for layer in self._eval_order:
-                x = layer.forward(x)
-            return x
+            self._eval_pool_first = True
+            return self.relu.forward(bn.forward(pool.forward(self.conv.forward(x))))
         c = bn.centre(self.conv.forward(x))
         xp = get_array_module(c)
         if not bool(xp.all(bn.batch_scale() > 0)):
@@ -111,13 +109,10 @@ class Stem(Sequential):
 
     def backward(self, dy):
         pooled, self._cache = self._cache, None
-        order, self._eval_order = self._eval_order, None
-        if order is not None:
-            for layer in reversed(order):
-                if dy is None:  # the convolution declined its input gradient
-                    break
-                dy = layer.backward(dy)
-            return dy
+        pool_first, self._eval_pool_first = self._eval_pool_first, False
+        if pool_first:
+            return self.conv.backward(self.pool.backward(self.bn.backward(
+                self.relu.backward(dy))))
         if pooled is None:
             return super().backward(dy)
         d = channels_matrix(self.relu.backward(dy))
