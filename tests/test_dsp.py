@@ -164,6 +164,47 @@ def test_power_to_db_values_and_clipping():
                                [[-10, 0, -40, -110]])
 
 
+def power_to_db_reference(S, top_db, amin=1e-10):
+    """10 log10(max(S, amin)), floored at top_db below the maximum of the whole spectrogram,
+    one 2-D spectrogram at a time (librosa's definition, written out)."""
+    S = np.asarray(S, dtype=np.float64)
+    items = S.reshape((-1,) + S.shape[-2:])
+    out = np.empty_like(items)
+    for i, item in enumerate(items):
+        db = 10.0 * np.log10(np.maximum(item, amin))
+        out[i] = np.maximum(db, db.max() - top_db)
+    return out.reshape(S.shape)
+
+
+def spectrogram_spanning(rng, loudest_db, n_mels=6, frames=9):
+    """A power spectrogram whose rows peak at different levels, the quietest rows more than
+    100 dB under the loudest, so that an 80 dB floor cuts into it."""
+    row_peaks = loudest_db - np.linspace(0.0, 120.0, n_mels)
+    spread = rng.uniform(-30.0, 0.0, size=(n_mels, frames))
+    return 10.0 ** ((row_peaks[:, None] + spread) / 10.0)
+
+
+def test_power_to_db_floors_a_spectrogram_at_its_own_maximum(rng):
+    """The floor is top_db under the maximum of the whole (mel x frames) image, not of each
+    mel row: the quiet rows end at the floor."""
+    S = spectrogram_spanning(rng, 20.0)
+    db = dsp.power_to_db(S, top_db=80.0)
+    np.testing.assert_allclose(db, power_to_db_reference(S, 80.0), rtol=1e-12, atol=1e-9)
+    assert db.min() == pytest.approx(db.max() - 80.0)           # the floor was reached
+    assert (db == db.min()).all(axis=1).any()                   # a whole row under it
+
+
+def test_power_to_db_floors_each_item_of_a_batch_at_its_own_maximum(rng):
+    """(batch, mel, frames): every item gets the floor of its own maximum, the items' maxima
+    being tens of dB apart."""
+    S = np.stack([spectrogram_spanning(rng, loudest) for loudest in (30.0, -10.0, -45.0)])
+    db = dsp.power_to_db(S, top_db=80.0)
+    np.testing.assert_allclose(db, power_to_db_reference(S, 80.0), rtol=1e-12, atol=1e-9)
+    for item, expected in zip(db, S):
+        np.testing.assert_allclose(item, dsp.power_to_db(expected, top_db=80.0), atol=1e-12)
+    assert len(set(np.round(db.min(axis=(1, 2)), 6))) == 3     # three different floors
+
+
 def test_batch_items_are_processed_independently(rng):
     y = rng.standard_normal((3, 4000)) * np.array([[1.0], [100.0], [0.01]])
     logmel = dsp.LogMel(sr=16000, n_fft=512, hop_length=160, n_mels=32)

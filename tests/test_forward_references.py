@@ -235,6 +235,20 @@ def test_loss_matches_definition(rng):
     assert abs(float(sn.SoftmaxCrossEntropy(0.2).forward(z, t)) - expected) < 1e-12
 
 
+def test_smoothed_loss_of_probability_targets_matches_definition(rng):
+    """Mixup's targets are probability rows q; smoothing applies to them as to one-hot rows:
+    L = -(1/N) sum q' log p with q' = (1 - eps) q + eps / K, and dL/dz = (p - q') / N."""
+    z = rng.standard_normal((4, 5))
+    q = rng.dirichlet(np.ones(5), size=4)
+    eps, k = 0.3, 5
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    smoothed = (1 - eps) * q + eps / k
+    loss = sn.SoftmaxCrossEntropy(eps)
+    assert float(loss.forward(z, q)) == pytest.approx(-(smoothed * np.log(p)).sum() / 4,
+                                                      rel=1e-12)
+    np.testing.assert_allclose(loss.backward(), (p - smoothed) / 4, rtol=1e-12, atol=1e-15)
+
+
 def test_loss_is_stable_for_huge_logits():
     z = np.array([[1000.0, 0.0, -1000.0]])
     loss = sn.SoftmaxCrossEntropy()

@@ -91,6 +91,48 @@ def test_cosine_warmup_schedule():
     assert lrs[10] == pytest.approx(0.0, abs=1e-12)
 
 
+def half_cosine(start, end, frac):
+    """A half cosine from ``start`` (frac = 0) to ``end`` (frac = 1)."""
+    return start + (end - start) * (1 - math.cos(math.pi * frac)) / 2
+
+
+def test_one_cycle_follows_half_cosines_at_interior_steps():
+    """PyTorch's OneCycleLR with cosine annealing, in closed form: up from max_lr/div over
+    steps 0..peak = pct*total - 1, then down to max_lr/(div*final_div) at step total - 1.
+    The quarter points tell a cosine from a straight line."""
+    opt = sn.SGD([param([0.0], [0.0])], lr=1.0)
+    total, peak = 101, 19.2                                    # pct_start 0.2: peak 20.2 - 1
+    sched = sn.OneCycleLR(opt, max_lr=2e-3, total_steps=total, pct_start=0.2, div_factor=8,
+                          final_div_factor=100)
+    lrs = [opt.lr]
+    for _ in range(total - 1):
+        sched.step()
+        lrs.append(opt.lr)
+    low, high, end = 2e-3 / 8, 2e-3, 2e-3 / 800
+    for step in (3, 5, 10, 14, 19, 20, 30, 45, 60, 80, 95, 100):
+        if step <= peak:
+            expected = half_cosine(low, high, step / peak)
+        else:
+            expected = half_cosine(high, end, (step - peak) / (total - 1 - peak))
+        assert lrs[step] == pytest.approx(expected, rel=1e-12), step
+
+
+def test_cosine_warmup_follows_a_half_cosine_after_a_linear_warm_up():
+    opt = sn.SGD([param([0.0], [0.0])], lr=1.0)
+    total, warmup, base, low = 40, 8, 3e-3, 1e-4
+    sched = sn.CosineWarmupLR(opt, base_lr=base, total_steps=total, warmup_steps=warmup,
+                              min_lr=low)
+    lrs = [opt.lr]
+    for _ in range(total):
+        sched.step()
+        lrs.append(opt.lr)
+    for step in range(warmup):
+        assert lrs[step] == pytest.approx(base * (step + 1) / warmup, rel=1e-12)
+    for step in (9, 12, 16, 24, 31, 38, 40):
+        expected = half_cosine(base, low, (step - warmup) / (total - warmup))
+        assert lrs[step] == pytest.approx(expected, rel=1e-12), step
+
+
 def test_adamw_in_blocks_gives_the_numbers_of_whole_tensors(monkeypatch):
     """AdamW runs each tensor's passes a cache-sized block at a time: the same numbers as
     whole-tensor passes (one block), and a transposed parameter, in blocks of its memory, as
