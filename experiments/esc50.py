@@ -98,10 +98,26 @@ def load_waveforms(root, rows, sr, progress=True):
     return out
 
 
+def source_digest(folder=None):
+    """A hash of the Python sources that compute the features (the dsp package by default):
+    any change to them, a bug fix included, gives the cached features another name."""
+    import dsp
+    folder = folder or os.path.dirname(os.path.abspath(dsp.__file__))
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            digest.update(name.encode() + b"\0")
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(f.read() + b"\0")
+    return digest.hexdigest()
+
+
 def feature_key(root, rows, features):
-    """A hash of the feature configuration and the clip list: the cache's name."""
+    """A hash of the feature configuration, the code that computes it (:func:`source_digest`)
+    and the clip list: the cache's name."""
     blob = json.dumps({"features": features, "files": [r["filename"] for r in rows],
-                       "root": os.path.abspath(root)}, sort_keys=True)
+                       "root": os.path.abspath(root), "code": source_digest()},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -154,8 +170,8 @@ def standardise(feats, normalization):
 def load_features(root, features, cache_dir=None, xp=np, rows=None, progress=True):
     """Log-Mel features of every clip listed in ``rows`` (default: all), cached on disk.
 
-    The cache file is keyed by the feature configuration and the clip list, so changing either
-    rebuilds it.  Returns (features (N, n_mels, frames) float32, labels (N,), folds (N,))."""
+    The cache file is keyed by the feature configuration, the DSP code and the clip list, so
+    changing any of them rebuilds it.  Returns (features (N, n_mels, frames) float32, labels (N,), folds (N,))."""
     rows = rows if rows is not None else read_metadata(root)
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, f"esc50-logmel-{feature_key(root, rows, features)}.npy")

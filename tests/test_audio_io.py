@@ -134,6 +134,30 @@ def test_feature_cache_is_rebuilt_when_config_changes(esc50_root, tmp_path):
     assert len(list(tmp_path.glob("*.npy"))) == 2
 
 
+def test_source_digest_changes_with_any_dsp_source(tmp_path):
+    import shutil
+    copy = tmp_path / "dsp"
+    shutil.copytree(os.path.dirname(dsp.__file__), copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert esc50.source_digest(str(copy)) == esc50.source_digest()
+    features = copy / "features.py"
+    features.write_text(features.read_text().replace("top_db=80.0", "top_db=81.0", 1))
+    assert esc50.source_digest(str(copy)) != esc50.source_digest()
+
+
+def test_feature_cache_is_rebuilt_when_the_dsp_code_changes(esc50_root, tmp_path,
+                                                            monkeypatch):
+    """Features cached by other DSP code are never read back: the cache's name changes."""
+    rows = esc50.read_metadata(esc50_root)[:1]
+    cfg = dict(sr=16000, n_fft=512, hop_length=256, n_mels=32, fmin=0.0, fmax=8000.0)
+    key = esc50.feature_key(esc50_root, rows, cfg)
+    esc50.load_features(esc50_root, cfg, tmp_path, rows=rows, progress=False)
+    monkeypatch.setattr(esc50, "source_digest", lambda folder=None: "other code")
+    assert esc50.feature_key(esc50_root, rows, cfg) != key
+    esc50.load_features(esc50_root, cfg, tmp_path, rows=rows, progress=False)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
 def test_download_unpacks_and_verifies_an_archive(tmp_path):
     """--download on a local archive shaped like the official one (file:// URL)."""
     import zipfile
