@@ -16,7 +16,7 @@ import sys
 from scratchnet.backend import DeviceError
 
 from . import augment, esc50
-from .inference import DEFAULT_CHECKPOINT, Classifier, evaluate
+from .inference import DEFAULT_CHECKPOINT, Classifier, evaluate, write_predictions
 
 
 def parse_args(argv=None):
@@ -33,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", help="log-Mel feature cache (default ~/.cache/scratchnet)")
     p.add_argument("--limit", type=int,
                    help="use only the first N clips of each fold (as train_esc50 --limit)")
+    p.add_argument("--predictions", metavar="PATH",
+                   help="also write each clip's prediction there (JSON, as train_esc50's "
+                        "predictions.json)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.fold is not None and args.fold not in range(1, 6):
@@ -68,7 +71,10 @@ def main(argv=None):
         shifts = augment.test_time_shifts(x.shape[-1], args.max_shift, args.tta_views)
     else:
         shifts = clf.shifts
-    pred, _ = evaluate(clf.model, x, clf.xp, shifts)
+    pred, probs = evaluate(clf.model, x, clf.xp, shifts)
+    if args.predictions:
+        files = [r["filename"] for r, tested in zip(rows, test) if tested]
+        write_predictions(args.predictions, files, labels[test], probs)
     single, _ = evaluate(clf.model, x, clf.xp) if shifts != [0] else (pred, None)
     result = dict(checkpoint=args.checkpoint, fold=int(fold), clips=int(test.sum()),
                   shifts=shifts, accuracy=float((pred == labels[test]).mean()),

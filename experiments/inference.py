@@ -39,6 +39,18 @@ def evaluate(model, x, xp, shifts=(0,), batch=100):
     return probs.argmax(axis=1), probs
 
 
+def write_predictions(path, files, targets, probs):
+    """One row per clip, as JSON: its file, true class, predicted class and that class's
+    probability; written by train_esc50 for each fold and by evaluate --predictions, so that
+    two scorings of a model can be compared clip by clip."""
+    import json
+    pred = probs.argmax(axis=1)
+    rows = [dict(file=str(f), target=int(t), predicted=int(k), probability=float(p[k]))
+            for f, t, k, p in zip(files, targets, pred, probs)]
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=0)
+
+
 class Classifier:
     """Log-Mel front end + ResNet from a checkpoint written by ``train_esc50`` (model.npz)."""
 

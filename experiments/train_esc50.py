@@ -7,7 +7,8 @@ For each test fold k the model trains on the other four folds for a fixed schedu
 scored on fold k at the end of it: the reported accuracy is never picked by its test score.
 Outputs go to --out: results.json, and per fold metrics.json (per epoch), checkpoint.npz
 (resumable, written every epoch), model.npz (final weights + config), per-class accuracy,
-training curves and the confusion matrix (PNG).
+predictions.json (each test clip's predicted class), training curves and the confusion
+matrix (PNG).
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ from scratchnet.fusion import fold_batchnorm
 from scratchnet.memory import keep_freed_memory
 
 from . import augment, esc50
-from .inference import evaluate
+from .inference import evaluate, write_predictions
 from .models import PRESETS, build_model, get_preset
 
 
@@ -118,8 +119,9 @@ def sub_state(state, prefix):
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
-    """Train on every fold but ``fold`` and score on ``fold``; returns the fold's result dict."""
+def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):
+    """Train on every fold but ``fold`` and score on ``fold`` (``files``: each clip's file
+    name, for the fold's predictions.json); returns the fold's result dict."""
     from tqdm import tqdm
     tr = cfg["train"]
     out = os.path.join(args.out, f"fold{fold}")
@@ -263,7 +265,8 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names):
     # test-time shifts (one view, no shift, unless tta_views > 1); the single view's beside it.
     shifts = augment.test_time_shifts(x_test.shape[-1], tr["time_shift"], tr["tta_views"])
     deployed = fold_batchnorm(final)
-    pred, _ = evaluate(deployed, x_test, xp, shifts)
+    pred, probs = evaluate(deployed, x_test, xp, shifts)
+    write_predictions(os.path.join(out, "predictions.json"), files[test_idx], y_test, probs)
     accuracy = float((pred == y_test).mean())
     single_view = accuracy if shifts == [0] else float(
         (evaluate(deployed, x_test, xp)[0] == y_test).mean())
@@ -365,7 +368,8 @@ def main(argv=None):
         if args.resume and str(fold) in results["folds"]:
             continue
         try:
-            result = train_fold(fold, feats, labels, folds, cfg, args, xp, names)
+            result = train_fold(fold, feats, labels, folds, cfg, args, xp, names,
+                                np.array([r["filename"] for r in rows]))
         except RunError as e:
             sys.exit(f"error: {e}")
         if result is None:  # interrupted by --stop-after
