@@ -44,8 +44,9 @@ def test_freq_shift_of_zero_bins_is_the_input_and_draws_nothing(rng):
 
 
 def test_spec_augment_sets_one_band_per_axis_to_the_fill(rng):
-    x = rng.standard_normal((8, 1, 16, 40)).astype(np.float32) + 5.0  # no value is 0 by chance
+    x = rng.standard_normal((32, 1, 16, 40)).astype(np.float32) + 5.0  # no value 0 by chance
     out = augment.spec_augment(x, np.random.default_rng(3), freq_mask=5, time_mask=9)
+    widths = []
     for clip, masked in zip(x, out):
         rows = np.flatnonzero((masked[0] == 0).all(axis=1))
         cols = np.flatnonzero((masked[0] == 0).all(axis=0))
@@ -53,6 +54,11 @@ def test_spec_augment_sets_one_band_per_axis_to_the_fill(rng):
         assert np.all(np.diff(rows) == 1) and np.all(np.diff(cols) == 1)  # one band each
         keep = masked[0] != 0
         np.testing.assert_array_equal(masked[0][keep], clip[0][keep])
+        widths.append((len(rows), len(cols)))
+    # Widths are drawn from 0..F: over 32 clips they average about F/2 and reach F.
+    rows, cols = np.array(widths).T
+    assert 0.3 * 5 <= rows.mean() <= 0.7 * 5 and 0.3 * 9 <= cols.mean() <= 0.7 * 9
+    assert rows.max() == 5 and cols.max() == 9
 
 
 def _bands(flags):

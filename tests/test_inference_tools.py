@@ -122,16 +122,115 @@ def test_not_a_classifier_checkpoint(tmp_path, capsys):
         evaluate.main(["--checkpoint", str(tmp_path / "nowhere.npz")])
 
 
-@pytest.mark.skipif(not os.path.isfile(DEFAULT_CHECKPOINT), reason="no packaged checkpoint")
-def test_packaged_checkpoint_on_esc50_clips(esc50_root, capsys):
-    """The shipped model (trained on folds 2-5) on fold-1 clips it never saw."""
+needs_packaged = pytest.mark.skipif(not os.path.isfile(DEFAULT_CHECKPOINT),
+                                    reason="no packaged checkpoint")
+
+
+def reference_probabilities(checkpoint, clips):
+    """Class probabilities of 5-second clips computed without Classifier: log-Mel by dsp,
+    standardised by the stored statistics by hand, the network unfolded (BatchNorm in eval
+    mode), softmax in float64."""
+    import dsp
+    from scratchnet import load_checkpoint
+    state, meta = load_checkpoint(checkpoint)
+    db = dsp.LogMel(**meta["features"])(clips.astype(np.float32))
+    mean, std = (np.asarray(meta["normalization"][k], dtype=np.float64) for k in ("mean", "std"))
+    if mean.ndim:
+        mean, std = mean[:, None], std[:, None]
+    x = ((db - mean) / std).astype(np.float32)[:, None]
+    model = build_model(meta["model"], len(meta["classes"])).load_state_dict(state).eval()
+    logits = model.forward(x).astype(np.float64)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_batched_predict_matches_the_unfolded_reference(checkpoint):
+    clf = Classifier(checkpoint)
+    rng = np.random.default_rng(4)
+    t = np.arange(80000) / 16000
+    clips = np.stack([0.2 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(80000)
+                      for f in (200.0, 900.0, 3000.0)]).astype(np.float32)
+    np.testing.assert_allclose(clf.predict(clips, batch=2),
+                               reference_probabilities(checkpoint, clips), rtol=1e-4, atol=1e-6)
+
+
+@needs_packaged
+def test_packaged_model_predicts_like_the_unfolded_reference():
+    """The shipped model's probabilities are far from uniform, so agreement here is telling."""
+    clf = Classifier()
+    rng = np.random.default_rng(5)
+    clips = (rng.standard_normal((3, 80000)) * np.array([[0.3], [0.03], [0.003]]))
+    probs = clf.predict(clips.astype(np.float32), batch=2)
+    assert probs.max() > 0.2
+    np.testing.assert_allclose(probs, reference_probabilities(DEFAULT_CHECKPOINT, clips),
+                               rtol=1e-3, atol=1e-5)
+
+
+@needs_packaged
+def test_a_long_file_gets_the_mean_probability_of_its_windows(tmp_path, capsys):
+    """classify on a 12-second file: the windows start at 0, 2.5, 5 and 7 s, and the file's
+    probabilities are their mean, each window's computed by the reference."""
+    rng = np.random.default_rng(6)
+    t = np.arange(12 * 16000) / 16000
+    y = (0.2 * np.sin(2 * np.pi * 440 * t * (1 + t / 12)) * (t > 3)
+         + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    wav = tmp_path / "long.wav"
+    sf.write(wav, y, 16000, subtype="FLOAT")
+    assert classify.main([str(wav), "--json", "--top-k", "50", "--hop", "2.5"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    windows = np.stack([y[s:s + 80000] for s in (0, 40000, 80000, 112000)])
+    expected = reference_probabilities(DEFAULT_CHECKPOINT, windows).mean(axis=0)
+    names = Classifier().classes
+    got = np.array([next(e["prob"] for e in result["top"] if e["label"] == name)
+                    for name in names])
+    np.testing.assert_allclose(got, expected, atol=1e-4)      # printed to 4 decimals
+    assert [e["label"] for e in result["top"][:3]] == [names[i] for i in
+                                                         np.argsort(expected)[::-1][:3]]
+
+
+@pytest.fixture(scope="module")
+def packaged_fold1_scores(esc50_root, tmp_path_factory):
+    """The shipped model (trained on folds 2-5) on all 400 fold-1 clips, from features
+    computed afresh: (rows, labels, probabilities)."""
+    if not os.path.isfile(DEFAULT_CHECKPOINT):
+        pytest.skip("no packaged checkpoint")
     from experiments import esc50
-    rows = [r for r in esc50.read_metadata(esc50_root) if r["fold"] == 1][:40]
-    paths = [esc50.audio_path(esc50_root, r["filename"]) for r in rows]
+    from experiments.inference import evaluate
+    clf = Classifier()
+    rows = [r for r in esc50.read_metadata(esc50_root) if r["fold"] == 1]
+    feats, labels, _ = esc50.load_features(esc50_root, clf.meta["features"],
+                                           tmp_path_factory.mktemp("fresh_cache"), rows=rows,
+                                           progress=False)
+    x = esc50.standardise(feats, clf.normalization)[:, None]
+    _, probs = evaluate(clf.model, x, np, clf.shifts)
+    return rows, labels, probs
+
+
+def test_packaged_model_scores_its_fold_exactly(packaged_fold1_scores):
+    """Its recorded fold-1 accuracy, 321/400, clip for clip the same number, and its
+    probabilities the same to float32 rounding (two checksums of the 400 x 50 matrix)."""
+    _, labels, probs = packaged_fold1_scores
+    assert probs.shape == (400, 50)
+    assert int((probs.argmax(axis=1) == labels).sum()) == 321
+    assert float(probs[np.arange(400), labels].sum()) == pytest.approx(252.18756, abs=2e-3)
+    signs = np.random.default_rng(0).standard_normal(probs.shape)
+    assert float((probs * signs).sum()) == pytest.approx(2.20876, abs=2e-3)
+
+
+def test_classify_agrees_with_the_fold_scoring_clip_by_clip(packaged_fold1_scores, esc50_root,
+                                                            capsys):
+    """classify (audio -> features per file) and the scoring (cached features) give the same
+    top class and probability on fold-1 clips."""
+    from experiments import esc50
+    rows, _, probs = packaged_fold1_scores
+    paths = [esc50.audio_path(esc50_root, r["filename"]) for r in rows[:40]]
     assert classify.main(paths + ["--json", "--top-k", "1"]) == 0
     results = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    correct = sum(r["top"][0]["label"] == row["category"] for r, row in zip(results, rows))
-    assert correct >= 20, f"only {correct}/40 fold-1 clips right"
+    names = Classifier().classes
+    assert [r["top"][0]["label"] for r in results] == [names[k] for k in
+                                                       probs[:40].argmax(axis=1)]
+    np.testing.assert_allclose([r["top"][0]["prob"] for r in results], probs[:40].max(axis=1),
+                               atol=1e-4)
 
 
 def test_visualize_writes_png_and_self_contained_html(checkpoint, tmp_path):
