@@ -31,6 +31,7 @@ import numpy as np
 
 from experiments.bench import gemm_rate, in_child, measure_torch, networks
 from experiments.models import build_model
+from scratchnet import conv_policy
 from scratchnet.im2col import conv_output_size
 from scratchnet.layers.conv import Conv2d
 from scratchnet.layers.linear import Linear
@@ -155,13 +156,16 @@ def network_products(model, x):
                             ("dX", n, f_out, f_in, False, False)]
         else:
             im2col = im2col_products(layer, in_shape)
-            if layer._short(in_shape[2]):
+            geometry = layer.geometry(in_shape)
+            algorithm = conv_policy.choose(np, geometry)
+            if algorithm == "short":
                 used, other = short_products(layer, in_shape), im2col
-            elif layer._shifted(in_shape[2], in_shape[3]):
+            elif algorithm == "shifted":
                 used, other = shifted_products(layer, in_shape), im2col
             else:
                 used = im2col
-                other = shifted_products(layer, in_shape) if layer._gridded() else im2col
+                other = (shifted_products(layer, in_shape)
+                         if conv_policy.can_run("shifted", geometry) else im2col)
         listed.append((name.split(".")[0], used, other))
     return listed
 

@@ -153,3 +153,28 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     parallel_slices(scatter_add, n, cols.size, xp)
     dx = dx[:, padding:padding + h, padding:padding + w]
     return dx.transpose(0, 3, 1, 2)
+
+
+def conv2d_reference(x, w, b, stride=1, padding=0):
+    """The plain convolution every fast path is tested against (CS231n's naive layer, as
+    one GEMM): y = im2col(x) Wm^T + b as (N, C_out, Ho, Wo), Wm = W in (a, b, c) columns."""
+    n, _, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
+    cols = patch_matrix(to_channels_last(x, padding), kh, kw, stride)
+    y = cols @ w.transpose(0, 2, 3, 1).reshape(c_out, -1).T
+    if b is not None:
+        y = y + b
+    return y.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2)
+
+
+def conv2d_reference_backward(dy, x, w, stride=1, padding=0):
+    """(dL/dx, dL/dW, dL/db) of :func:`conv2d_reference`: dWm = dY^T X, db = sum_rows dY,
+    dx = col2im(dY Wm)."""
+    c_out, c_in, kh, kw = w.shape
+    cols = patch_matrix(to_channels_last(x, padding), kh, kw, stride)
+    dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, c_out)
+    w_mat = w.transpose(0, 2, 3, 1).reshape(c_out, -1)
+    dw = (dy_mat.T @ cols).reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
+    dx = col2im(dy_mat @ w_mat, x.shape, kh, kw, stride, padding)
+    return dx, dw, dy_mat.sum(axis=0)

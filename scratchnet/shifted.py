@@ -56,16 +56,9 @@ try:
 except ImportError:  # SciPy is a dependency; without it the sums use a temporary instead
     get_blas_funcs = None
 
-# Conv2d sums shifted GEMMs on maps of at least MIN_PIXELS pixels whose zero columns are at
-# most MAX_WASTE of the grid.  On smaller maps the k*k GEMMs with K = C_in are too short for
-# BLAS (each packs its own C_in x C_out weights for few rows) and im2col's one GEMM with
-# K = k*k*C_in wins; timings in README ("Rows outermost").  The 4 x 16 maps (64 pixels) lost
-# in eval mode until BLAS's threads stayed awake across the k*k GEMMs (scratchnet.blas_threads):
-# since then, alternating with im2col in one process, 4x16x128 train x0.86-0.98, eval
-# x0.80-0.94; 2x8x256 still loses in eval (x1.12), and maps of at most p + 1 rows such as
-# that one take scratchnet.short_maps before either.
-MIN_PIXELS = 64
-MAX_WASTE = 0.125
+# Where Conv2d sums shifted GEMMs (maps large enough, little waste) is decided by
+# scratchnet.conv_policy.  The 4 x 16 maps (64 pixels) lost in eval mode until BLAS's threads
+# stayed awake across the k*k GEMMs (scratchnet.blas_threads); timings in README.
 
 
 def grid_geometry(n, h, w, p):

@@ -8,7 +8,7 @@ from benchmarks.gemm_ceiling import (im2col_products, network_products, shifted_
                                      short_products)
 from experiments.bench import forward_flops
 from experiments.models import build_model
-from scratchnet.layers import conv as conv_module
+from scratchnet import conv_policy
 from scratchnet.layers.conv import Conv2d
 
 
@@ -47,37 +47,36 @@ def step_gemms(conv, x):
 
 
 @pytest.mark.parametrize("shape, k", [((2, 3, 9, 11), 3), ((2, 2, 6, 12), 5), ((1, 2, 4, 9), 5)])
-def test_shifted_products_are_the_gemms_the_grid_computes(monkeypatch, shape, k):
-    monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
-    monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
+def test_shifted_products_are_the_gemms_the_grid_computes(shape, k):
     rng = np.random.default_rng(0)
     conv = Conv2d(shape[1], 4, k, padding=(k - 1) // 2, bias=False, rng=rng)
-    assert conv._shifted(shape[2], shape[3])
     listed = sorted(p[1:] for p in shifted_products(conv, shape))
-    assert step_gemms(conv, rng.standard_normal(shape)) == listed
+    with conv_policy.using(conv_policy.prefer("shifted")):
+        assert step_gemms(conv, rng.standard_normal(shape)) == listed
+    assert conv.algorithm == "shifted"
 
 
 @pytest.mark.parametrize("shape, k", [((2, 3, 2, 7), 3), ((2, 3, 1, 5), 3), ((1, 2, 3, 6), 5)])
 def test_short_products_are_the_gemms_a_short_map_computes(shape, k):
     rng = np.random.default_rng(0)
     conv = Conv2d(shape[1], 4, k, padding=(k - 1) // 2, bias=False, rng=rng)
-    assert conv._short(shape[2])
+    assert conv_policy.cpu_tuned(conv.geometry(shape)) == "short"
     x = rng.standard_normal(shape)
     listed = sorted(p[1:] for p in short_products(conv, shape))
     assert step_gemms(conv, x) == listed
     assert network_products(conv, x)[0][1] == short_products(conv, shape)
 
 
-def test_im2col_products_count_the_network_forward_flops(monkeypatch):
+def test_im2col_products_count_the_network_forward_flops():
     """With every convolution on im2col, the forward products' FLOPs are the network's
     (experiments.bench.forward_flops), and each weight gradient multiplies as many."""
-    monkeypatch.setattr(conv_module, "MIN_PIXELS", float("inf"))
     cfg = dict(widths=[4, 8], depths=[1, 2], stem_kernel=5, stem_stride=2, stem_pool=True,
                dropout=0.0)
     shape, batch = (1, 20, 24), 3
     model = build_model(cfg, 50, seed=0, input_grad=False).train()
     x = np.random.default_rng(0).standard_normal((batch,) + shape)
-    listed = network_products(model, x)
+    with conv_policy.using(conv_policy.prefer("im2col")):
+        listed = network_products(model, x)
     flops = {label: sum(2 * m * k * n for _, used, _ in listed
                         for lab, m, k, n, _, _ in used if lab == label)
              for label in ("forward", "dW")}

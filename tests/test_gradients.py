@@ -4,21 +4,35 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-import scratchnet.layers.conv as conv_module
+from scratchnet import conv_policy
 from scratchnet.gradcheck import check_layer, directional_check, numerical_gradient, \
     relative_error
 
 TOL = 1e-6
 
 
+class ConvPath:
+    """One convolution algorithm, forced where it can run (else im2col), and the checks that
+    the convolutions of a test really took it."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def expected(self, geometry):
+        return self.name if conv_policy.can_run(self.name, geometry) else "im2col"
+
+    def check(self, model):
+        """Every convolution of ``model`` took this algorithm or im2col, and one took this."""
+        taken = {m.algorithm for m in model.modules() if isinstance(m, sn.Conv2d)}
+        assert taken <= {self.name, "im2col"} and self.name in taken, taken
+
+
 @pytest.fixture(params=["im2col", "shifted"])
-def conv_path(request, monkeypatch):
+def conv_path(request):
     """Run a test through both convolution algorithms: im2col, and (for every stride-1 "same"
     convolution, however small its map) the shifted GEMMs of scratchnet.shifted."""
-    if request.param == "shifted":
-        monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
-        monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
-    return request.param
+    with conv_policy.using(conv_policy.prefer(request.param)):
+        yield ConvPath(request.param)
 
 
 def f64(layer):
@@ -36,6 +50,8 @@ def assert_all_small(errors):
 def test_conv2d_gradients(rng, n, stride, padding, bias, conv_path):
     layer = f64(sn.Conv2d(3, 4, 3, stride, padding, bias=bias, rng=rng))
     errors = check_layer(layer, rng.standard_normal((n, 3, 7, 6)))
+    assert layer.algorithm == conv_path.expected(layer.geometry((n, 3, 7, 6)))
+    assert layer.algorithm == conv_path.name or (stride, padding) != (1, 1)
     assert set(errors) == {"input", "weight"} | ({"bias"} if bias else set())
     assert_all_small(errors)
 
@@ -56,8 +72,8 @@ def test_numerical_gradient_perturbs_strided_arrays_in_place(rng):
 def test_conv2d_gradients_on_short_maps(rng, k, h, w, bias, train):
     """Maps of at most p + 1 rows take the shared-patch path (scratchnet.short_maps)."""
     layer = f64(sn.Conv2d(3, 4, k, 1, (k - 1) // 2, bias=bias, rng=rng)).train(train)
-    assert layer._short(h)
     assert_all_small(check_layer(layer, rng.standard_normal((2, 3, h, w))))
+    assert layer.algorithm == "short"
 
 
 def test_conv2d_rectangular_kernel_and_1x1(rng):
@@ -154,6 +170,7 @@ def test_sequential_gradients(rng, conv_path):
                               sn.MaxPool2d(2), sn.Flatten(), sn.Linear(3 * 3 * 2, 4, rng=rng)))
     x = rng.standard_normal((3, 2, 6, 5))
     assert_all_small(check_layer(model, x))
+    conv_path.check(model)
 
 
 @pytest.mark.parametrize("cin,cout,stride", [(3, 3, 1), (3, 5, 1), (3, 4, 2)])
@@ -163,6 +180,7 @@ def test_basic_block_gradients(rng, cin, cout, stride, n, conv_path):
     names = {name for name, _ in block.named_parameters()}
     assert ("downsample.0.weight" in names) == (stride != 1 or cin != cout)
     assert_all_small(check_layer(block, rng.standard_normal((n, cin, 5, 6))))
+    conv_path.check(block)
 
 
 def _tiny_resnet(seed=0, dropout=0.0, pool="avg"):
@@ -217,6 +235,7 @@ def test_resnet_end_to_end_every_parameter(rng, pool, conv_path):
     for name, p in params:
         errors[name] = relative_error(analytic[name], numerical_gradient(value, p.data, one))
     assert_all_small(errors)
+    conv_path.check(model)
 
 
 def test_resnet_directional_derivative(rng, conv_path):
@@ -237,6 +256,7 @@ def test_resnet_directional_derivative(rng, conv_path):
     numeric, analytic = directional_check(lambda: loss.forward(model.forward(x), t),
                                           [x] + [p.data for p in params], backward)
     assert abs(numeric - analytic) / max(1e-8, abs(numeric) + abs(analytic)) < TOL
+    conv_path.check(model)
 
 
 def test_first_layer_may_skip_its_input_gradient(rng, conv_path):
@@ -250,12 +270,14 @@ def test_first_layer_may_skip_its_input_gradient(rng, conv_path):
     assert lean.backward(dy) is None
     for (name, a), (_, b) in zip(full.named_parameters(), lean.named_parameters()):
         np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
+    conv_path.check(lean)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv2d_gradients_in_eval_mode(rng, stride, conv_path):
     layer = f64(sn.Conv2d(3, 4, 3, stride, 1, rng=rng)).eval()
     assert_all_small(check_layer(layer, rng.standard_normal((2, 3, 7, 6))))
+    assert layer.algorithm == conv_path.expected(layer.geometry((2, 3, 7, 6)))
 
 
 def test_maxpool_gradient_in_eval_mode(rng):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-import scratchnet.layers.conv as conv_module
+from scratchnet import conv_policy
 from scratchnet import parallel
 
 
@@ -91,14 +91,14 @@ def _training_step_and_eval(rng_seed):
 
 @pytest.mark.parametrize("all_shifted", [False, True])
 def test_split_layers_match_one_call_bit_for_bit(monkeypatch, all_shifted):
-    if all_shifted:  # every stride-1 convolution through shifted GEMMs
-        monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
-        monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
-    monkeypatch.setenv("SCRATCHNET_THREADS", "1")
-    whole = _training_step_and_eval(0)
-    monkeypatch.setenv("SCRATCHNET_THREADS", "3")
-    monkeypatch.setattr(parallel, "PIECE_ELEMENTS", 64)  # many uneven pieces per call
-    split = _training_step_and_eval(0)
+    # all_shifted: every stride-1 convolution through shifted GEMMs
+    policy = conv_policy.prefer("shifted") if all_shifted else conv_policy.cpu_tuned
+    with conv_policy.using(policy):
+        monkeypatch.setenv("SCRATCHNET_THREADS", "1")
+        whole = _training_step_and_eval(0)
+        monkeypatch.setenv("SCRATCHNET_THREADS", "3")
+        monkeypatch.setattr(parallel, "PIECE_ELEMENTS", 64)  # many uneven pieces per call
+        split = _training_step_and_eval(0)
     for a, b in zip(whole, split):
         np.testing.assert_array_equal(a, b)
 

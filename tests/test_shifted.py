@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-import scratchnet.layers.conv as conv_module
+from scratchnet import conv_policy
 from scratchnet.gradcheck import check_layer
 from scratchnet.im2col import im2col
 from scratchnet.shifted import (correlate_shifted, crop, grid_geometry, grid_waste, matmul_add,
@@ -96,35 +96,56 @@ def test_grid_waste():
     assert grid_waste(8, 1) == pytest.approx(1 / 8)
 
 
-def test_conv2d_takes_the_shifted_path_only_where_it_pays():
+def cpu_choice(conv, h, w):
+    return conv_policy.choose(np, conv.geometry((2, conv.in_channels, h, w)))
+
+
+def test_cpu_policy_takes_the_shifted_path_only_where_it_pays():
     conv = sn.Conv2d(2, 2, 3, 1, 1)
-    assert conv._shifted(32, 63)          # 1.6% waste
-    assert conv._shifted(16, 32)          # 3.1% waste
-    assert conv._shifted(8, 16)           # 6.3% waste, 128 pixels
-    assert conv._shifted(4, 16)           # 64 pixels
-    assert not conv._shifted(4, 15)       # 60 pixels
-    assert not conv._shifted(4, 8)        # 32 pixels, 12.5% waste
-    assert not conv._shifted(128, 4)      # 25% waste
-    assert not sn.Conv2d(2, 2, 3, 2, 1)._shifted(32, 63)   # stride 2
-    assert not sn.Conv2d(2, 2, 3, 1, 0)._shifted(32, 63)   # not "same" padding
-    assert not sn.Conv2d(2, 2, 1, 1, 0)._shifted(32, 63)   # 1x1: im2col is a view
+    assert cpu_choice(conv, 32, 63) == "shifted"          # 1.6% waste
+    assert cpu_choice(conv, 16, 32) == "shifted"          # 3.1% waste
+    assert cpu_choice(conv, 8, 16) == "shifted"           # 6.3% waste, 128 pixels
+    assert cpu_choice(conv, 4, 16) == "shifted"           # 64 pixels
+    assert cpu_choice(conv, 4, 15) == "im2col"            # 60 pixels
+    assert cpu_choice(conv, 4, 8) == "im2col"             # 32 pixels, 12.5% waste
+    assert cpu_choice(conv, 128, 4) == "im2col"           # 25% waste
+    assert cpu_choice(sn.Conv2d(2, 2, 3, 2, 1), 32, 63) == "im2col"   # stride 2
+    assert cpu_choice(sn.Conv2d(2, 2, 3, 1, 0), 32, 63) == "im2col"   # not "same" padding
+    assert cpu_choice(sn.Conv2d(2, 2, 1, 1, 0), 32, 63) == "im2col"   # 1x1: im2col is a view
+
+
+def test_the_gpu_policy_takes_the_plain_gemm_everywhere():
+    for conv, h, w in [(sn.Conv2d(2, 2, 3, 1, 1), 32, 63), (sn.Conv2d(2, 2, 3, 1, 1), 2, 8),
+                       (sn.Conv2d(1, 4, 7, 2, 3), 128, 251)]:
+        assert conv_policy.DEFAULT["gpu"](conv.geometry((2, conv.in_channels, h, w))) == \
+            "im2col"
+
+
+def test_a_policy_choosing_what_cannot_run_is_an_error(rng):
+    conv = sn.Conv2d(2, 2, 3, 2, 1)
+    with conv_policy.using(lambda g: "shifted"):
+        with pytest.raises(ValueError, match="chose 'shifted', which cannot compute"):
+            conv.forward(rng.standard_normal((1, 2, 8, 8)))
+    with pytest.raises(ValueError, match="unknown convolution algorithm 'winograd'"):
+        conv_policy.prefer("winograd")
 
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_both_paths_agree_on_a_full_size_map(rng, monkeypatch, training, bias):
+def test_both_paths_agree_on_a_full_size_map(rng, training, bias):
     """A 3x3 convolution on stage 1's map (shifted by default) against im2col (forced)."""
     x = rng.standard_normal((2, 3, 20, 33))
     results = []
-    for waste in (conv_module.MAX_WASTE, -1.0):
-        monkeypatch.setattr(conv_module, "MAX_WASTE", waste)  # -1: im2col
+    for policy, path in ((conv_policy.cpu_tuned, "shifted"),
+                         (conv_policy.prefer("im2col"), "im2col")):
         conv = sn.Conv2d(3, 4, 3, 1, 1, bias=bias, rng=np.random.default_rng(1)).astype(
             np.float64)
         conv.train(training)
-        assert conv._shifted(20, 33) == (waste > 0)
-        y = conv.forward(x)
-        dy = np.random.default_rng(2).standard_normal(y.shape)
-        dx = conv.backward(dy)
+        with conv_policy.using(policy):
+            y = conv.forward(x)
+            dy = np.random.default_rng(2).standard_normal(y.shape)
+            dx = conv.backward(dy)
+        assert conv.algorithm == path
         grads = [p.grad.copy() for p in conv.parameters()]
         results.append((y, dx, grads))
     (y0, dx0, g0), (y1, dx1, g1) = results
@@ -134,17 +155,18 @@ def test_both_paths_agree_on_a_full_size_map(rng, monkeypatch, training, bias):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_shifted_5x5_gradients(rng, monkeypatch):
-    monkeypatch.setattr(conv_module, "MAX_WASTE", float("inf"))
-    monkeypatch.setattr(conv_module, "MIN_PIXELS", 0)
+def test_shifted_5x5_gradients(rng):
     layer = sn.Conv2d(2, 3, 5, 1, 2, rng=rng).astype(np.float64)
-    errors = check_layer(layer, rng.standard_normal((2, 2, 6, 7)))
+    with conv_policy.using(conv_policy.prefer("shifted")):
+        errors = check_layer(layer, rng.standard_normal((2, 2, 6, 7)))
+    assert layer.algorithm == "shifted"
     assert max(errors.values()) < 1e-6, errors
 
 
 def test_shifted_path_skips_the_input_gradient(rng):
     conv = sn.Conv2d(2, 3, 3, 1, 1, rng=rng, needs_input_grad=False).astype(np.float64)
     y = conv.forward(rng.standard_normal((2, 2, 20, 30)))
+    assert conv.algorithm == "shifted"
     assert conv.backward(np.ones_like(y)) is None
     assert np.abs(conv.weight.grad).sum() > 0
 

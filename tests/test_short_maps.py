@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
+from scratchnet import conv_policy
 from scratchnet.im2col import col2im, im2col
 from scratchnet.short_maps import (correlate_short, input_gradient_short, is_short,
                                    row_window_patches, weight_gradient_short)
@@ -20,10 +21,14 @@ def test_short_maps_are_those_whose_output_rows_read_every_input_row():
     assert is_short(1, 3, 1) and is_short(2, 3, 1) and not is_short(3, 3, 1)
     assert is_short(3, 5, 2) and not is_short(4, 5, 2)
     assert not is_short(2, 3, 0)                       # not "same" padding
+    def short(conv, h):
+        return conv_policy.can_run("short", conv.geometry((1, 2, h, 5)))
+
     conv = sn.Conv2d(2, 2, 3, 1, 1)
-    assert conv._short(2) and not conv._short(3)
-    assert not sn.Conv2d(2, 2, 3, 2, 1)._short(2)      # stride 2
-    assert not sn.Conv2d(2, 2, 1, 1, 0)._short(1)      # 1x1: im2col is a view
+    assert short(conv, 2) and not short(conv, 3)
+    assert not short(sn.Conv2d(2, 2, 3, 2, 1), 2)      # stride 2
+    assert not short(sn.Conv2d(2, 2, 1, 1, 0), 1)      # 1x1: im2col is a view
+    assert conv_policy.cpu_tuned(conv.geometry((1, 2, 2, 500))) == "short"  # before shifted
 
 
 def test_row_window_patches_hold_every_row_of_each_window(rng):

@@ -1,12 +1,12 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) through im2col, or for
 stride-1 "same" convolutions through shifted GEMMs on large maps (scratchnet.shifted) and one
 shared patch matrix on maps of at most p + 1 rows (scratchnet.short_maps)."""
+from .. import conv_policy
 from ..backend import get_array_module
 from ..im2col import col2im, conv_output_size, im2col, tap_planes
 from ..long_rows import map_long_rows
-from ..shifted import (MAX_WASTE, MIN_PIXELS, correlate_shifted, crop, grid_waste, to_grid,
-                       weight_gradient_shifted)
-from ..short_maps import (correlate_short, input_gradient_short, is_short, row_window_patches,
+from ..shifted import correlate_shifted, crop, to_grid, weight_gradient_shifted
+from ..short_maps import (correlate_short, input_gradient_short, row_window_patches,
                           weight_gradient_short)
 from .base import Layer, Parameter, check_input
 from .init import kaiming_normal, uniform_fan_in
@@ -69,9 +69,11 @@ class Conv2d(Layer):
     again.  Backward then runs as im2col(dy) W~m^T, a gather and one GEMM, instead of a GEMM
     with kh*kw times more outputs followed by kh*kw slice-adds in col2im.
 
-    Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map of at least
-    MIN_PIXELS pixels whose grid wastes at most MAX_WASTE (stages 1-3 of cpu128 and of cpu)
-    skips im2col in the forward pass: the image rows are laid out row index outermost, each
+    Which algorithm runs is chosen per call by scratchnet.conv_policy, from the geometry and
+    the device, and recorded in ``self.algorithm`` and the cache that backward reads.
+
+    Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map large enough
+    (on the CPU: stages 1-3 of cpu128 and of cpu) skips im2col in the forward pass: the image rows are laid out row index outermost, each
     followed by p shared zero columns, and Y is a sum of k*k GEMMs over shifted slices of that
     flattened grid, each kernel row only over the output rows it meets (derived in
     scratchnet.shifted); training keeps only the grid, not the k*k times larger patch matrix.
@@ -85,8 +87,8 @@ class Conv2d(Layer):
     bands) every output row reads every input row, with kernel row r - i + p for input row r,
     so one patch matrix of the H rows' windows (H*k*C_in columns instead of k*k*C_in) serves
     all output rows, each a GEMM with its own block of kernel rows; training keeps those
-    patches, H/k of im2col's (derived in scratchnet.short_maps).  It takes precedence over the
-    other two paths: it multiplies no padding at all.
+    patches, H/k of im2col's (derived in scratchnet.short_maps).  The CPU's policy prefers it
+    to the other two paths: it multiplies no padding at all.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -102,6 +104,13 @@ class Conv2d(Layer):
             kaiming_normal((out_channels, in_channels, kh, kw), fan_in, rng)))
         self.bias = Parameter(uniform_fan_in((out_channels,), fan_in, rng)) if bias else None
         self._cache = None
+        self.algorithm = None  # the algorithm of the last forward pass (conv_policy)
+
+    def geometry(self, x_shape):
+        """What the convolution policy chooses by, for an input of shape ``x_shape``."""
+        return conv_policy.ConvGeometry(self.in_channels, x_shape[2], x_shape[3],
+                                        self.kernel_size, self.stride, self.padding,
+                                        self.bias is not None)
 
     def _weight_matrix(self):
         # (C_out, C_in, kh, kw) -> (C_out, kh*kw*C_in), matching im2col's (a, b, c) columns:
@@ -118,22 +127,22 @@ class Conv2d(Layer):
         if ho < 1 or wo < 1:
             raise ValueError(f"Conv2d: input {tuple(x.shape)} is smaller than the kernel "
                              f"{self.kernel_size} with padding {self.padding}")
-        if self._short(h):
+        algorithm = self.algorithm = conv_policy.choose(xp, self.geometry(x.shape))
+        if algorithm == "short":
             patches = row_window_patches(x, kh, self.padding)
             y = correlate_short(patches, self._weight_matrix(), n, h, w, kh, self.padding)
             if self.bias is not None:
                 y += self.bias.data
-            self._cache = (self.training, patches if self.training else x, x.shape)
+            self._cache = (algorithm, self.training, patches if self.training else x, x.shape)
             return y.transpose(0, 3, 1, 2)
-        if self._shifted(h, w):
+        if algorithm == "shifted":
             grid = to_grid(x, self.padding)
             y = correlate_shifted(grid, h, self.weight.data)
             y = crop(y, n, h, w, None if self.bias is None else self.bias.data)
             # Training keeps the grid (the patches' source); eval a reference to x.
-            self._cache = (self.training, grid if self.training else x, x.shape)
+            self._cache = (algorithm, self.training, grid if self.training else x, x.shape)
             return y.transpose(0, 3, 1, 2)
-        bias_in_gemm = self.bias is not None and x.shape[1] == 1 and kh * kw > 1
-        if bias_in_gemm:
+        if algorithm == "bias_column":
             # One channel (a folded stem): the bias rides in the GEMM, [X | 1] [Wm | b]^T =
             # X Wm^T + 1 b^T, from one more tap plane of ones, instead of a pass over Y.
             planes = tap_planes(x, kh, kw, self.stride, self.padding, ones=True)
@@ -143,39 +152,23 @@ class Conv2d(Layer):
         else:
             cols = im2col(x, kh, kw, self.stride, self.padding)
             y = cols @ self._weight_matrix().T
-        if self.bias is not None and not bias_in_gemm:  # (a folded BatchNorm's shift)
+        if self.bias is not None and algorithm == "im2col":  # (a folded BatchNorm's shift)
             map_long_rows(lambda out, bias: xp.add(out, bias, out=out), y, [], [self.bias.data])
         # Training keeps the patch matrix for dL/dWm; inference keeps only a reference to x
         # (kh*kw times smaller), from which backward can rebuild the patches if it is called.
         # The cache starts with the mode it was made in (the convention of every layer here).
-        self._cache = (self.training, cols if self.training else x, x.shape)
+        self._cache = (algorithm, self.training, cols if self.training else x, x.shape)
         # Channels-last memory behind an NCHW view (see scratchnet.im2col).
         return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
 
-    def _gridded(self):
-        """Whether the shifted grid can compute this convolution at all: stride 1, an odd
-        square kernel wider than 1, "same" padding p = (k-1)/2."""
-        kh, kw = self.kernel_size
-        return self.stride == 1 and kh == kw and kh > 1 and 2 * self.padding == kh - 1
-
-    def _short(self, h):
-        """Whether an h-row input is short: every output row reads all of it (see above)."""
-        return self._gridded() and is_short(h, self.kernel_size[0], self.padding)
-
-    def _shifted(self, h, w):
-        """Whether this convolution on an h x w input sums shifted GEMMs (see above)."""
-        return (self._gridded() and h * w >= MIN_PIXELS
-                and grid_waste(w, self.padding) <= MAX_WASTE)
-
     def backward(self, dy):
         xp = get_array_module(dy)
-        trained, saved, x_shape = self._cache
+        algorithm, trained, saved, x_shape = self._cache
         kh, kw = self.kernel_size
         p = self.padding
         n, c, h, w = x_shape
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
-        short = self._short(h)
-        shifted = not short and self._shifted(h, w)
+        short, shifted = algorithm == "short", algorithm == "shifted"
         if short:
             patches = saved if trained else row_window_patches(saved, kh, p)
             dw = weight_gradient_short(patches, dy, kh, p).reshape(self.out_channels, kh, kw, c)
