@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from dsp import LogMel, load_audio
+from scratchnet.backend import get_array_module, to_numpy
 
 NUM_CLASSES = 50
 CLIP_SECONDS = 5.0
@@ -133,7 +134,7 @@ def compute_features(waves, features, xp=np, batch=64):
                    dtype=np.float32)
     for start in range(0, waves.shape[0], batch):
         block = logmel(xp.asarray(waves[start:start + batch]))
-        out[start:start + batch] = block.get() if hasattr(block, "get") else block
+        out[start:start + batch] = to_numpy(block)
     return out
 
 
@@ -160,11 +161,8 @@ def standardise(feats, normalization):
             raise ValueError(f"normalization has {mean.shape[0]} mel bins, the features "
                              f"{feats.shape[-2]}")
         mean, std = mean[:, None], std[:, None]
-    if not isinstance(feats, np.ndarray):  # a device array: bring the statistics over
-        from scratchnet.backend import get_array_module
-        xp = get_array_module(feats)
-        mean, std = xp.asarray(mean), xp.asarray(std)
-    return (feats - mean) / std
+    xp = get_array_module(feats)
+    return (feats - xp.asarray(mean)) / xp.asarray(std)  # on the features' device
 
 
 def load_features(root, features, cache_dir=None, xp=np, rows=None, progress=True):

@@ -56,18 +56,36 @@ def check_device(device):
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
 
 
+def memory_order(x):
+    """The axes of x by decreasing stride: x.transpose(memory_order(x)) reads x's memory in
+    order (the identity for a C-contiguous array)."""
+    return sorted(range(x.ndim), key=lambda axis: -x.strides[axis])
+
+
+def _keeping_layout(copy, x):
+    """copy(x) with x's memory layout: the copy is made of x read in memory order (which
+    ``asarray`` and ``asnumpy`` keep, as C order) and viewed back in x's axes, so that a
+    channels-last convolution weight stays channels-last on either device."""
+    order = memory_order(x)
+    return copy(x.transpose(order)).transpose([order.index(axis) for axis in range(x.ndim)])
+
+
 def to_device(x, device):
-    """Copy an array to "cpu" (NumPy) or "gpu" (CuPy); no copy when it is already there."""
+    """Copy an array to "cpu" (NumPy) or "gpu" (CuPy), keeping its memory layout; no copy when
+    it is already there."""
     xp = check_device(device)
     if xp is np:
         return to_numpy(x)
-    return _cupy.asarray(x)
+    if get_array_module(x) is _cupy:
+        return x
+    return _keeping_layout(_cupy.asarray, np.asarray(x))
 
 
 def to_numpy(x):
-    """Return a NumPy array for a NumPy or CuPy array (a device-to-host copy for CuPy)."""
+    """Return a NumPy array for a NumPy or CuPy array (a device-to-host copy for CuPy, in the
+    array's memory layout)."""
     if _cupy is not None and isinstance(x, _cupy.ndarray):
-        return _cupy.asnumpy(x)
+        return _keeping_layout(_cupy.asnumpy, x)
     return np.asarray(x)
 
 

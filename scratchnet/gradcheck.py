@@ -8,12 +8,12 @@ which needs two forward passes whatever the size of x, so whole networks stay af
 """
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, to_numpy
 
 
 def relative_error(a, b):
     """max |a - b| / max(1e-8, max(|a| + |b|)): scale-free, robust to exact zeros."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = to_numpy(a).astype(np.float64), to_numpy(b).astype(np.float64)
     return float(np.max(np.abs(a - b)) / max(1e-8, float(np.max(np.abs(a) + np.abs(b)))))
 
 

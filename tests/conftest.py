@@ -22,3 +22,22 @@ def esc50_root():
             pytest.fail(message + "; in CI the data set is required", pytrace=False)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The strict CuPy stand-in (tests/cupy_standin.py) installed as ``cupy``: --device gpu
+    and every CuPy-side branch run on it."""
+    import sys
+
+    import cupy_standin
+    import scratchnet.backend as backend
+    monkeypatch.setitem(sys.modules, "cupy", cupy_standin)
+    monkeypatch.setattr(backend, "_cupy", cupy_standin)
+    return cupy_standin
+
+
+@pytest.fixture(params=["numpy", "cupy-standin"])
+def xp(request):
+    """Run a test on NumPy and on the CuPy stand-in."""
+    return np if request.param == "numpy" else request.getfixturevalue("standin")

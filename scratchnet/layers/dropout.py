@@ -1,4 +1,6 @@
 """Inverted dropout."""
+import numpy as np
+
 from ..backend import get_array_module
 from .base import Layer
 
@@ -7,7 +9,11 @@ class Dropout(Layer):
     """Training: y = x * mask / (1 - p), mask_i ~ Bernoulli(1 - p), so E[y] = x and eval needs no
     rescaling.  Eval: y = x.  Backward: y is linear in x with the same mask, dx = dy * mask/(1-p).
 
-    ``seed`` makes the masks reproducible; one generator per array module (NumPy or CuPy).
+    ``seed`` makes the masks reproducible.  The mask is drawn by a NumPy generator on the host
+    and sent to the input's device: a CuPy generator holds a lock, and a layer holding one
+    could not be deep-copied (fold_batchnorm, the weight average) or pickled; the mask is
+    N x features, small beside the activations, and the same seed gives the same mask on
+    every device.
     """
 
     def __init__(self, p=0.5, seed=None):
@@ -18,17 +24,13 @@ class Dropout(Layer):
         self.reseed(seed)
 
     def reseed(self, seed):
-        self._seed, self._rng, self._scale = seed, None, None
+        self._rng, self._scale = np.random.default_rng(seed), None
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             self._scale = None
             return x
-        xp = get_array_module(x)
-        # Keyed by the module's name, not the module, so that a model can be deep-copied.
-        if self._rng is None or self._rng[0] != xp.__name__:
-            self._rng = (xp.__name__, xp.random.default_rng(self._seed))
-        keep = self._rng[1].random(x.shape, dtype=x.dtype) >= self.p
+        keep = get_array_module(x).asarray(self._rng.random(x.shape, dtype=x.dtype) >= self.p)
         self._scale = keep * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self._scale
 

@@ -1,0 +1,65 @@
+"""Every convolution algorithm of scratchnet.conv_policy, forced through the policy, against
+the plain reference (scratchnet.im2col.conv2d_reference): forward, dL/dx, dL/dW, dL/db, in
+training and in eval mode, on NumPy and (through the fixture ``xp``) on the CuPy stand-in."""
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import conv_policy
+from scratchnet.backend import to_numpy
+from scratchnet.im2col import conv2d_reference, conv2d_reference_backward
+
+# (algorithm, C_in, H, W, k, stride, padding): each where it runs, odd sizes, a 1x1 stride 2.
+CASES = [
+    ("im2col", 3, 7, 6, 3, 2, 1), ("im2col", 3, 5, 5, 1, 2, 0), ("im2col", 2, 6, 7, 3, 1, 0),
+    ("im2col", 1, 9, 8, 5, 2, 2),
+    ("bias_column", 1, 9, 8, 3, 2, 1), ("bias_column", 1, 16, 13, 7, 2, 3),
+    ("shifted", 3, 9, 11, 3, 1, 1), ("shifted", 2, 6, 7, 5, 1, 2),
+    ("short", 3, 2, 7, 3, 1, 1), ("short", 3, 1, 5, 3, 1, 1), ("short", 2, 3, 6, 5, 1, 2),
+]
+
+
+def case_id(case):
+    return "{}-c{}-{}x{}-k{}s{}p{}".format(*case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_every_algorithm_matches_the_reference(xp, case, bias, training):
+    algorithm, c_in, h, w, k, stride, padding = case
+    if algorithm == "bias_column" and not bias:
+        pytest.skip("the bias column needs a bias")
+    rng = np.random.default_rng(0)
+    conv = sn.Conv2d(c_in, 4, k, stride, padding, bias=bias, rng=rng).astype(np.float64)
+    conv.bias is None or conv.bias.data.__setitem__(Ellipsis, rng.standard_normal(4))
+    conv.train(training)
+    x = rng.standard_normal((2, c_in, h, w))
+    y_ref = conv2d_reference(x, conv.weight.data, None if conv.bias is None else
+                             conv.bias.data, stride, padding)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref, dw_ref, db_ref = conv2d_reference_backward(dy, x, conv.weight.data, stride, padding)
+    conv.to("gpu" if xp is not np else "cpu")
+    with conv_policy.using(conv_policy.prefer(algorithm)):
+        y = conv.forward(xp.asarray(x))
+        dx = conv.backward(xp.asarray(dy))
+    assert conv.algorithm == algorithm
+    np.testing.assert_allclose(to_numpy(y), y_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(dx), dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(conv.weight.grad), dw_ref, rtol=1e-10, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(to_numpy(conv.bias.grad), db_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_the_reference_is_the_direct_sum(rng):
+    """y[n, o, i, j] = b[o] + sum_{c, a, b'} W[o, c, a, b'] xpad[n, c, s i + a, s j + b']."""
+    x, w, b = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 2)), \
+        rng.standard_normal(4)
+    s, p = 2, 1
+    xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    y = conv2d_reference(x, w, b, s, p)
+    for i in range(y.shape[2]):
+        for j in range(y.shape[3]):
+            window = xpad[:, :, s * i:s * i + 3, s * j:s * j + 2]
+            np.testing.assert_allclose(y[:, :, i, j],
+                                       np.einsum("ncab,ocab->no", window, w) + b, rtol=1e-12)

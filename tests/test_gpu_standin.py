@@ -1,0 +1,188 @@
+"""The GPU path on the strict CuPy stand-in (tests/cupy_standin.py): what only the GPU creates
+(device arrays, CuPy generators) must never reach a host-only operation, a deep copy or a
+file; and the same step on the device gives the NumPy step's numbers."""
+import copy
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import dsp
+import scratchnet as sn
+from scratchnet.backend import get_array_module, to_numpy
+
+from experiments import augment, esc50
+
+
+def small_resnet(seed=0, dropout=0.3):
+    return sn.ResNet(1, 6, widths=(4, 8), depths=(1, 1), stem_kernel=3, stem_stride=2,
+                     dropout=dropout, seed=seed, input_grad=False)
+
+
+def test_the_standin_refuses_host_conversion_and_mixing(standin):
+    a = standin.asarray(np.arange(6.0).reshape(2, 3))
+    assert not isinstance(a, np.ndarray) and get_array_module(a) is standin
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(a)
+    with pytest.raises(TypeError):
+        a + np.ones(3)
+    with pytest.raises(TypeError):
+        np.ones(3) * a
+    with pytest.raises(TypeError):
+        np.exp(a)
+    with pytest.raises(TypeError):
+        a[np.array([0, 1])]
+    with pytest.raises(TypeError, match="pickle"):
+        copy.deepcopy(standin.random.default_rng(0))
+    with pytest.raises(TypeError):
+        pickle.dumps(standin.random.default_rng(0))
+    np.testing.assert_array_equal(standin.asnumpy(a * 2 + 1), np.arange(6.0).reshape(2, 3) * 2 + 1)
+
+
+def test_upload_keeps_the_channels_last_weight_layout(standin):
+    conv = sn.Conv2d(3, 5, 3, padding=1)
+    strides = conv.weight.data.strides
+    conv.to("gpu")
+    assert get_array_module(conv.weight.data) is standin
+    assert conv.weight.data.strides == strides
+    assert conv.weight.grad.strides == strides
+    conv.to("cpu")
+    assert isinstance(conv.weight.data, np.ndarray) and conv.weight.data.strides == strides
+
+
+def test_a_device_model_with_dropout_can_be_folded_and_averaged(standin):
+    """Scoring deep-copies the model (fold_batchnorm) after a training forward pass has made
+    Dropout's generator; the weight average deep-copies it too."""
+    model = small_resnet().to("gpu")
+    x = standin.asarray(np.random.default_rng(0).standard_normal((2, 1, 16, 12)),
+                        dtype=np.float32)
+    model.train()
+    model.forward(x)
+    folded = sn.fold_batchnorm(model)
+    ema = sn.ExponentialMovingAverage(model, 0.9)
+    assert get_array_module(folded.forward(x)) is standin
+    assert get_array_module(ema.model.forward(x)) is standin
+
+
+def test_float32_training_step_on_the_device_matches_numpy(standin):
+    """Loss, every gradient, the AdamW update and BatchNorm's running statistics."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 1, 16, 12)).astype(np.float32)
+    labels = np.array([0, 3, 5, 1])
+
+    def step(device):
+        xp = standin if device == "gpu" else np
+        model = small_resnet(dropout=0.0).to(device)
+        params = list(model.parameters())
+        opt = sn.AdamW(params, lr=1e-2, weight_decay=0.01)
+        loss_fn = sn.SoftmaxCrossEntropy(0.1)
+        loss = loss_fn.forward(model.forward(xp.asarray(x)), xp.asarray(labels))
+        model.backward(loss_fn.backward())
+        norm = sn.clip_grad_norm(params, 0.5)
+        grads = {k: to_numpy(p.grad) for k, p in model.named_parameters()}
+        opt.step()
+        state = {k: to_numpy(v) for k, v in model.state_dict().items()}
+        return float(loss), float(norm), grads, state
+
+    cpu, gpu = step("cpu"), step("gpu")
+    assert gpu[0] == pytest.approx(cpu[0], rel=1e-5)
+    assert gpu[1] == pytest.approx(cpu[1], rel=1e-4)
+    assert cpu[1] > 0.5                                      # the clipping did act
+    for key in cpu[2]:
+        np.testing.assert_allclose(gpu[2][key], cpu[2][key], rtol=1e-3, atol=1e-6, err_msg=key)
+    for key in cpu[3]:
+        np.testing.assert_allclose(gpu[3][key], cpu[3][key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert any("running_var" in k for k in cpu[3])
+
+
+def test_gradient_checks_run_on_the_device(standin):
+    from scratchnet.gradcheck import check_layer, relative_error
+    a, b = standin.asarray([1.0, 2.0]), standin.asarray([1.0, 2.5])
+    assert relative_error(a, b) == pytest.approx(0.5 / 4.5)
+    layer = sn.BasicBlock(2, 3, 2, rng=np.random.default_rng(0)).astype(np.float64).to("gpu")
+    x = standin.asarray(np.random.default_rng(1).standard_normal((2, 2, 5, 5)))
+    errors = check_layer(layer, x)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_logmel_on_the_device_matches_numpy(standin):
+    y = np.random.default_rng(0).standard_normal((3, 16000)).astype(np.float32)
+    logmel = dsp.LogMel()
+    a, b = logmel(y), logmel(standin.asarray(y))
+    assert get_array_module(b) is standin
+    np.testing.assert_allclose(standin.asnumpy(b), a, atol=2e-3)
+
+
+def test_standardise_keeps_device_features_on_the_device(standin):
+    feats = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
+    for norm in (dict(mean=0.5, std=2.0), dict(mean=[0.1, 0.2, 0.3, 0.4], std=[1, 2, 3, 4])):
+        on_device = esc50.standardise(standin.asarray(feats), norm)
+        assert get_array_module(on_device) is standin
+        np.testing.assert_allclose(standin.asnumpy(on_device), esc50.standardise(feats, norm),
+                                   rtol=1e-6)
+
+
+def test_augmentation_on_the_device_matches_numpy(standin):
+    x = np.random.default_rng(0).standard_normal((6, 1, 16, 40)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    scale = np.float32(0.5)
+
+    def augmented(xp):
+        rng = np.random.default_rng(3)
+        xb = augment.time_shift(xp.asarray(x), rng, 0.2)
+        xb = augment.freq_shift(xb, rng, 3)
+        xb = augment.spec_augment(xb, rng, 5, 9, masks=2)
+        xb, targets = augment.mixup(xb, labels, 8, rng, 0.2, scale)
+        return to_numpy(xb), to_numpy(targets)
+
+    (a, ta), (b, tb) = augmented(np), augmented(standin)
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(tb, ta)
+
+
+def test_checkpoint_saved_on_the_device_loads_on_the_cpu_and_back(standin, tmp_path):
+    model = small_resnet().to("gpu")
+    state = model.state_dict()
+    path = tmp_path / "model.npz"
+    sn.save_checkpoint(path, state, {"note": "device"})
+    loaded, meta = sn.load_checkpoint(path)
+    assert meta == {"note": "device"}
+    cpu_model = small_resnet(seed=9).load_state_dict(loaded)
+    for key, value in cpu_model.state_dict().items():
+        assert isinstance(value, np.ndarray)
+        np.testing.assert_array_equal(value, to_numpy(state[key]), err_msg=key)
+    back = small_resnet(seed=7).to("gpu").load_state_dict(cpu_model.state_dict())
+    for key, value in back.state_dict().items():
+        assert get_array_module(value) is standin
+        np.testing.assert_array_equal(to_numpy(value), to_numpy(state[key]), err_msg=key)
+
+
+def test_the_public_commands_run_with_device_gpu(standin, esc50_root, tmp_path, capsys):
+    """train_esc50 --device gpu stopped after one epoch, resumed to the end (scoring, model.npz),
+    then classify, evaluate and visualize --device gpu on that model."""
+    from experiments import classify, evaluate, train_esc50, visualize
+    out, cache = tmp_path / "run", str(tmp_path / "cache")
+    common = ["--data", esc50_root, "--device", "gpu", "--limit", "4", "--batch-size", "4",
+              "--epochs", "2", "--folds", "1", "--preset", "cpu", "--out", str(out),
+              "--cache-dir", cache, "--no-progress"]
+    partial = train_esc50.main(common + ["--stop-after", "1"])
+    assert partial["folds"] == {}
+    done = train_esc50.main(common + ["--resume"])
+    fold = done["folds"]["1"]
+    assert fold["epochs"] == 2 and done["config"]["device"] == "gpu"
+    history = json.loads((out / "fold1" / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["train_loss"]) for h in history)
+    model = str(out / "fold1" / "model.npz")
+    capsys.readouterr()
+    scored = evaluate.main(["--checkpoint", model, "--data", esc50_root, "--device", "gpu",
+                            "--limit", "4", "--cache-dir", cache, "--no-progress"])
+    assert scored["accuracy"] == fold["accuracy"] and scored["clips"] == 4
+    clip = esc50.audio_path(esc50_root, esc50.read_metadata(esc50_root)[0]["filename"])
+    capsys.readouterr()
+    assert classify.main([clip, "--checkpoint", model, "--device", "gpu", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["top"]) == 5
+    assert visualize.main([clip, "--checkpoint", model, "--device", "gpu",
+                           "--out", str(tmp_path / "viz")]) == 0
+    assert list((tmp_path / "viz").glob("*.png"))
