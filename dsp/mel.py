@@ -7,6 +7,8 @@ Slaney:  linear below 1 kHz, m = 3 f / 200 (so 1000 Hz = 15 mel); logarithmic ab
 """
 import numpy as np
 
+from ._array import get_array_module
+
 _F_SP = 200.0 / 3            # Hz per mel in the linear part
 _MIN_LOG_HZ = 1000.0
 _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP   # 15 mel
@@ -14,23 +16,25 @@ _LOGSTEP = np.log(6.4) / 27.0
 
 
 def hz_to_mel(frequencies, htk=False):
-    """Frequency (Hz, scalar or array) -> mel."""
-    f = np.asarray(frequencies, dtype=np.float64)
+    """Frequency (Hz, scalar or array of NumPy or CuPy) -> mel."""
+    xp = get_array_module(frequencies)
+    f = xp.asarray(frequencies, dtype=xp.float64)
     if htk:
-        return 2595.0 * np.log10(1.0 + f / 700.0)
+        return 2595.0 * xp.log10(1.0 + f / 700.0)
     mel = f / _F_SP
     log_part = f >= _MIN_LOG_HZ
-    return np.where(log_part, _MIN_LOG_MEL + np.log(np.maximum(f, _MIN_LOG_HZ) / _MIN_LOG_HZ)
+    return xp.where(log_part, _MIN_LOG_MEL + xp.log(xp.maximum(f, _MIN_LOG_HZ) / _MIN_LOG_HZ)
                     / _LOGSTEP, mel)
 
 
 def mel_to_hz(mels, htk=False):
     """Mel (scalar or array) -> frequency in Hz; the inverse of :func:`hz_to_mel`."""
-    m = np.asarray(mels, dtype=np.float64)
+    xp = get_array_module(mels)
+    m = xp.asarray(mels, dtype=xp.float64)
     if htk:
         return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-    return np.where(m >= _MIN_LOG_MEL,
-                    _MIN_LOG_HZ * np.exp(_LOGSTEP * (np.maximum(m, _MIN_LOG_MEL) - _MIN_LOG_MEL)),
+    return xp.where(m >= _MIN_LOG_MEL,
+                    _MIN_LOG_HZ * xp.exp(_LOGSTEP * (xp.maximum(m, _MIN_LOG_MEL) - _MIN_LOG_MEL)),
                     _F_SP * m)
 
 

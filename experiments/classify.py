@@ -61,7 +61,7 @@ def classify_files(clf, paths, top_k, hop, batch, timeline):
         owners += [i] * len(w)
         starts += s
     probs = clf.predict(np.concatenate(windows), batch) if windows else np.zeros((0, 0))
-    owners = np.asarray(owners)
+    owners = np.asarray(owners)  # host: a list of file indices
     for i, path in enumerate(paths):
         if i in loaded:
             yield loaded[i]

@@ -155,7 +155,8 @@ def feature_statistics(feats, per_mel=False):
 def standardise(feats, normalization):
     """(x - mean) / std for log-Mels (..., n_mels, frames) with a stored ``normalization``
     (scalars, or per-mel lists broadcast over frames); keeps float32 and the array module."""
-    mean, std = (np.asarray(normalization[k], dtype=np.float32) for k in ("mean", "std"))
+    mean, std = (np.asarray(normalization[k], dtype=np.float32)  # host: numbers from JSON
+                 for k in ("mean", "std"))
     if mean.ndim:  # one per mel bin: (n_mels, 1)
         if mean.shape[0] != feats.shape[-2]:
             raise ValueError(f"normalization has {mean.shape[0]} mel bins, the features "
@@ -173,8 +174,8 @@ def load_features(root, features, cache_dir=None, xp=np, rows=None, progress=Tru
     rows = rows if rows is not None else read_metadata(root)
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, f"esc50-logmel-{feature_key(root, rows, features)}.npy")
-    labels = np.array([r["target"] for r in rows], dtype=np.int64)
-    folds = np.array([r["fold"] for r in rows], dtype=np.int64)
+    labels = np.array([r["target"] for r in rows], dtype=np.int64)  # host: from the CSV
+    folds = np.array([r["fold"] for r in rows], dtype=np.int64)  # host: from the CSV
     if os.path.isfile(path):
         feats = np.load(path)
         if feats.shape[0] == len(rows):

@@ -136,7 +136,7 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):
     # Mixup in the power domain needs the dB scale of a standardised unit: ln(10)/10 * std.
     power_scale = None
     if tr["mixup_power"]:
-        std = np.asarray(norm["std"], dtype=np.float32)
+        std = np.asarray(norm["std"], dtype=np.float32)  # host: numbers from the statistics
         power_scale = np.float32(np.log(10) / 10) * (std[:, None] if std.ndim else std)
     y_train, y_test = labels[train_idx], labels[test_idx]
 
@@ -369,7 +369,7 @@ def main(argv=None):
             continue
         try:
             result = train_fold(fold, feats, labels, folds, cfg, args, xp, names,
-                                np.array([r["filename"] for r in rows]))
+                                np.array([r["filename"] for r in rows]))  # host: names
         except RunError as e:
             sys.exit(f"error: {e}")
         if result is None:  # interrupted by --stop-after

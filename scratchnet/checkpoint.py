@@ -18,7 +18,7 @@ def save_checkpoint(path, state, meta=None):
     arrays = {k: to_numpy(v) for k, v in state.items()}
     if _META_KEY in arrays:
         raise ValueError(f"{_META_KEY!r} is reserved for the metadata")
-    arrays[_META_KEY] = np.array(json.dumps(meta or {}))
+    arrays[_META_KEY] = np.array(json.dumps(meta or {}))  # host: a JSON string
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
