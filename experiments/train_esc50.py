@@ -12,16 +12,17 @@ matrix (PNG).
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
 
 import numpy as np
 
-from scratchnet import (AdamW, OneCycleLR, ResNet, SoftmaxCrossEntropy, clip_grad_norm,
-                        load_checkpoint, save_checkpoint)
+from scratchnet import (AdamW, OneCycleLR, ResNet, SoftmaxCrossEntropy, load_checkpoint,
+                        save_checkpoint)
 from scratchnet.averaging import ExponentialMovingAverage
-from scratchnet.backend import DeviceError, check_device, to_numpy
+from scratchnet.backend import DeviceError, check_device
 from scratchnet.fusion import fold_batchnorm
 from scratchnet.memory import keep_freed_memory
 
@@ -216,17 +217,25 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):
             logits = model.forward(xb)
             loss = criterion.forward(logits, targets)
             model.backward(criterion.backward())
-            clip_grad_norm(params, tr["clip_norm"])
+            optimizer.clip_grad_norm(tr["clip_norm"])
             optimizer.step()
             schedule.step()
             if ema:
                 ema.update()
-            loss_sum += float(loss) * len(idx)
-            correct += int((to_numpy(logits.argmax(axis=1)) == yb).sum())
+            # Summed where they are computed and read once per epoch (and by a shown progress
+            # bar): on a GPU each read would wait for the step to finish.
+            loss_sum = loss_sum + loss.astype(xp.float64) * len(idx)
+            correct = correct + (logits.argmax(axis=1) == xp.asarray(yb)).sum()
             seen += len(idx)
-            rate = seen / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            clips_s=f"{rate:.1f}", lr=f"{optimizer.lr:.2e}")
+            if not bar.disable:
+                rate = seen / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}",
+                                acc=f"{int(correct) / seen:.3f}", clips_s=f"{rate:.1f}",
+                                lr=f"{optimizer.lr:.2e}")
+        loss_sum, correct = float(loss_sum), int(correct)
+        if not math.isfinite(loss_sum):
+            raise RunError(f"fold {fold} epoch {epoch + 1}: the training loss is not finite; "
+                           "lower the learning rate or check the input features")
         # Scored as it will be deployed (experiments.inference): BatchNorm folded into the
         # convolutions, the same function with one pass fewer per convolution.
         pred, _ = evaluate(fold_batchnorm(final), x_test, xp)

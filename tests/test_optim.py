@@ -188,3 +188,63 @@ def test_adamw_on_a_channels_last_conv_weight_matches_a_contiguous_one(monkeypat
             opt.step()
     assert not params[0].data.flags.c_contiguous
     np.testing.assert_array_equal(params[0].data, params[1].data)
+
+
+def _conv_and_linear_params(seed):
+    rng = np.random.default_rng(seed)
+    conv = sn.Conv2d(3, 4, 3, rng=rng)                   # channels-last weight memory
+    lin = sn.Linear(5, 2, rng=rng)
+    return [conv.weight, conv.bias, lin.weight, lin.bias]
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps, flat: sn.AdamW(ps, lr=0.01, weight_decay=0.1, flat=flat),
+    lambda ps, flat: sn.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
+                            flat=flat)], ids=["adamw", "sgd"])
+def test_flat_buffers_give_the_per_tensor_numbers_bit_for_bit(make):
+    """The GPU's flat update (one pass over all parameters) on NumPy: the same numbers as
+    tensor by tensor, the layouts kept, the state views live."""
+    runs = []
+    for flat in (False, True):
+        params = _conv_and_linear_params(0)
+        strides = [p.data.strides for p in params]
+        opt = make(params, flat)
+        assert [p.data.strides for p in params] == strides
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            for p in params:
+                p.grad[...] = rng.standard_normal(p.shape)
+            opt.step()
+        runs.append([p.data.copy() for p in params] + [b.copy() for b in opt._buffers()])
+    for x, y in zip(*runs):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_flat_clipping_matches_the_per_tensor_norm():
+    """One sum over the flat gradient against a sum of per-tensor sums: the same norm to
+    rounding (the order of the additions differs), the gradients scaled alike."""
+    grads, norms = [], []
+    for flat in (False, True):
+        params = _conv_and_linear_params(0)
+        opt = sn.AdamW(params, lr=0.01, flat=flat)
+        rng = np.random.default_rng(1)
+        for p in params:
+            p.grad[...] = rng.standard_normal(p.shape) * 3
+        norms.append(float(opt.clip_grad_norm(1.0)))
+        grads.append([p.grad.copy() for p in params])
+    assert norms[0] > 1.0 and norms[1] == pytest.approx(norms[0], rel=1e-12)
+    for x, y in zip(*grads):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+    assert np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads[1])) == \
+        pytest.approx(1.0, rel=1e-5)
+
+
+def test_flat_state_loads_in_place():
+    params = _conv_and_linear_params(0)
+    opt = sn.AdamW(params, lr=0.01, flat=True)
+    state = {"lr": 0.5, "step_count": 7, "buffers": [np.full(b.shape, 2.0, np.float32)
+                                                      for b in opt._buffers()]}
+    opt.load_state_dict(state)
+    assert opt.step_count == 7 and (opt._flat_m == 2.0).all() and (opt._flat_v == 2.0).all()
+    params[0].zero_grad()
+    assert not opt._flat[1][:params[0].data.size].any()   # zero_grad writes the flat buffer
