@@ -175,3 +175,25 @@ def test_download_unpacks_and_verifies_an_archive(tmp_path):
     assert esc50.audio_path(str(dest), "1-1-A-0.wav").endswith("1-1-A-0.wav")
     with pytest.raises(ValueError, match="SHA-256"):
         esc50.download(str(tmp_path / "other"), url=archive.as_uri(), sha256="0" * 64)
+
+
+@pytest.mark.parametrize("subtype,channels", [("PCM_16", 1), ("PCM_32", 2), ("PCM_U8", 1)])
+def test_wav_is_read_without_soundfile_as_with_it(tmp_path, monkeypatch, subtype, channels):
+    """A machine without libsndfile (a GPU machine, say) still reads PCM WAV files, to the
+    same numbers."""
+    import sys
+    path = str(tmp_path / "tone.wav")
+    t = np.arange(8000) / 8000
+    y = np.stack([0.5 * np.sin(2 * np.pi * 300 * t), 0.25 * np.cos(2 * np.pi * 50 * t)][:channels])
+    sf.write(path, y.T, 8000, subtype=subtype)
+    expected = dsp.load_audio(path, sr=16000, mono=False)
+    monkeypatch.setitem(sys.modules, "soundfile", None)         # import soundfile fails
+    got = dsp.load_audio(path, sr=16000, mono=False)
+    assert got[1] == expected[1] == 16000
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-7)
+    flac = str(tmp_path / "tone.flac")
+    monkeypatch.delitem(sys.modules, "soundfile")
+    sf.write(flac, y.T, 8000)
+    monkeypatch.setitem(sys.modules, "soundfile", None)
+    with pytest.raises(dsp.AudioError, match="only PCM WAV files"):
+        dsp.load_audio(flac)
