@@ -37,7 +37,24 @@ def standin(monkeypatch):
     return cupy_standin
 
 
-@pytest.fixture(params=["numpy", "cupy-standin"])
+def real_cupy():
+    """CuPy itself, or a skip where it or a CUDA device is missing (python -m
+    benchmarks.gpu_check runs these tests on a GPU machine)."""
+    from scratchnet import backend
+    if not backend.gpu_available():
+        pytest.skip("CuPy or a CUDA device is missing")
+    return backend._cupy
+
+
+@pytest.fixture(params=["cupy-standin", "cupy"])
+def gpu(request):
+    """The device's array module: the CuPy stand-in, and real CuPy where a GPU answers."""
+    return request.getfixturevalue("standin") if request.param == "cupy-standin" else real_cupy()
+
+
+@pytest.fixture(params=["numpy", "cupy-standin", "cupy"])
 def xp(request):
-    """Run a test on NumPy and on the CuPy stand-in."""
-    return np if request.param == "numpy" else request.getfixturevalue("standin")
+    """Run a test on NumPy, on the CuPy stand-in, and on real CuPy where a GPU answers."""
+    if request.param == "numpy":
+        return np
+    return request.getfixturevalue("standin") if request.param == "cupy-standin" else real_cupy()

@@ -270,6 +270,7 @@ random.Generator = Generator
 
 cuda = types.ModuleType("cupy.cuda")
 cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
+cuda.Stream = types.SimpleNamespace(null=types.SimpleNamespace(synchronize=lambda: None))
 
 
 class _Device:

@@ -1,6 +1,7 @@
-"""The GPU path on the strict CuPy stand-in (tests/cupy_standin.py): what only the GPU creates
-(device arrays, CuPy generators) must never reach a host-only operation, a deep copy or a
-file; and the same step on the device gives the NumPy step's numbers."""
+"""The GPU path, on the strict CuPy stand-in (tests/cupy_standin.py) everywhere and on real CuPy
+where a CUDA device answers (the fixture ``gpu``): what only the GPU creates (device arrays,
+CuPy generators) must never reach a host-only operation, a deep copy or a file; and the same
+step on the device gives the NumPy step's numbers."""
 import copy
 import json
 import pickle
@@ -40,39 +41,39 @@ def test_the_standin_refuses_host_conversion_and_mixing(standin):
     np.testing.assert_array_equal(standin.asnumpy(a * 2 + 1), np.arange(6.0).reshape(2, 3) * 2 + 1)
 
 
-def test_upload_keeps_the_channels_last_weight_layout(standin):
+def test_upload_keeps_the_channels_last_weight_layout(gpu):
     conv = sn.Conv2d(3, 5, 3, padding=1)
     strides = conv.weight.data.strides
     conv.to("gpu")
-    assert get_array_module(conv.weight.data) is standin
+    assert get_array_module(conv.weight.data) is gpu
     assert conv.weight.data.strides == strides
     assert conv.weight.grad.strides == strides
     conv.to("cpu")
     assert isinstance(conv.weight.data, np.ndarray) and conv.weight.data.strides == strides
 
 
-def test_a_device_model_with_dropout_can_be_folded_and_averaged(standin):
+def test_a_device_model_with_dropout_can_be_folded_and_averaged(gpu):
     """Scoring deep-copies the model (fold_batchnorm) after a training forward pass has made
     Dropout's generator; the weight average deep-copies it too."""
     model = small_resnet().to("gpu")
-    x = standin.asarray(np.random.default_rng(0).standard_normal((2, 1, 16, 12)),
+    x = gpu.asarray(np.random.default_rng(0).standard_normal((2, 1, 16, 12)),
                         dtype=np.float32)
     model.train()
     model.forward(x)
     folded = sn.fold_batchnorm(model)
     ema = sn.ExponentialMovingAverage(model, 0.9)
-    assert get_array_module(folded.forward(x)) is standin
-    assert get_array_module(ema.model.forward(x)) is standin
+    assert get_array_module(folded.forward(x)) is gpu
+    assert get_array_module(ema.model.forward(x)) is gpu
 
 
-def test_float32_training_step_on_the_device_matches_numpy(standin):
+def test_float32_training_step_on_the_device_matches_numpy(gpu):
     """Loss, every gradient, the AdamW update and BatchNorm's running statistics."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 1, 16, 12)).astype(np.float32)
     labels = np.array([0, 3, 5, 1])
 
     def step(device):
-        xp = standin if device == "gpu" else np
+        xp = gpu if device == "gpu" else np
         model = small_resnet(dropout=0.0).to(device)
         params = list(model.parameters())
         opt = sn.AdamW(params, lr=1e-2, weight_decay=0.01)
@@ -85,45 +86,47 @@ def test_float32_training_step_on_the_device_matches_numpy(standin):
         state = {k: to_numpy(v) for k, v in model.state_dict().items()}
         return float(loss), float(norm), grads, state
 
-    cpu, gpu = step("cpu"), step("gpu")
-    assert gpu[0] == pytest.approx(cpu[0], rel=1e-5)
-    assert gpu[1] == pytest.approx(cpu[1], rel=1e-4)
-    assert cpu[1] > 0.5                                      # the clipping did act
-    for key in cpu[2]:
-        np.testing.assert_allclose(gpu[2][key], cpu[2][key], rtol=1e-3, atol=1e-6, err_msg=key)
-    for key in cpu[3]:
-        np.testing.assert_allclose(gpu[3][key], cpu[3][key], rtol=1e-4, atol=1e-6, err_msg=key)
-    assert any("running_var" in k for k in cpu[3])
+    on_cpu, on_gpu = step("cpu"), step("gpu")
+    assert on_gpu[0] == pytest.approx(on_cpu[0], rel=1e-5)
+    assert on_gpu[1] == pytest.approx(on_cpu[1], rel=1e-4)
+    assert on_cpu[1] > 0.5                                      # the clipping did act
+    for key in on_cpu[2]:
+        np.testing.assert_allclose(on_gpu[2][key], on_cpu[2][key], rtol=1e-3, atol=1e-6,
+                                   err_msg=key)
+    for key in on_cpu[3]:
+        np.testing.assert_allclose(on_gpu[3][key], on_cpu[3][key], rtol=1e-4, atol=1e-6,
+                                   err_msg=key)
+    assert any("running_var" in k for k in on_cpu[3])
 
 
-def test_gradient_checks_run_on_the_device(standin):
+def test_gradient_checks_run_on_the_device(gpu):
     from scratchnet.gradcheck import check_layer, relative_error
-    a, b = standin.asarray([1.0, 2.0]), standin.asarray([1.0, 2.5])
+    a, b = gpu.asarray([1.0, 2.0]), gpu.asarray([1.0, 2.5])
     assert relative_error(a, b) == pytest.approx(0.5 / 4.5)
     layer = sn.BasicBlock(2, 3, 2, rng=np.random.default_rng(0)).astype(np.float64).to("gpu")
-    x = standin.asarray(np.random.default_rng(1).standard_normal((2, 2, 5, 5)))
+    x = gpu.asarray(np.random.default_rng(1).standard_normal((2, 2, 5, 5)))
     errors = check_layer(layer, x)
     assert max(errors.values()) < 1e-6, errors
 
 
-def test_logmel_on_the_device_matches_numpy(standin):
+def test_logmel_on_the_device_matches_numpy(gpu):
     y = np.random.default_rng(0).standard_normal((3, 16000)).astype(np.float32)
     logmel = dsp.LogMel()
-    a, b = logmel(y), logmel(standin.asarray(y))
-    assert get_array_module(b) is standin
-    np.testing.assert_allclose(standin.asnumpy(b), a, atol=2e-3)
+    a, b = logmel(y), logmel(gpu.asarray(y))
+    assert get_array_module(b) is gpu
+    np.testing.assert_allclose(gpu.asnumpy(b), a, atol=2e-3)
 
 
-def test_standardise_keeps_device_features_on_the_device(standin):
+def test_standardise_keeps_device_features_on_the_device(gpu):
     feats = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
     for norm in (dict(mean=0.5, std=2.0), dict(mean=[0.1, 0.2, 0.3, 0.4], std=[1, 2, 3, 4])):
-        on_device = esc50.standardise(standin.asarray(feats), norm)
-        assert get_array_module(on_device) is standin
-        np.testing.assert_allclose(standin.asnumpy(on_device), esc50.standardise(feats, norm),
+        on_device = esc50.standardise(gpu.asarray(feats), norm)
+        assert get_array_module(on_device) is gpu
+        np.testing.assert_allclose(gpu.asnumpy(on_device), esc50.standardise(feats, norm),
                                    rtol=1e-6)
 
 
-def test_augmentation_on_the_device_matches_numpy(standin):
+def test_augmentation_on_the_device_matches_numpy(gpu):
     x = np.random.default_rng(0).standard_normal((6, 1, 16, 40)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 4, 5])
     scale = np.float32(0.5)
@@ -136,12 +139,12 @@ def test_augmentation_on_the_device_matches_numpy(standin):
         xb, targets = augment.mixup(xb, labels, 8, rng, 0.2, scale)
         return to_numpy(xb), to_numpy(targets)
 
-    (a, ta), (b, tb) = augmented(np), augmented(standin)
+    (a, ta), (b, tb) = augmented(np), augmented(gpu)
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(tb, ta)
 
 
-def test_checkpoint_saved_on_the_device_loads_on_the_cpu_and_back(standin, tmp_path):
+def test_checkpoint_saved_on_the_device_loads_on_the_cpu_and_back(gpu, tmp_path):
     model = small_resnet().to("gpu")
     state = model.state_dict()
     path = tmp_path / "model.npz"
@@ -154,11 +157,11 @@ def test_checkpoint_saved_on_the_device_loads_on_the_cpu_and_back(standin, tmp_p
         np.testing.assert_array_equal(value, to_numpy(state[key]), err_msg=key)
     back = small_resnet(seed=7).to("gpu").load_state_dict(cpu_model.state_dict())
     for key, value in back.state_dict().items():
-        assert get_array_module(value) is standin
+        assert get_array_module(value) is gpu
         np.testing.assert_array_equal(to_numpy(value), to_numpy(state[key]), err_msg=key)
 
 
-def test_the_public_commands_run_with_device_gpu(standin, esc50_root, tmp_path, capsys):
+def test_the_public_commands_run_with_device_gpu(gpu, esc50_root, tmp_path, capsys):
     """train_esc50 --device gpu stopped after one epoch, resumed to the end (scoring, model.npz),
     then classify, evaluate and visualize --device gpu on that model."""
     from experiments import classify, evaluate, train_esc50, visualize
