@@ -170,7 +170,8 @@ def load_features(root, features, cache_dir=None, xp=np, rows=None, progress=Tru
     """Log-Mel features of every clip listed in ``rows`` (default: all), cached on disk.
 
     The cache file is keyed by the feature configuration, the DSP code and the clip list, so
-    changing any of them rebuilds it.  Returns (features (N, n_mels, frames) float32, labels (N,), folds (N,))."""
+    changing any of them rebuilds it.  Returns (features (N, n_mels, frames) float32,
+    labels (N,), folds (N,))."""
     rows = rows if rows is not None else read_metadata(root)
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, f"esc50-logmel-{feature_key(root, rows, features)}.npy")
