@@ -74,9 +74,10 @@ class Conv2d(Layer):
 
     Shifted GEMMs.  A stride-1 "same" convolution (odd k, p = (k-1)/2) on a map large enough
     (on the CPU: stages 1-3 of cpu128 and of cpu) skips im2col in the forward pass: the image
-    rows are laid out row index outermost, each followed by p shared zero columns, and Y is a sum of k*k GEMMs over shifted slices of that
-    flattened grid, each kernel row only over the output rows it meets (derived in
-    scratchnet.shifted); training keeps only the grid, not the k*k times larger patch matrix.
+    rows are laid out row index outermost, each followed by p shared zero columns, and Y is a
+    sum of k*k GEMMs over shifted slices of that flattened grid, each kernel row only over the
+    output rows it meets (derived in scratchnet.shifted); training keeps only the grid, not
+    the k*k times larger patch matrix.
     Its dL/dx is the flipped-kernel convolution above, summed the same way; with p = (k-1)/2
     the flipped convolution's padding k-1-p is p again, so it reads dy on the same grid as x.
     dL/dWm = dY^T X sums over the same shifted rows: one GEMM per kernel row over "row
