@@ -269,7 +269,8 @@ random.default_rng = Generator
 random.Generator = Generator
 
 cuda = types.ModuleType("cupy.cuda")
-cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
+cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1,
+                                     getDeviceProperties=lambda i: {"name": b"cupy stand-in"})
 cuda.Stream = types.SimpleNamespace(null=types.SimpleNamespace(synchronize=lambda: None))
 
 

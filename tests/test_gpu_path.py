@@ -189,3 +189,23 @@ def test_the_public_commands_run_with_device_gpu(gpu, esc50_root, tmp_path, caps
     assert visualize.main([clip, "--checkpoint", model, "--device", "gpu",
                            "--out", str(tmp_path / "viz")]) == 0
     assert list((tmp_path / "viz").glob("*.png"))
+
+
+def test_the_prepared_gpu_check_runs_its_commands_and_writes_its_table(standin, tmp_path):
+    """benchmarks.gpu_check without its pytest part (run as its own files here): the
+    generated data set, train/resume/evaluate/classify --device gpu, one throughput row."""
+    from benchmarks import gpu_check
+    report = gpu_check.main(["--out", str(tmp_path), "--skip-tests", "--preset", "cpu",
+                             "--networks", "preset:cpu", "--batch", "2", "--steps", "1",
+                             "--rounds", "1", "--no-torch"])
+    assert report["device"] == "cupy stand-in"
+    assert report["commands"]["ok"], report["commands"]
+    assert [s["command"] for s in report["commands"]["steps"]] == [
+        "train_esc50 --stop-after 1", "train_esc50 --resume", "evaluate",
+        "classify --device gpu"]
+    (row,) = report["throughput"]["rows"]
+    assert row["network"] == "preset:cpu" and row["scratchnet_train_clips_s"] > 0
+    assert "pytorch_train_clips_s" not in row
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| preset:cpu | 1x64x251 | 2 |" in table and "cupy stand-in" in table
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["commands"]["ok"]
