@@ -64,7 +64,7 @@ def im2col_products(conv, shape):
     s, p, c_out = conv.stride, conv.padding, conv.out_channels
     m = n * conv_output_size(h, kh, s, p) * conv_output_size(w, kw, s, p)
     k = kh * kw * c
-    # dL/dWm in the orientation scratchnet.layers.conv.weight_gradient_matrix takes.
+    # dL/dWm in the orientation scratchnet.convolution.weight_gradient_matrix takes.
     dw = ("dW", k, m, c_out, True, False) if k > c_out else ("dW", c_out, m, k, True, False)
     products = [("forward", m, k, c_out, False, False), dw]
     if conv.needs_input_grad:

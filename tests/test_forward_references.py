@@ -5,6 +5,7 @@ from scipy.signal import correlate
 
 import scratchnet as sn
 import scratchnet.layers.conv as conv_module
+from scratchnet.convolution import weight_matrix
 from scratchnet.im2col import col2im, im2col, patch_matrix, tap_planes, to_channels_last
 
 
@@ -55,7 +56,7 @@ def test_conv2d_weight_lives_in_channels_last_memory(rng):
     w = layer.weight.data
     assert w.shape == (4, 3, 3, 2) and not w.flags.c_contiguous
     assert w.transpose(0, 2, 3, 1).flags.c_contiguous
-    assert np.shares_memory(layer._weight_matrix(), w)
+    assert np.shares_memory(weight_matrix(layer.weight.data), w)
     assert layer.weight.grad.strides == w.strides
     same = conv_module.channels_last_weight(np.ascontiguousarray(w))
     np.testing.assert_array_equal(same, w)
@@ -100,7 +101,7 @@ def test_stride1_input_gradient_is_the_flipped_kernel_convolution(rng, kernel, p
     dy = rng.standard_normal(layer.forward(x).shape)
     dx = layer.backward(dy)
     dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, 4)
-    expected = col2im(dy_mat @ layer._weight_matrix(), x.shape, kernel, kernel, 1, padding)
+    expected = col2im(dy_mat @ weight_matrix(layer.weight.data), x.shape, kernel, kernel, 1, padding)
     np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
 
 
