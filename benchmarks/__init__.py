@@ -1,2 +1,1 @@
-# Before NumPy loads OpenBLAS (scratchnet.blas_threads).
-import scratchnet  # noqa: F401
+"""Speed harnesses and the prepared GPU check: they import the library; nothing imports them."""

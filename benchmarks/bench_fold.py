@@ -6,15 +6,19 @@ This machine's timings drift by tens of percent from minute to minute, more than
 saves, so the two networks are timed in alternation (--repeats rounds of --steps batches each)
 and the medians compared: drift then hits both alike.
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 
 import numpy as np
 
-from experiments.bench import add_network_arguments, networks, sync, time_steps
+from .bench import add_network_arguments, networks, sync, time_steps
 from experiments.models import build_model
-from scratchnet.backend import check_device
+from scratchnet.runtime.backend import check_device
 from scratchnet.fusion import fold_batchnorm
-from scratchnet.memory import keep_freed_memory
+from scratchnet.runtime.memory import keep_freed_memory
 
 
 def compare(shape, cfg, batch, steps, repeats, device):

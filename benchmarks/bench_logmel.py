@@ -5,6 +5,10 @@
 Audio is decoded once, outside the timings; each timing is the best of --repeat runs over all
 clips.  librosa (optional, pip install .[bench]) is measured in the same run when installed.
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import time
 
@@ -12,8 +16,8 @@ import numpy as np
 
 import dsp
 from experiments import esc50
-from scratchnet.backend import check_device
-from scratchnet.memory import keep_freed_memory
+from scratchnet.runtime.backend import check_device
+from scratchnet.runtime.memory import keep_freed_memory
 
 
 def best_of(fn, repeat):
@@ -37,7 +41,7 @@ def main(argv=None):
     p.add_argument("--hop", type=int, default=320)
     p.add_argument("--n-mels", type=int, default=64)
     p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="keep: glibc keeps freed memory (scratchnet.memory); applies to this "
+                   help="keep: glibc keeps freed memory (scratchnet.runtime.memory); applies to this "
                         "whole process, librosa included")
     args = p.parse_args(argv)
     if args.malloc == "keep":

@@ -5,8 +5,8 @@
 Every convolution's training step is three products (scratchnet.layers.conv derives them):
 the forward Y = X Wm^T, the weight gradient dY^T X and the input gradient (for stride 1 the
 flipped-kernel convolution of dy).  Conv2d computes them either through im2col, one GEMM each,
-or on the shifted grid (scratchnet.shifted), k*k GEMMs with K = C_in for Y and for dL/dx and
-k GEMMs over row patches for dL/dW, or on a short map (scratchnet.short_maps) three GEMMs per
+or on the shifted grid (scratchnet.kernels.shifted), k*k GEMMs with K = C_in for Y and for dL/dx and
+k GEMMs over row patches for dL/dW, or on a short map (scratchnet.kernels.short_maps) three GEMMs per
 output row with K = H*k*C_in.  This script runs one forward pass to learn every
 convolution's input shape and path, then times each of those GEMMs alone, on random operands
 with the strides the layer passes (transposed views where the layer transposes), into
@@ -17,26 +17,30 @@ the other formulation of each convolution (im2col where the layer takes the grid
 says whether the choice could gain (for a short map, the other is im2col).  The forward
 products alone bound the deployed forward pass the same way (BatchNorm folded: the
 convolutions are all it multiplies).  With PyTorch installed its training step and its folded
-inference are timed too (experiments.bench.measure_torch, in a child process), and each bound
+inference are timed too (benchmarks.bench.measure_torch, in a child process), and each bound
 is printed as a ratio to them: a ratio to PyTorch above that bound needs faster products
 than these.
 CPU only: it measures this machine's BLAS (NumPy's matmul, SciPy's gemm for the products that
-add into their output, as scratchnet.shifted calls them).
+add into their output, as scratchnet.kernels.shifted calls them).
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import time
 from collections import defaultdict
 
 import numpy as np
 
-from experiments.bench import gemm_rate, in_child, measure_torch, networks
+from .bench import gemm_rate, in_child, measure_torch, networks
 from experiments.models import build_model
-from scratchnet import conv_policy
-from scratchnet.im2col import conv_output_size
+from scratchnet.kernels import conv_policy
+from scratchnet.kernels.im2col import conv_output_size
 from scratchnet.layers.conv import Conv2d
 from scratchnet.layers.linear import Linear
-from scratchnet.memory import keep_freed_memory
-from scratchnet.shifted import grid_geometry, matmul_add, row_blocks
+from scratchnet.runtime.memory import keep_freed_memory
+from scratchnet.kernels.shifted import grid_geometry, matmul_add, row_blocks
 
 from .profile_layers import leaf_layers
 
@@ -64,7 +68,7 @@ def im2col_products(conv, shape):
     s, p, c_out = conv.stride, conv.padding, conv.out_channels
     m = n * conv_output_size(h, kh, s, p) * conv_output_size(w, kw, s, p)
     k = kh * kw * c
-    # dL/dWm in the orientation scratchnet.convolution.weight_gradient_matrix takes.
+    # dL/dWm in the orientation scratchnet.kernels.convolution.weight_gradient_matrix takes.
     dw = ("dW", k, m, c_out, True, False) if k > c_out else ("dW", c_out, m, k, True, False)
     products = [("forward", m, k, c_out, False, False), dw]
     if conv.needs_input_grad:
@@ -78,7 +82,7 @@ def im2col_products(conv, shape):
 def shifted_products(conv, shape):
     """The same for the shifted grid: k*k GEMMs (rows, C_in)(C_in, C_out) for Y, k of
     (k C_in, rows)(rows, C_out) for dL/dW, k*k of (rows, C_out)(C_out, C_in) for dL/dx, the
-    rows of each kernel row being the output rows it meets (scratchnet.shifted.row_blocks);
+    rows of each kernel row being the output rows it meets (scratchnet.kernels.shifted.row_blocks);
     every product of Y and dL/dx but the first adds into its output (BLAS beta = 1)."""
     n, c, h, w = shape
     k, c_out = conv.kernel_size[0], conv.out_channels
@@ -99,7 +103,7 @@ def shifted_products(conv, shape):
 
 
 def short_products(conv, shape):
-    """The same for a short map (scratchnet.short_maps): per output row i, (N*W, H*k*C_in)
+    """The same for a short map (scratchnet.kernels.short_maps): per output row i, (N*W, H*k*C_in)
     (H*k*C_in, C_out) for Y, (C_out, N*W)(N*W, H*k*C_in) for dL/dW, and (N*W, C_out)
     (C_out, H*k*C_in) for dL/dx, every row's but the first adding into it."""
     n, c, h, w = shape

@@ -14,6 +14,10 @@ It runs, each part going on whatever the parts before it gave:
 It writes OUT/gpu_check.json and OUT/gpu_check.md (the table README's GPU section shows) and
 exits non-zero if (a) or (b) failed.  Audio decoding is needed by (b) alone.
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import json
 import os
@@ -110,7 +114,7 @@ def run_commands(work, preset="seed"):
 def run_throughput(networks, batch, steps, rounds, use_torch):
     """(c): clips/s of training and (folded) inference, ours against PyTorch's, rounds
     alternating on the same GPU; medians of the rounds."""
-    from experiments.bench import measure_scratchnet, measure_torch, networks as all_networks
+    from .bench import measure_scratchnet, measure_torch, networks as all_networks
     nets = all_networks()
     have_torch = False
     if use_torch:
@@ -166,7 +170,7 @@ def markdown(report):
 
 def device_name():
     try:
-        from scratchnet.backend import check_device
+        from scratchnet.runtime.backend import check_device
         cp = check_device("gpu")
         props = cp.cuda.runtime.getDeviceProperties(0)
         name = props["name"]

@@ -3,7 +3,7 @@ place.
 
     python -m benchmarks.profile_layers [--models preset:cpu128] [--steps 6] [--inference]
 
-cProfile (``experiments.bench --profile``) charges time to functions, so the stem's BatchNorm
+cProfile (``benchmarks.bench --profile``) charges time to functions, so the stem's BatchNorm
 and stage 4's are one line; here every leaf layer (Conv2d, BatchNorm2d, ReLU, MaxPool2d, ...)
 has its forward and backward wrapped in a timer, and the times are summed by (stage, layer
 kind, direction): ``layer1 Conv2d backward``.  The rest of the step (loss, optimiser, zeroing the
@@ -13,6 +13,10 @@ device and makes the shares those of a synchronous run.  ``--inference`` times t
 pass of the network as it is deployed instead (eval mode, BatchNorm folded into the
 convolutions: scratchnet.fold_batchnorm).
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import time
 from collections import defaultdict
@@ -20,10 +24,10 @@ from collections import defaultdict
 import numpy as np
 
 import scratchnet as sn
-from experiments.bench import add_network_arguments, networks, sync
+from .bench import add_network_arguments, networks, sync
 from experiments.models import build_model
-from scratchnet.backend import check_device
-from scratchnet.memory import keep_freed_memory
+from scratchnet.runtime.backend import check_device
+from scratchnet.runtime.memory import keep_freed_memory
 
 
 def leaf_layers(layer, prefix=""):

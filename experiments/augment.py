@@ -6,7 +6,7 @@ module, without a loop over the batch.
 """
 import numpy as np
 
-from scratchnet.backend import get_array_module
+from scratchnet.runtime.backend import get_array_module
 
 
 def time_shift(x, rng, max_fraction):

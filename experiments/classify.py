@@ -11,6 +11,10 @@ window probabilities are averaged.  All windows of all files go through the netw
 A file that cannot be read gets an error line naming it; the others are still classified and
 the exit status is 1.
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import json
 import sys

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from dsp import LogMel, load_audio
-from scratchnet.backend import get_array_module, to_numpy
+from scratchnet.runtime.backend import get_array_module, to_numpy
 
 NUM_CLASSES = 50
 CLIP_SECONDS = 5.0

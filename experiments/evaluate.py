@@ -9,11 +9,15 @@ The accuracy is that of the model as it is: no training, no choice among epochs.
 checkpoint are used (none in checkpoints written before test-time shifts existed).  Scoring a
 fold the model was trained on works, with a warning that the figure is not a held-out one.
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import json
 import sys
 
-from scratchnet.backend import DeviceError
+from scratchnet.runtime.backend import DeviceError
 
 from . import augment, esc50
 from .inference import DEFAULT_CHECKPOINT, Classifier, evaluate, write_predictions

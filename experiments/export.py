@@ -7,6 +7,10 @@ float16 keeps 11 significant bits, far finer than the weights' noise after train
 casts back to float32 (``load_state_dict`` copies into the model's own float32 arrays).  The
 metadata (features, model, normalisation, classes, accuracy) is kept as is.
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 
 import numpy as np

@@ -8,7 +8,7 @@ import numpy as np
 
 from dsp import LogMel
 from scratchnet import load_checkpoint
-from scratchnet.backend import DeviceError, check_device, to_numpy
+from scratchnet.runtime.backend import DeviceError, check_device, to_numpy
 from scratchnet.fusion import fold_batchnorm
 from scratchnet.losses import log_softmax
 

@@ -10,6 +10,10 @@ Outputs go to --out: results.json, and per fold metrics.json (per epoch), checkp
 predictions.json (each test clip's predicted class), training curves and the confusion
 matrix (PNG).
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import json
 import math
@@ -22,9 +26,9 @@ import numpy as np
 from scratchnet import (AdamW, OneCycleLR, ResNet, SoftmaxCrossEntropy, load_checkpoint,
                         save_checkpoint)
 from scratchnet.averaging import ExponentialMovingAverage
-from scratchnet.backend import DeviceError, check_device
+from scratchnet.runtime.backend import DeviceError, check_device
 from scratchnet.fusion import fold_batchnorm
-from scratchnet.memory import keep_freed_memory
+from scratchnet.runtime.memory import keep_freed_memory
 
 from . import augment, esc50
 from .inference import evaluate, write_predictions

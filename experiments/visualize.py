@@ -6,6 +6,10 @@ Each figure shows the waveform, the log-Mel input, the feature maps of every sta
 active channels, by mean activation) and the top-5 prediction bars.  The HTML page embeds the
 figures as base64 PNGs, so any browser opens it without a server.
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import base64
 import html
@@ -15,7 +19,7 @@ import sys
 import numpy as np
 
 from dsp import load_audio
-from scratchnet.backend import to_numpy
+from scratchnet.runtime.backend import to_numpy
 
 from .inference import open_classifier, probabilities
 

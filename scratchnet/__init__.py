@@ -1,19 +1,37 @@
-"""scratchnet: an autograd-free layer library on NumPy or CuPy, every backward derived by hand."""
-# First, before anything imports NumPy: see scratchnet.blas_threads.
-from . import blas_threads  # noqa: F401
-from .averaging import ExponentialMovingAverage
-from .backend import DeviceError, get_array_module, gpu_available, to_device, to_numpy
-from .checkpoint import load_checkpoint, save_checkpoint
-from .fusion import fold_batchnorm
-from .layers import (BasicBlock, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer,
-                     Linear, MaxPool2d, Parameter, ReLU, ResNet, Sequential, TimeMaxMeanPool)
-from .losses import SoftmaxCrossEntropy
-from .optim import SGD, AdamW, CosineWarmupLR, OneCycleLR, clip_grad_norm
+"""scratchnet: an autograd-free layer library on NumPy or CuPy, every backward derived by hand.
 
-__all__ = ["DeviceError", "get_array_module", "gpu_available", "to_device", "to_numpy",
-           "load_checkpoint", "save_checkpoint", "BasicBlock", "BatchNorm2d", "Conv2d", "Dropout",
-           "Flatten", "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Parameter", "ReLU",
-           "ResNet", "Sequential", "TimeMaxMeanPool", "SoftmaxCrossEntropy", "SGD", "AdamW",
-           "CosineWarmupLR", "OneCycleLR", "clip_grad_norm", "ExponentialMovingAverage",
-           "fold_batchnorm"]
+Three floors, each importing only those below it: ``scratchnet.runtime`` (array modules and
+devices, threads, BLAS, memory), ``scratchnet.kernels`` (patches, the convolution algorithms
+and the policy that picks one), and the layers with what is built on them (``layers``,
+``losses``, ``optim``, ``fusion``, ...).  The names below are loaded when first used, so that
+``scratchnet.runtime.configure()`` can run before anything imports NumPy.
+"""
+import importlib
+
+_EXPORTS = {
+    "scratchnet.runtime.backend": ["DeviceError", "get_array_module", "gpu_available",
+                                   "to_device", "to_numpy"],
+    "scratchnet.checkpoint": ["load_checkpoint", "save_checkpoint"],
+    "scratchnet.layers": ["BasicBlock", "BatchNorm2d", "Conv2d", "Dropout", "Flatten",
+                          "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Parameter", "ReLU",
+                          "ResNet", "Sequential", "TimeMaxMeanPool"],
+    "scratchnet.losses": ["SoftmaxCrossEntropy"],
+    "scratchnet.optim": ["SGD", "AdamW", "CosineWarmupLR", "OneCycleLR", "clip_grad_norm"],
+    "scratchnet.averaging": ["ExponentialMovingAverage"],
+    "scratchnet.fusion": ["fold_batchnorm"],
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOME)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name not in _HOME:
+        raise AttributeError(f"module 'scratchnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOME))

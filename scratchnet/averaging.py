@@ -18,7 +18,7 @@ weights.  Nothing here is differentiated, so there is no backward pass.
 """
 import copy
 
-from .backend import get_array_module
+from .runtime.backend import get_array_module
 
 
 class ExponentialMovingAverage:

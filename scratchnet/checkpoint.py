@@ -5,7 +5,7 @@ import tempfile
 
 import numpy as np
 
-from .backend import to_numpy
+from .runtime.backend import to_numpy
 
 _META_KEY = "__meta__"
 

@@ -14,7 +14,7 @@ the fold has baked in, so a folded BatchNorm refuses to run in training mode.
 """
 import copy
 
-from .backend import get_array_module
+from .runtime.backend import get_array_module
 from .layers.base import Layer, Parameter, Sequential
 from .layers.batchnorm import BatchNorm2d
 from .layers.conv import Conv2d

@@ -8,7 +8,7 @@ which needs two forward passes whatever the size of x, so whole networks stay af
 """
 import numpy as np
 
-from .backend import get_array_module, to_numpy
+from .runtime.backend import get_array_module, to_numpy
 
 
 def relative_error(a, b):

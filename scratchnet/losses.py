@@ -1,7 +1,7 @@
 """Softmax cross-entropy with hard labels, soft targets (Mixup) and label smoothing."""
 import numpy as np
 
-from .backend import get_array_module
+from .runtime.backend import get_array_module
 
 
 def log_softmax(z):

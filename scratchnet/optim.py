@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, memory_order
+from .runtime.backend import get_array_module, memory_order
 
 
 def flatten(params):
@@ -149,7 +149,7 @@ class AdamW(Optimizer):
     the core's cache and each tensor crosses memory once per step instead of once per pass: the same
     numbers, element for element (the reference network's 2.8M parameters, alternating with
     whole-tensor passes, caches evicted: 15.9-17.6 -> 11.5-13.1 ms a step).  Splitting the
-    blocks over the cores (scratchnet.parallel) measured slower, 15.2-15.6 ms.  Blocks of 2^16
+    blocks over the cores (scratchnet.runtime.parallel) measured slower, 15.2-15.6 ms.  Blocks of 2^16
     rather than 2^14 elements make four times fewer NumPy calls (a dozen per block): AdamW's
     time inside reference training steps, 10 alternating rounds, 8.6 -> 6.8 ms (2^15: 7.4,
     2^17: 6.2, 2^18: 7.6)."""

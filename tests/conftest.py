@@ -1,3 +1,7 @@
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import os
 
 import numpy as np
@@ -31,7 +35,7 @@ def standin(monkeypatch):
     import sys
 
     import cupy_standin
-    import scratchnet.backend as backend
+    import scratchnet.runtime.backend as backend
     monkeypatch.setitem(sys.modules, "cupy", cupy_standin)
     monkeypatch.setattr(backend, "_cupy", cupy_standin)
     return cupy_standin
@@ -40,7 +44,7 @@ def standin(monkeypatch):
 def real_cupy():
     """CuPy itself, or a skip where it or a CUDA device is missing (python -m
     benchmarks.gpu_check runs these tests on a GPU machine)."""
-    from scratchnet import backend
+    from scratchnet.runtime import backend
     if not backend.gpu_available():
         pytest.skip("CuPy or a CUDA device is missing")
     return backend._cupy

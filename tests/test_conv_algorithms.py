@@ -1,13 +1,13 @@
-"""Every convolution algorithm of scratchnet.conv_policy, forced through the policy, against
-the plain reference (scratchnet.im2col.conv2d_reference): forward, dL/dx, dL/dW, dL/db, in
+"""Every convolution algorithm of scratchnet.kernels.conv_policy, forced through the policy, against
+the plain reference (scratchnet.kernels.im2col.conv2d_reference): forward, dL/dx, dL/dW, dL/db, in
 training and in eval mode, on NumPy and (through the fixture ``xp``) on the CuPy stand-in."""
 import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import conv_policy
-from scratchnet.backend import to_numpy
-from scratchnet.im2col import conv2d_reference, conv2d_reference_backward
+from scratchnet.kernels import conv_policy
+from scratchnet.runtime.backend import to_numpy
+from scratchnet.kernels.im2col import conv2d_reference, conv2d_reference_backward
 
 # (algorithm, C_in, H, W, k, stride, padding): each where it runs, odd sizes, a 1x1 stride 2.
 CASES = [

@@ -12,7 +12,7 @@ from dsp import mel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("scratchnet", "dsp", "experiments")
-RUNTIME = {"scratchnet/backend.py"}  # where host and device meet, by name
+RUNTIME = {"scratchnet/runtime/backend.py"}  # where host and device meet, by name
 
 
 def source_lines():

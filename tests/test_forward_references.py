@@ -5,8 +5,8 @@ from scipy.signal import correlate
 
 import scratchnet as sn
 import scratchnet.layers.conv as conv_module
-from scratchnet.convolution import weight_matrix
-from scratchnet.im2col import col2im, im2col, patch_matrix, tap_planes, to_channels_last
+from scratchnet.kernels.convolution import weight_matrix
+from scratchnet.kernels.im2col import col2im, im2col, patch_matrix, tap_planes, to_channels_last
 
 
 def conv_loops(x, w, b, stride, padding):

@@ -3,12 +3,12 @@ as those lists, so they are checked against the products the layers really compu
 import numpy as np
 import pytest
 
-import scratchnet.shifted as shifted_module
+import scratchnet.kernels.shifted as shifted_module
 from benchmarks.gemm_ceiling import (im2col_products, network_products, shifted_products,
                                      short_products)
-from experiments.bench import forward_flops
+from benchmarks.bench import forward_flops
 from experiments.models import build_model
-from scratchnet import conv_policy
+from scratchnet.kernels import conv_policy
 from scratchnet.layers.conv import Conv2d
 
 
@@ -69,7 +69,7 @@ def test_short_products_are_the_gemms_a_short_map_computes(shape, k):
 
 def test_im2col_products_count_the_network_forward_flops():
     """With every convolution on im2col, the forward products' FLOPs are the network's
-    (experiments.bench.forward_flops), and each weight gradient multiplies as many."""
+    (benchmarks.bench.forward_flops), and each weight gradient multiplies as many."""
     cfg = dict(widths=[4, 8], depths=[1, 2], stem_kernel=5, stem_stride=2, stem_pool=True,
                dropout=0.0)
     shape, batch = (1, 20, 24), 3

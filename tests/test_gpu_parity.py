@@ -4,7 +4,7 @@ import pytest
 
 import dsp
 import scratchnet as sn
-from scratchnet.backend import get_array_module, gpu_available, to_numpy
+from scratchnet.runtime.backend import get_array_module, gpu_available, to_numpy
 
 pytestmark = pytest.mark.skipif(not gpu_available(), reason="CuPy or a CUDA device is missing")
 

@@ -11,7 +11,7 @@ import pytest
 
 import dsp
 import scratchnet as sn
-from scratchnet.backend import get_array_module, to_numpy
+from scratchnet.runtime.backend import get_array_module, to_numpy
 
 from experiments import augment, esc50
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import conv_policy
+from scratchnet.kernels import conv_policy
 from scratchnet.gradcheck import check_layer, directional_check, numerical_gradient, \
     relative_error
 
@@ -30,7 +30,7 @@ class ConvPath:
 @pytest.fixture(params=["im2col", "shifted"])
 def conv_path(request):
     """Run a test through both convolution algorithms: im2col, and (for every stride-1 "same"
-    convolution, however small its map) the shifted GEMMs of scratchnet.shifted."""
+    convolution, however small its map) the shifted GEMMs of scratchnet.kernels.shifted."""
     with conv_policy.using(conv_policy.prefer(request.param)):
         yield ConvPath(request.param)
 
@@ -70,7 +70,7 @@ def test_numerical_gradient_perturbs_strided_arrays_in_place(rng):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("train", [True, False])
 def test_conv2d_gradients_on_short_maps(rng, k, h, w, bias, train):
-    """Maps of at most p + 1 rows take the shared-patch path (scratchnet.short_maps)."""
+    """Maps of at most p + 1 rows take the shared-patch path (scratchnet.kernels.short_maps)."""
     layer = f64(sn.Conv2d(3, 4, k, 1, (k - 1) // 2, bias=bias, rng=rng)).train(train)
     assert_all_small(check_layer(layer, rng.standard_normal((2, 3, h, w))))
     assert layer.algorithm == "short"

@@ -307,7 +307,7 @@ def test_classifier_uses_the_checkpoints_per_mel_statistics_and_time_shifts(chec
 
 def test_bench_runs_and_reports_every_figure(tmp_path):
     # Figures are machine-dependent; this checks that the script measures and reports them.
-    from experiments import bench
+    from benchmarks import bench
     out = tmp_path / "bench.json"
     report = bench.main(["--models", "reference", "--steps", "1", "--warmup", "0", "--batch",
                          "2", "--no-torch", "--json", str(out), "--rounds", "3"])
@@ -322,7 +322,7 @@ def test_bench_runs_and_reports_every_figure(tmp_path):
 
 
 def test_bench_names_the_blas_kernels_it_ran(monkeypatch):
-    from experiments import bench
+    from benchmarks import bench
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
     assert bench.blas_settings() == {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "unset"}
@@ -331,14 +331,14 @@ def test_bench_names_the_blas_kernels_it_ran(monkeypatch):
         pytest.skip("OpenBLAS's Haswell kernels are x86-64 code")
     # The variable is read when OpenBLAS loads: a fresh interpreter, told Haswell, runs Haswell.
     env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
-    out = subprocess.run([sys.executable, "-c", "from experiments import bench; "
+    out = subprocess.run([sys.executable, "-c", "from benchmarks import bench; "
                           "import numpy; print(bench.blas_kernels())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split()[-1] == "Haswell"
 
 
 def test_bench_refuses_zero_rounds(capsys):
-    from experiments import bench
+    from benchmarks import bench
     with pytest.raises(SystemExit):
         bench.main(["--rounds", "0"])
     assert "--rounds must be at least 1, got 0" in capsys.readouterr().err

@@ -1,10 +1,10 @@
-"""Per-channel maps over long rows (scratchnet.long_rows) against plain broadcasting."""
+"""Per-channel maps over long rows (scratchnet.kernels.long_rows) against plain broadcasting."""
 import numpy as np
 import pytest
 
-import scratchnet.long_rows as long_rows
-import scratchnet.parallel as parallel
-from scratchnet.long_rows import map_long_rows, rows_per_long_row
+import scratchnet.kernels.long_rows as long_rows
+import scratchnet.runtime.parallel as parallel
+from scratchnet.kernels.long_rows import map_long_rows, rows_per_long_row
 
 
 @pytest.mark.parametrize("m, c", [(32256, 32), (128000, 32), (8192, 64), (512, 256), (7, 3),

@@ -1,4 +1,4 @@
-"""scratchnet.parallel: work split over threads by samples gives bit for bit the results of one
+"""scratchnet.runtime.parallel: work split over threads by samples gives bit for bit the results of one
 call, whatever the number of threads or pieces."""
 import threading
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import conv_policy
-from scratchnet import parallel
+from scratchnet.kernels import conv_policy
+from scratchnet.runtime import parallel
 
 
 def test_pieces_cover_the_range_once_and_run_on_several_threads(monkeypatch):
@@ -105,7 +105,7 @@ def test_split_layers_match_one_call_bit_for_bit(monkeypatch, all_shifted):
 
 def test_command_line_tools_name_a_bad_thread_setting(monkeypatch, tmp_path, capsys):
     from experiments import evaluate, train_esc50
-    from scratchnet.backend import DeviceError, check_device
+    from scratchnet.runtime.backend import DeviceError, check_device
     monkeypatch.setenv("SCRATCHNET_THREADS", "many")
     with pytest.raises(DeviceError, match="SCRATCHNET_THREADS must be a whole number"):
         check_device("cpu")  # where every tool asks for its device, before any work

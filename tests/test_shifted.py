@@ -1,12 +1,12 @@
-"""Stride-1 convolution as shifted GEMMs (scratchnet.shifted) against im2col."""
+"""Stride-1 convolution as shifted GEMMs (scratchnet.kernels.shifted) against im2col."""
 import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import conv_policy
+from scratchnet.kernels import conv_policy
 from scratchnet.gradcheck import check_layer
-from scratchnet.im2col import im2col
-from scratchnet.shifted import (correlate_shifted, crop, grid_geometry, grid_waste, matmul_add,
+from scratchnet.kernels.im2col import im2col
+from scratchnet.kernels.shifted import (correlate_shifted, crop, grid_geometry, grid_waste, matmul_add,
                                row_blocks, row_patches, to_grid, weight_gradient_shifted)
 
 

@@ -1,12 +1,12 @@
-"""The shared-patch convolution on maps of at most p + 1 rows (scratchnet.short_maps), against
+"""The shared-patch convolution on maps of at most p + 1 rows (scratchnet.kernels.short_maps), against
 im2col's products and direct loops."""
 import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import conv_policy
-from scratchnet.im2col import col2im, im2col
-from scratchnet.short_maps import (correlate_short, input_gradient_short, is_short,
+from scratchnet.kernels import conv_policy
+from scratchnet.kernels.im2col import col2im, im2col
+from scratchnet.kernels.short_maps import (correlate_short, input_gradient_short, is_short,
                                    row_window_patches, weight_gradient_short)
 
 SHAPES = [(3, 1, 7), (3, 2, 5), (3, 2, 1), (5, 1, 4), (5, 2, 6), (5, 3, 3)]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet.backend import DeviceError, check_device, gpu_available
+from scratchnet.runtime.backend import DeviceError, check_device, gpu_available
 
 
 def small_resnet(seed=0):

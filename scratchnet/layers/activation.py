@@ -1,6 +1,6 @@
 """Rectified linear unit."""
-from ..backend import get_array_module
-from ..parallel import parallel_slices
+from ..runtime.backend import get_array_module
+from ..runtime.parallel import parallel_slices
 from .base import Layer
 
 
@@ -10,9 +10,9 @@ class ReLU(Layer):
     boolean mask (1 byte per value); inference keeps nothing but a reference to y, from which
     the mask can still be formed if backward is called in eval mode.
     Element-wise, so it preserves the memory layout of its input, and splits over the CPU's
-    cores by samples (scratchnet.parallel).  The 0 is an array of one sample's zeros in x's
+    cores by samples (scratchnet.runtime.parallel).  The 0 is an array of one sample's zeros in x's
     layout, broadcast over the samples, not a scalar: NumPy's maximum against a scalar ran
-    3.6x slower than against an array (scratchnet.long_rows), and the result is the same."""
+    3.6x slower than against an array (scratchnet.kernels.long_rows), and the result is the same."""
 
     def __init__(self):
         super().__init__()

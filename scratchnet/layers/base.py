@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..backend import get_array_module, to_device
+from ..runtime.backend import get_array_module, to_device
 
 
 class Parameter:

@@ -1,8 +1,8 @@
 """Batch normalisation over the (N, H, W) axes of an NCHW tensor."""
 import numpy as np
 
-from ..backend import get_array_module
-from ..long_rows import map_long_rows
+from ..runtime.backend import get_array_module
+from ..kernels.long_rows import map_long_rows
 from .base import Layer, Parameter, check_input
 
 
@@ -27,7 +27,7 @@ def column_dots(a, b):
 
 def affine(a, scale, shift):
     """a * scale + shift with per-column scale and shift, over long rows shared by the CPU's
-    cores (scratchnet.long_rows)."""
+    cores (scratchnet.kernels.long_rows)."""
     xp = get_array_module(a)
 
     def rows_affine(out, a, scale, shift):
@@ -69,8 +69,8 @@ class BatchNorm2d(Layer):
     that product, dgamma = inv_std sum_m dy_m c_m and xhat_k dgamma = c_k inv_std dgamma.
     Backward (eval).  dx = gamma inv_std_running dy.
     The element-wise passes run over rows of many channels at once, the per-channel vectors
-    repeated to match (scratchnet.long_rows), on pieces shared by the CPU's cores
-    (scratchnet.parallel); the sums over M run whole, so their rounding never depends on it.
+    repeated to match (scratchnet.kernels.long_rows), on pieces shared by the CPU's cores
+    (scratchnet.runtime.parallel); the sums over M run whole, so their rounding never depends on it.
     """
 
     _buffers = ("running_mean", "running_var")

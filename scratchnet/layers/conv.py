@@ -1,8 +1,8 @@
 """2-D convolution (cross-correlation, as in every deep-learning library): the maths, over the
-kernels of scratchnet.convolution."""
-from ..backend import get_array_module
-from ..convolution import conv2d_backward, conv2d_forward, geometry
-from ..im2col import conv_output_size
+kernels of scratchnet.kernels.convolution."""
+from ..runtime.backend import get_array_module
+from ..kernels.convolution import conv2d_backward, conv2d_forward, geometry
+from ..kernels.im2col import conv_output_size
 from .base import Layer, Parameter, check_input
 from .init import kaiming_normal, uniform_fan_in
 
@@ -43,7 +43,7 @@ class Conv2d(Layer):
                                  the gradient of every patch back onto the pixels it copied.
     With one input channel (the stem) and a bias (a folded BatchNorm's shift), the bias is one
     more column of the same GEMM, [X | 1] [Wm | b]^T = X Wm^T + 1 b^T, from one more tap plane
-    of ones (scratchnet.im2col.tap_planes), instead of a pass over the stem's large Y.
+    of ones (scratchnet.kernels.im2col.tap_planes), instead of a pass over the stem's large Y.
     Stride 1: dL/dx is itself a convolution.  Written per pixel, the sum above is
         dx[c, u, v] = sum_{o, a, b'} dy[o, u + p - a, v + p - b'] W[o, c, a, b']
     over the (i, j) = (u + p - a, v + p - b') inside dy.  Substituting a = kh-1-a~, b' = kw-1-b~:
@@ -55,9 +55,9 @@ class Conv2d(Layer):
 
     Algorithms.  These sums can be computed in several ways that give the same numbers: the
     patch matrix above; for stride-1 "same" convolutions on large maps, k*k GEMMs over
-    shifted slices of one padded grid (scratchnet.shifted); on maps of at most p + 1 rows, one
-    shared patch matrix of whole rows (scratchnet.short_maps).  scratchnet.convolution runs the
-    one scratchnet.conv_policy chooses for the device and records it in ``self.algorithm``.
+    shifted slices of one padded grid (scratchnet.kernels.shifted); on maps of at most p + 1 rows, one
+    shared patch matrix of whole rows (scratchnet.kernels.short_maps).  scratchnet.kernels.convolution runs the
+    one scratchnet.kernels.conv_policy chooses for the device and records it in ``self.algorithm``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,

@@ -1,7 +1,7 @@
 """Inverted dropout."""
 import numpy as np
 
-from ..backend import get_array_module
+from ..runtime.backend import get_array_module
 from .base import Layer
 
 

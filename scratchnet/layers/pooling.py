@@ -1,7 +1,7 @@
 """Max pooling, global average pooling, and clip-level time max + mean pooling."""
-from ..backend import get_array_module
-from ..im2col import conv_output_size, taps, to_channels_last
-from ..parallel import parallel_slices
+from ..runtime.backend import get_array_module
+from ..kernels.im2col import conv_output_size, taps, to_channels_last
+from ..runtime.parallel import parallel_slices
 from .base import Layer, check_input
 
 
@@ -35,7 +35,7 @@ class MaxPool2d(Layer):
     slice-adds, each touching every input at most once; windows overlap when s < k, so one
     input may receive contributions from several of them.  dx is written channels-last and
     unpadded, the layout the layer before reads without a copy.
-    Both passes run on pieces of the batch shared by the CPU's cores (scratchnet.parallel):
+    Both passes run on pieces of the batch shared by the CPU's cores (scratchnet.runtime.parallel):
     every step above is per sample.
     """
 

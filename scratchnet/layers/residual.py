@@ -3,8 +3,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..backend import get_array_module
-from ..long_rows import map_long_rows
+from ..runtime.backend import get_array_module
+from ..kernels.long_rows import map_long_rows
 from .activation import ReLU
 from .base import Layer, Sequential, check_input
 from .batchnorm import BatchNorm2d, channels_matrix, from_channels_matrix

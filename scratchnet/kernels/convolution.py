@@ -1,14 +1,14 @@
 """The convolution's kernels behind one pair of functions: ``conv2d_forward`` picks an algorithm
-through scratchnet.conv_policy and records it, with what backward needs, in a
+through scratchnet.kernels.conv_policy and records it, with what backward needs, in a
 :class:`ConvContext`; ``conv2d_backward`` reads the context and runs the same algorithm's
 gradients.  Conv2d (scratchnet.layers.conv) derives the maths; each algorithm's own module
 derives why it computes the same sums, and tests/test_conv_algorithms.py holds every one to
-the reference (scratchnet.im2col.conv2d_reference).
+the reference (scratchnet.kernels.im2col.conv2d_reference).
 """
 from typing import NamedTuple
 
 from . import conv_policy
-from .backend import get_array_module
+from ..runtime.backend import get_array_module
 from .im2col import col2im, conv_output_size, im2col, tap_planes
 from .long_rows import map_long_rows
 from .shifted import correlate_shifted, crop, to_grid, weight_gradient_shifted
@@ -47,7 +47,7 @@ def weight_gradient_matrix(cols, dy_mat):
 
 
 def geometry(x_shape, w, has_bias, stride, padding):
-    """The convolution policy's view of a call (scratchnet.conv_policy.ConvGeometry)."""
+    """The convolution policy's view of a call (scratchnet.kernels.conv_policy.ConvGeometry)."""
     return conv_policy.ConvGeometry(w.shape[1], x_shape[2], x_shape[3], tuple(w.shape[2:]),
                                     stride, padding, has_bias)
 
@@ -82,7 +82,7 @@ def conv2d_forward(x, w, b, stride, padding, training):
     else:
         cols = im2col(x, kh, kw, stride, padding)
         y = cols @ weight_matrix(w).T
-        if b is not None:  # over long rows: scratchnet.long_rows
+        if b is not None:  # over long rows: scratchnet.kernels.long_rows
             map_long_rows(lambda out, bias: xp.add(out, bias, out=out), y, [], [b])
     return y.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2), context(cols)
 

@@ -1,9 +1,9 @@
 """Throughput and memory of training and inference, against PyTorch on the same machine.
 
-    python -m experiments.bench                       # reference net + presets, CPU
-    python -m experiments.bench --models reference --profile
-    python -m experiments.bench --device gpu
-    python -m experiments.bench --models reference --rounds 3   # alternate, take medians
+    python -m benchmarks.bench                       # reference net + presets, CPU
+    python -m benchmarks.bench --models reference --profile
+    python -m benchmarks.bench --device gpu
+    python -m benchmarks.bench --models reference --rounds 3   # alternate, take medians
 
 For each network: training clips/s (forward + loss + backward + AdamW step), inference clips/s
 (eval-mode forward; "BN folded": the same with every BatchNorm folded into the convolution
@@ -18,6 +18,10 @@ sides of a ratio alike.
 The reference network is the one PyTorch was timed on when this target was set:
 a [2, 2, 2, 2] x [32, 64, 128, 256] ResNet on 1 x 64 x 250 log-Mels, batch 32.
 """
+from scratchnet.runtime import configure
+
+configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
+
 import argparse
 import json
 import multiprocessing as mp
@@ -29,10 +33,10 @@ import time
 import numpy as np
 
 from dsp import LogMel
-from scratchnet.im2col import conv_output_size as conv_out
+from scratchnet.kernels.im2col import conv_output_size as conv_out
 
-from .esc50 import CLIP_SECONDS
-from .models import PRESETS
+from experiments.esc50 import CLIP_SECONDS
+from experiments.models import PRESETS
 
 REFERENCE = dict(input=(1, 64, 250), model=dict(widths=[32, 64, 128, 256], depths=[2, 2, 2, 2],
                                                 stem_kernel=7, stem_stride=2, stem_pool=True,
@@ -145,9 +149,9 @@ def time_steps(step, steps, warmup, sync_fn):
 
 def measure_scratchnet(shape, cfg, batch, steps, warmup, device, profile=False):
     import scratchnet as sn
-    from scratchnet.backend import check_device
+    from scratchnet.runtime.backend import check_device
     from scratchnet.fusion import fold_batchnorm
-    from .models import build_model
+    from experiments.models import build_model
     xp = check_device(device)
     model = build_model(cfg, 50, seed=0, input_grad=False).to(device)
     rng = np.random.default_rng(0)
@@ -269,7 +273,7 @@ def profile_steps(step, steps):
 def _child(conn, fn, kwargs, keep_memory):
     try:
         if keep_memory:
-            from scratchnet.memory import keep_freed_memory
+            from scratchnet.runtime.memory import keep_freed_memory
             keep_freed_memory()
         result = fn(**kwargs)
         result["peak_rss_mb"] = peak_rss_mb()
@@ -289,7 +293,7 @@ def in_child(fn, keep_memory=True, **kwargs):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--models", nargs="+", default=None,
@@ -305,14 +309,14 @@ def main(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="print where a scratchnet training step spends its time")
     p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="keep: glibc keeps freed memory for reuse (scratchnet.memory), in every "
+                   help="keep: glibc keeps freed memory for reuse (scratchnet.runtime.memory), in every "
                         "measured process alike; default: glibc's defaults")
     p.add_argument("--logmel", action="store_true", help="also run benchmarks.bench_logmel")
     p.add_argument("--json", help="write all figures to this file")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}")
-    from scratchnet.backend import check_device
+    from scratchnet.runtime.backend import check_device
     xp = check_device(args.device)
     nets = networks()
     names = args.models or list(nets)
@@ -321,7 +325,7 @@ def main(argv=None):
             p.error(f"unknown model {name!r}; choose from {list(nets)}")
     rate = gemm_rate(xp)
     keep = args.malloc == "keep"
-    from scratchnet.parallel import thread_count
+    from scratchnet.runtime.parallel import thread_count
     threads = thread_count()
     blas_timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
     kernels, settings = blas_kernels(), blas_settings()

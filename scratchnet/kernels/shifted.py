@@ -48,8 +48,8 @@ dL/dW_a^T = Q[(i0_a+a-p) R : (i1_a+a-p) R]^T dY[i0_a R : i1_a R]  (k*C_in, C_out
 dL/dx is the correlation of dy with the flipped, channel-transposed kernel at padding
 k-1-p = p (Conv2d derives it): the same shifted sum over dy's grid.
 """
-from .backend import as_strided, get_array_module
-from .parallel import parallel_slices
+from ..runtime.backend import as_strided, get_array_module
+from ..runtime.parallel import parallel_slices
 
 try:
     from scipy.linalg.blas import get_blas_funcs
@@ -57,8 +57,8 @@ except ImportError:  # SciPy is a dependency; without it the sums use a temporar
     get_blas_funcs = None
 
 # Where Conv2d sums shifted GEMMs (maps large enough, little waste) is decided by
-# scratchnet.conv_policy.  The 4 x 16 maps (64 pixels) lost in eval mode until BLAS's threads
-# stayed awake across the k*k GEMMs (scratchnet.blas_threads); timings in README.
+# scratchnet.kernels.conv_policy.  The 4 x 16 maps (64 pixels) lost in eval mode until BLAS's threads
+# stayed awake across the k*k GEMMs (scratchnet.runtime); timings in docs/speed.md.
 
 
 def grid_geometry(n, h, w, p):
@@ -215,7 +215,7 @@ def crop(y, n, h, w, bias=None):
     rows = y.reshape(h, n, -1, c)
     out = xp.empty((n, h, w, c), dtype=y.dtype)
     # The bias repeated along an image row, (w, C): the additions then run in loops of w*C
-    # numbers, not C (scratchnet.long_rows; stage 1's folded crop 0.43 -> 0.24 ms).
+    # numbers, not C (scratchnet.kernels.long_rows; stage 1's folded crop 0.43 -> 0.24 ms).
     row_bias = None if bias is None else xp.tile(bias, (w, 1))
 
     def copy(part):

@@ -17,8 +17,8 @@ loops k times longer.  Rows of at least LONG_ROW numbers ran as fast as same-sha
 """
 from functools import lru_cache
 
-from .backend import get_array_module
-from .parallel import parallel_slices
+from ..runtime.backend import get_array_module
+from ..runtime.parallel import parallel_slices
 
 LONG_ROW = 8192
 
@@ -41,7 +41,7 @@ def map_long_rows(fn, out, matrices, vectors=()):
     """fn(out_piece, *matrix_pieces, *long_vectors) over pieces of the C-contiguous (M, C)
     ``out`` and ``matrices`` viewed k rows at a time (M/k, k*C) (:func:`rows_per_long_row`),
     with each per-channel vector of ``vectors`` (C,) repeated k times to match (module
-    docstring); the pieces are shared by the CPU's cores (scratchnet.parallel).  ``fn``
+    docstring); the pieces are shared by the CPU's cores (scratchnet.runtime.parallel).  ``fn``
     writes its result into out_piece; it may overwrite a matrix piece it is given (in place:
     the matrix's own memory).  Returns out."""
     xp = get_array_module(out, *matrices)

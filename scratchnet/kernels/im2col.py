@@ -21,8 +21,8 @@ im2col: dL/dx = P^T (dL/dcols).  For a fixed kernel offset (a, b) the pixels rea
 different output positions are distinct (they are a strided grid), so P^T is kh*kw strided
 slice-adds, each touching every index at most once: no ``add.at`` and no loop over pixels.
 """
-from .backend import as_strided, get_array_module
-from .parallel import parallel_slices
+from ..runtime.backend import as_strided, get_array_module
+from ..runtime.parallel import parallel_slices
 
 
 def conv_output_size(size, kernel, stride, padding):

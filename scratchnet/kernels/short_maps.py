@@ -31,7 +31,7 @@ and dL/dx adds dL/dP back onto the pixels it copied: for each column offset b,
     dxh[n, r, j + b, c] += dP[(n, j), (r, b, c)].
 """
 from . import shifted
-from .backend import get_array_module
+from ..runtime.backend import get_array_module
 from .im2col import patch_matrix
 
 

@@ -1,0 +1,130 @@
+"""Mutation check: does the suite catch small planted bugs?  Run on demand, not in CI:
+
+    python tests/mutations.py            # each bug against the test files that should catch it
+    python tests/mutations.py --full     # each bug against the whole suite (slower)
+    python tests/mutations.py --only power_to_db_per_row
+
+Each mutation replaces one exact piece of source text (found exactly once, or the mutation is
+reported as stale) in a temporary copy of the checked-out files, runs pytest there as CI runs
+it (no torch, librosa or GPU needed; $ESC50_DIR as set, CI=true so that a missing data set is
+an error), and reports whether the suite failed (caught) or passed (missed).  The working
+tree is never modified.  Exit status: the number of missed or stale mutations.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (name, file, original text, planted text, the test files that must catch it)
+MUTATIONS = [
+    ("power_to_db_per_row", "dsp/features.py",
+     "log_spec.max(axis=per_item, keepdims=True) - top_db",
+     "log_spec.max(axis=-1, keepdims=True) - top_db", ["tests/test_dsp.py"]),
+    ("schedules_linear", "scratchnet/optim.py",
+     "return end + (start - end) / 2.0 * (1 + math.cos(math.pi * frac))",
+     "return start + (end - start) * frac", ["tests/test_optim.py"]),
+    ("smoothing_skipped_for_soft_targets", "scratchnet/losses.py",
+     "        if eps:\n", "        if eps and targets.ndim == 1:\n",
+     ["tests/test_forward_references.py", "tests/test_gradients.py"]),
+    ("smoothing_k_minus_1", "scratchnet/losses.py",
+     "q = q * (1 - eps) + eps / k", "q = q * (1 - eps) + eps / (k - 1)",
+     ["tests/test_forward_references.py", "tests/test_gradients.py"]),
+    ("batchnorm_dx_drops_mean_term", "scratchnet/layers/batchnorm.py",
+     "per_c, constant = scale * inv_std * dgamma / m, scale * dbeta / m",
+     "per_c, constant = scale * inv_std * dgamma / m, 0 * dbeta",
+     ["tests/test_gradients.py"]),
+    ("col2im_assigns", "scratchnet/im2col.py",
+     "piece[:, taps(a, ho, stride), taps(b, wo, stride)] += cols[part, :, :, a, b]",
+     "piece[:, taps(a, ho, stride), taps(b, wo, stride)] = cols[part, :, :, a, b]",
+     ["tests/test_forward_references.py", "tests/test_gradients.py"]),
+    ("adamw_no_bias_correction", "scratchnet/optim.py",
+     "step_size = self.lr / (1 - b1 ** t)", "step_size = self.lr", ["tests/test_optim.py"]),
+    ("slaney_area_norm", "dsp/mel.py",
+     "weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]",
+     "weights *= (1.0 / (edges[2:] - edges[:-2]))[:, None]", ["tests/test_dsp.py"]),
+    ("shifted_kernel_not_flipped", "scratchnet/layers/conv.py",
+     "flipped = self.weight.data[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)",
+     "flipped = self.weight.data.transpose(1, 0, 2, 3)",
+     ["tests/test_gradients.py", "tests/test_shifted.py"]),
+    ("dropout_unscaled", "scratchnet/layers/dropout.py",
+     "x.dtype.type(1.0 / (1.0 - self.p))", "x.dtype.type(1.0)",
+     ["tests/test_forward_references.py", "tests/test_gradients.py"]),
+    ("dropout_device_generator", "scratchnet/layers/dropout.py",
+     "keep = get_array_module(x).asarray(self._rng.random(x.shape, dtype=x.dtype) >= self.p)",
+     "xp = get_array_module(x)\n        self._gen = getattr(self, '_gen', None) or "
+     "xp.random.default_rng(0)\n        keep = self._gen.random(x.shape, dtype=x.dtype) >= self.p",
+     ["tests/test_gpu_path.py"]),
+    ("upload_loses_the_layout", "scratchnet/backend.py",
+     "return _keeping_layout(_cupy.asarray, np.asarray(x))", "return _cupy.asarray(x)",
+     ["tests/test_gpu_path.py"]),
+    ("cpu_policy_never_shifted", "scratchnet/conv_policy.py",
+     "        return \"shifted\"\n    if can_run(\"bias_column\", g):",
+     "        return \"im2col\"\n    if can_run(\"bias_column\", g):",
+     ["tests/test_shifted.py", "tests/test_gemm_ceiling.py"]),
+    ("feature_cache_ignores_the_code", "experiments/esc50.py",
+     "\"code\": source_digest()}", "\"code\": \"\"}", ["tests/test_audio_io.py"]),
+    ("evaluate_ignores_stored_shifts", "experiments/evaluate.py",
+     "        shifts = clf.shifts\n", "        shifts = [0]\n", ["tests/test_train_smoke.py"]),
+    ("mask_never_applied", "experiments/augment.py",
+     "return xp.where(xp.asarray(masked), x.dtype.type(fill), x)", "return x",
+     ["tests/test_augment.py"]),
+]
+
+
+def copy_tree(dest):
+    """The files git tracks (and untracked, unignored ones), copied to ``dest``."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for rel in listed.splitlines():
+        src = os.path.join(ROOT, rel)
+        if os.path.isfile(src):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dest, rel))
+
+
+def run(copy, name, path, old, new, tests, full):
+    target = os.path.join(copy, path)
+    with open(target) as f:
+        text = f.read()
+    if text.count(old) != 1:
+        return "stale", 0.0  # the source changed: the mutation must be rewritten
+    with open(target, "w") as f:
+        f.write(text.replace(old, new))
+    env = dict(os.environ, CI="true", PYTHONDONTWRITEBYTECODE="1")
+    t0 = time.perf_counter()
+    try:
+        result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
+                                 "no:cacheprovider", *([] if full else tests)],
+                                cwd=copy, env=env, capture_output=True, text=True)
+    finally:
+        with open(target, "w") as f:
+            f.write(text)
+    return ("caught" if result.returncode != 0 else "missed"), time.perf_counter() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="run the whole suite for each bug")
+    p.add_argument("--only", nargs="+", help="names of the mutations to run")
+    args = p.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.only or m[0] in args.only]
+    failures = 0
+    with tempfile.TemporaryDirectory() as copy:
+        copy_tree(copy)
+        print(f"{'mutation':40s} {'result':8s} seconds")
+        for name, path, old, new, tests in chosen:
+            outcome, seconds = run(copy, name, path, old, new, tests, args.full)
+            failures += outcome != "caught"
+            print(f"{name:40s} {outcome:8s} {seconds:7.1f}", flush=True)
+    print(f"{len(chosen) - failures} of {len(chosen)} caught")
+    return failures
+
+
+if __name__ == "__main__":
+    sys.exit(main())
