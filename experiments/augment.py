@@ -18,8 +18,11 @@ def time_shift(x, rng, max_fraction):
     if limit == 0:
         return x
     shifts = rng.integers(-limit, limit + 1, size=n)
-    # out[..., j] = x[..., (j - s) mod T]: two slice copies per clip (a gather through an
-    # index array measured ~6x slower on a cpu128 batch).
+    if xp is not np:  # on the GPU one gather, instead of two kernel launches per clip
+        index = xp.asarray((np.arange(t)[None, :] - shifts[:, None]) % t)
+        return xp.take_along_axis(x, index.reshape((n,) + (1,) * (x.ndim - 2) + (t,)), axis=-1)
+    # out[..., j] = x[..., (j - s) mod T]: two slice copies per clip (on the CPU a gather
+    # through an index array measured ~6x slower on a cpu128 batch).
     out = xp.empty_like(x)
     for i, s in enumerate(shifts % t):
         out[i, ..., s:] = x[i, ..., :t - s]
@@ -47,6 +50,12 @@ def freq_shift(x, rng, max_bins, fill=0.0):
     if limit == 0:
         return x
     shifts = rng.integers(-limit, limit + 1, size=x.shape[0])
+    if xp is not np:  # on the GPU one gather and one select, instead of launches per clip
+        source = np.arange(m)[None, :] - shifts[:, None]           # out row f reads f - k
+        shape = (x.shape[0],) + (1,) * (x.ndim - 3) + (m, 1)
+        index = xp.asarray(np.clip(source, 0, m - 1)).reshape(shape)
+        inside = xp.asarray((source >= 0) & (source < m)).reshape(shape)
+        return xp.where(inside, xp.take_along_axis(x, index, axis=-2), x.dtype.type(fill))
     out = xp.empty_like(x)
     for i, k in enumerate(shifts):
         if k >= 0:

@@ -28,14 +28,19 @@ class SoftmaxCrossEntropy:
 
     def targets_distribution(self, targets, n, k, dtype, xp):
         """The smoothed target rows q (N, K) for integer labels or probability rows."""
-        targets = xp.asarray(targets)
+        if not hasattr(targets, "ndim"):
+            targets = np.asarray(targets)  # host: a list of labels or rows
         if targets.ndim == 1:
             if targets.shape[0] != n or targets.dtype.kind not in "iu":
                 raise ValueError(f"integer labels must have shape ({n},), got "
                                  f"{targets.shape} of dtype {targets.dtype}")
-            if n and (int(targets.min()) < 0 or int(targets.max()) >= k):
-                raise ValueError(f"labels must lie in [0, {k}), got range "
-                                 f"[{int(targets.min())}, {int(targets.max())}]")
+            # Checked where the labels are: host labels cost the GPU no synchronisation (an
+            # out-of-range index would wrap there silently instead of raising).
+            low, high = (int(targets.min()), int(targets.max())) if n else (0, 0)
+            if low < 0 or high >= k:
+                raise ValueError(f"labels must lie in [0, {k}), got range [{low}, {high}]")
+        targets = xp.asarray(targets)
+        if targets.ndim == 1:
             q = xp.zeros((n, k), dtype=dtype)
             q[xp.arange(n), targets] = 1
         elif targets.ndim == 2:
