@@ -124,10 +124,19 @@ def sub_state(state, prefix):
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):
-    """Train on every fold but ``fold`` and score on ``fold`` (``files``: each clip's file
-    name, for the fold's predictions.json); returns the fold's result dict."""
-    from tqdm import tqdm
+class FoldRun:
+    """Everything one fold's training holds: its data, network, optimiser, schedule and
+    history.  Made by :func:`set_up_fold`; :func:`restore_checkpoint`, :func:`train_epoch` and
+    :func:`score_fold` read and advance it."""
+
+    def __init__(self, **parts):
+        self.__dict__.update(parts)
+
+
+def set_up_fold(fold, feats, labels, folds, cfg, args, xp):
+    """The data of fold ``fold`` (trained on every other fold but the held-out ones, scored on
+    it), standardised by the training folds' statistics, and a fresh network, optimiser,
+    one-cycle schedule and loss."""
     tr = cfg["train"]
     out = os.path.join(args.out, f"fold{fold}")
     os.makedirs(out, exist_ok=True)
@@ -136,165 +145,198 @@ def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):
     test_idx = np.flatnonzero(folds == fold)
     # Standardise with statistics of the training folds only (scalars, or one per mel bin).
     norm = esc50.feature_statistics(feats[train_idx], per_mel=bool(tr["per_mel_norm"]))
-    x_train = xp.asarray(esc50.standardise(feats[train_idx], norm)[:, None])
-    x_test = xp.asarray(esc50.standardise(feats[test_idx], norm)[:, None])
     # Mixup in the power domain needs the dB scale of a standardised unit: ln(10)/10 * std.
     power_scale = None
     if tr["mixup_power"]:
         std = np.asarray(norm["std"], dtype=np.float32)  # host: numbers from the statistics
         power_scale = np.float32(np.log(10) / 10) * (std[:, None] if std.ndim else std)
-    y_train, y_test = labels[train_idx], labels[test_idx]
-
-    model = build_model(cfg["model"], esc50.NUM_CLASSES, seed=args.seed,
-                        input_grad=False).to(args.device)
-    params = list(model.parameters())
-    optimizer = AdamW(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
     batch = tr["batch_size"]
     steps_per_epoch = len(train_idx) // batch
     if steps_per_epoch == 0:
         raise RunError(f"fold {fold}: {len(train_idx)} training clips, fewer than one batch "
                        f"of {batch}")
-    schedule = OneCycleLR(optimizer, max_lr=tr["max_lr"], total_steps=tr["epochs"] *
-                          steps_per_epoch, pct_start=tr["warmup"],
-                          div_factor=tr["max_lr"] / tr["lr"])
-    criterion = SoftmaxCrossEntropy(label_smoothing=tr["label_smoothing"])
+    model = build_model(cfg["model"], esc50.NUM_CLASSES, seed=args.seed,
+                        input_grad=False).to(args.device)
+    optimizer = AdamW(list(model.parameters()), lr=tr["lr"], weight_decay=tr["weight_decay"])
     # With ema_decay the model evaluated every epoch, scored at the end and saved is the
     # running average of the weights (scratchnet.averaging); the raw weights are scored too.
     ema = ExponentialMovingAverage(model, tr["ema_decay"]) if tr.get("ema_decay") else None
-    final = ema.model if ema else model
-    history, start_epoch, elapsed = [], 0, 0.0
-    ckpt_path = os.path.join(out, "checkpoint.npz")
     trained_on = sorted(set(folds[train_idx].tolist()))
-    run_config = dict(features=cfg["features"], model=cfg["model"], train=tr,
-                      data=dict(trained_on=trained_on))
-    if args.resume and os.path.isfile(ckpt_path):
-        state, meta = load_checkpoint(ckpt_path)
-        # A resumed run reaches the uninterrupted run's result only under the same settings.
-        # Checkpoints from before this check lack the config; keys added since one was
-        # written count as their original behaviour on both sides.
-        saved = with_added_keys(meta.get("config", run_config))
-        now = with_added_keys(run_config)
-        # tta_views only changes how the finished model is scored, so it may differ; the
-        # training folds are compared where the checkpoint records them (not before --holdout).
-        changed = [f"{part}.{key}: {saved[part].get(key)} -> {now[part].get(key)}"
-                   for part in now if part in saved
-                   for key in sorted((set(saved[part]) | set(now[part])) - {"tta_views"})
-                   if saved[part].get(key) != now[part].get(key)]
-        if changed:
-            raise RunError(f"fold {fold}: {ckpt_path} was written with other settings "
-                           f"({'; '.join(changed)}); resume with the original ones or "
-                           "choose another --out")
-        model.load_state_dict(sub_state(state, "model."))
-        optimizer.load_state_dict({"lr": meta["optimizer"]["lr"],
-                                   "step_count": meta["optimizer"]["step_count"],
-                                   "buffers": [state[f"optim.{i}"]
-                                               for i in range(len(optimizer._buffers()))]})
-        if ema:
-            ema.load_state_dict(dict(meta["ema"], model=sub_state(state, "ema.")))
-        schedule.load_state_dict(meta["schedule"])
-        history, start_epoch, elapsed = meta["history"], meta["epoch"], meta["seconds"]
-        print(f"fold {fold}: resumed from {ckpt_path} at epoch {start_epoch}", file=sys.stderr)
+    return FoldRun(
+        fold=fold, tr=tr, out=out, train_idx=train_idx, test_idx=test_idx, norm=norm,
+        x_train=xp.asarray(esc50.standardise(feats[train_idx], norm)[:, None]),
+        x_test=xp.asarray(esc50.standardise(feats[test_idx], norm)[:, None]),
+        y_train=labels[train_idx], y_test=labels[test_idx], power_scale=power_scale,
+        batch=batch, steps_per_epoch=steps_per_epoch, model=model, optimizer=optimizer,
+        schedule=OneCycleLR(optimizer, max_lr=tr["max_lr"],
+                            total_steps=tr["epochs"] * steps_per_epoch,
+                            pct_start=tr["warmup"], div_factor=tr["max_lr"] / tr["lr"]),
+        criterion=SoftmaxCrossEntropy(label_smoothing=tr["label_smoothing"]), ema=ema,
+        final=ema.model if ema else model, history=[], start_epoch=0, elapsed=0.0,
+        ckpt_path=os.path.join(out, "checkpoint.npz"), trained_on=trained_on,
+        run_config=dict(features=cfg["features"], model=cfg["model"], train=tr,
+                        data=dict(trained_on=trained_on)))
 
-    for epoch in range(start_epoch, tr["epochs"]):
-        t0 = time.perf_counter()
-        # One generator per (seed, fold, epoch): a resumed run draws the same numbers.
-        rng = np.random.default_rng([args.seed, fold, epoch])
-        model.dropout.reseed(args.seed * 100003 + fold * 1009 + epoch)
-        order = rng.permutation(len(train_idx))
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"fold {fold} epoch {epoch + 1}/{tr['epochs']}",
-                   disable=args.no_progress, file=sys.stderr, leave=False)
-        for step in bar:
-            idx = order[step * batch:(step + 1) * batch]
-            xb, yb = x_train[xp.asarray(idx)], y_train[idx]
-            xb = augment.time_shift(xb, rng, tr["time_shift"])
-            if tr["freq_shift"]:  # drawn only when asked, so other recipes keep their numbers
-                xb = augment.freq_shift(xb, rng, tr["freq_shift"])
-            xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"],
-                                       masks=tr["spec_masks"])
-            if tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
-                xb, targets = augment.mixup(xb, yb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"],
-                                            power_scale)
-            else:
-                targets = yb  # host labels: the loss checks their range without a GPU sync
-            optimizer.zero_grad()
-            logits = model.forward(xb)
-            loss = criterion.forward(logits, targets)
-            model.backward(criterion.backward())
-            optimizer.clip_grad_norm(tr["clip_norm"])
-            optimizer.step()
-            schedule.step()
-            if ema:
-                ema.update()
-            # Summed where they are computed and read once per epoch (and by a shown progress
-            # bar): on a GPU each read would wait for the step to finish.
-            loss_sum = loss_sum + loss.astype(xp.float64) * len(idx)
-            correct = correct + (logits.argmax(axis=1) == xp.asarray(yb)).sum()
-            seen += len(idx)
-            if not bar.disable:
-                rate = seen / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}",
-                                acc=f"{int(correct) / seen:.3f}", clips_s=f"{rate:.1f}",
-                                lr=f"{optimizer.lr:.2e}")
-        loss_sum, correct = float(loss_sum), int(correct)
-        if not math.isfinite(loss_sum):
-            raise RunError(f"fold {fold} epoch {epoch + 1}: the training loss is not finite; "
-                           "lower the learning rate or check the input features")
-        # Scored as it will be deployed (experiments.inference): BatchNorm folded into the
-        # convolutions, the same function with one pass fewer per convolution.
-        pred, _ = evaluate(fold_batchnorm(final), x_test, xp)
-        record = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
-                      test_acc=float((pred == y_test).mean()))
-        if ema:
-            pred_raw, _ = evaluate(fold_batchnorm(model), x_test, xp)
-            record["test_acc_raw"] = float((pred_raw == y_test).mean())
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        record.update(lr=optimizer.lr, seconds=seconds)
-        history.append(record)
-        raw = f" (raw weights {record['test_acc_raw']:.3f})" if ema else ""
-        print(f"fold {fold} epoch {epoch + 1}/{tr['epochs']}: loss {loss_sum / seen:.4f} "
-              f"train acc {correct / seen:.3f} test acc {record['test_acc']:.3f}{raw} "
-              f"({seconds:.0f} s, {seen / seconds:.1f} clips/s)", file=sys.stderr, flush=True)
-        state = {"model." + k: v for k, v in model.state_dict().items()}
-        state.update({f"optim.{i}": b for i, b in enumerate(optimizer._buffers())})
-        meta = dict(epoch=epoch + 1, seconds=elapsed, history=history, config=run_config,
-                    schedule=schedule.state_dict(),
-                    optimizer={"lr": optimizer.lr, "step_count": optimizer.step_count})
-        if ema:
-            averaged = ema.state_dict()
-            state.update({"ema." + k: v for k, v in averaged.pop("model").items()})
-            meta["ema"] = averaged
-        save_checkpoint(ckpt_path, state, meta)
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(history, f, indent=1)
-        if args.stop_after and epoch + 1 - start_epoch >= args.stop_after \
-                and epoch + 1 < tr["epochs"]:
+
+def restore_checkpoint(run):
+    """Continue ``run`` from its checkpoint.npz: weights, optimiser, schedule, average and
+    history, after checking that it was written with the same settings."""
+    state, meta = load_checkpoint(run.ckpt_path)
+    # A resumed run reaches the uninterrupted run's result only under the same settings.
+    # Checkpoints from before this check lack the config; keys added since one was
+    # written count as their original behaviour on both sides.
+    saved = with_added_keys(meta.get("config", run.run_config))
+    now = with_added_keys(run.run_config)
+    # tta_views only changes how the finished model is scored, so it may differ; the
+    # training folds are compared where the checkpoint records them (not before --holdout).
+    changed = [f"{part}.{key}: {saved[part].get(key)} -> {now[part].get(key)}"
+               for part in now if part in saved
+               for key in sorted((set(saved[part]) | set(now[part])) - {"tta_views"})
+               if saved[part].get(key) != now[part].get(key)]
+    if changed:
+        raise RunError(f"fold {run.fold}: {run.ckpt_path} was written with other settings "
+                       f"({'; '.join(changed)}); resume with the original ones or "
+                       "choose another --out")
+    run.model.load_state_dict(sub_state(state, "model."))
+    run.optimizer.load_state_dict({"lr": meta["optimizer"]["lr"],
+                                   "step_count": meta["optimizer"]["step_count"],
+                                   "buffers": [state[f"optim.{i}"] for i in
+                                               range(len(run.optimizer._buffers()))]})
+    if run.ema:
+        run.ema.load_state_dict(dict(meta["ema"], model=sub_state(state, "ema.")))
+    run.schedule.load_state_dict(meta["schedule"])
+    run.history, run.start_epoch, run.elapsed = meta["history"], meta["epoch"], meta["seconds"]
+    print(f"fold {run.fold}: resumed from {run.ckpt_path} at epoch {run.start_epoch}",
+          file=sys.stderr)
+
+
+def train_epoch(run, epoch, args, xp):
+    """One pass over the training clips in a seeded order, each batch augmented, then the
+    held-out fold scored as deployed; appends the epoch's record to ``run.history``."""
+    from tqdm import tqdm
+    tr, model, optimizer = run.tr, run.model, run.optimizer
+    t0 = time.perf_counter()
+    # One generator per (seed, fold, epoch): a resumed run draws the same numbers.
+    rng = np.random.default_rng([args.seed, run.fold, epoch])
+    model.dropout.reseed(args.seed * 100003 + run.fold * 1009 + epoch)
+    order = rng.permutation(len(run.train_idx))
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(range(run.steps_per_epoch), desc=f"fold {run.fold} epoch {epoch + 1}/"
+               f"{tr['epochs']}", disable=args.no_progress, file=sys.stderr, leave=False)
+    for step in bar:
+        idx = order[step * run.batch:(step + 1) * run.batch]
+        xb, yb = run.x_train[xp.asarray(idx)], run.y_train[idx]
+        xb = augment.time_shift(xb, rng, tr["time_shift"])
+        if tr["freq_shift"]:  # drawn only when asked, so other recipes keep their numbers
+            xb = augment.freq_shift(xb, rng, tr["freq_shift"])
+        xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"],
+                                   masks=tr["spec_masks"])
+        if tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
+            xb, targets = augment.mixup(xb, yb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"],
+                                        run.power_scale)
+        else:
+            targets = yb  # host labels: the loss checks their range without a GPU sync
+        optimizer.zero_grad()
+        logits = model.forward(xb)
+        loss = run.criterion.forward(logits, targets)
+        model.backward(run.criterion.backward())
+        optimizer.clip_grad_norm(tr["clip_norm"])
+        optimizer.step()
+        run.schedule.step()
+        if run.ema:
+            run.ema.update()
+        # Summed where they are computed and read once per epoch (and by a shown progress
+        # bar): on a GPU each read would wait for the step to finish.
+        loss_sum = loss_sum + loss.astype(xp.float64) * len(idx)
+        correct = correct + (logits.argmax(axis=1) == xp.asarray(yb)).sum()
+        seen += len(idx)
+        if not bar.disable:
+            rate = seen / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}",
+                            acc=f"{int(correct) / seen:.3f}", clips_s=f"{rate:.1f}",
+                            lr=f"{optimizer.lr:.2e}")
+    loss_sum, correct = float(loss_sum), int(correct)
+    if not math.isfinite(loss_sum):
+        raise RunError(f"fold {run.fold} epoch {epoch + 1}: the training loss is not finite; "
+                       "lower the learning rate or check the input features")
+    # Scored as it will be deployed (experiments.inference): BatchNorm folded into the
+    # convolutions, the same function with one pass fewer per convolution.
+    pred, _ = evaluate(fold_batchnorm(run.final), run.x_test, xp)
+    record = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
+                  test_acc=float((pred == run.y_test).mean()))
+    if run.ema:
+        pred_raw, _ = evaluate(fold_batchnorm(model), run.x_test, xp)
+        record["test_acc_raw"] = float((pred_raw == run.y_test).mean())
+    seconds = time.perf_counter() - t0
+    run.elapsed += seconds
+    record.update(lr=optimizer.lr, seconds=seconds)
+    run.history.append(record)
+    raw = f" (raw weights {record['test_acc_raw']:.3f})" if run.ema else ""
+    print(f"fold {run.fold} epoch {epoch + 1}/{tr['epochs']}: loss {loss_sum / seen:.4f} "
+          f"train acc {correct / seen:.3f} test acc {record['test_acc']:.3f}{raw} "
+          f"({seconds:.0f} s, {seen / seconds:.1f} clips/s)", file=sys.stderr, flush=True)
+
+
+def save_progress(run, epoch):
+    """checkpoint.npz (everything :func:`restore_checkpoint` needs) and metrics.json."""
+    state = {"model." + k: v for k, v in run.model.state_dict().items()}
+    state.update({f"optim.{i}": b for i, b in enumerate(run.optimizer._buffers())})
+    meta = dict(epoch=epoch + 1, seconds=run.elapsed, history=run.history,
+                config=run.run_config, schedule=run.schedule.state_dict(),
+                optimizer={"lr": run.optimizer.lr, "step_count": run.optimizer.step_count})
+    if run.ema:
+        averaged = run.ema.state_dict()
+        state.update({"ema." + k: v for k, v in averaged.pop("model").items()})
+        meta["ema"] = averaged
+    save_checkpoint(run.ckpt_path, state, meta)
+    with open(os.path.join(run.out, "metrics.json"), "w") as f:
+        json.dump(run.history, f, indent=1)
+
+
+def score_fold(run, args, cfg, xp, names, files):
+    """The fold's accuracy at the end of its schedule, and its files: model.npz,
+    predictions.json, per-class accuracy, curves and confusion matrix."""
+    tr, y_test = run.tr, run.y_test
+    # The final model, its predictions averaged over the recipe's test-time shifts (one
+    # view, no shift, unless tta_views > 1); the single view's beside it.
+    shifts = augment.test_time_shifts(run.x_test.shape[-1], tr["time_shift"], tr["tta_views"])
+    deployed = fold_batchnorm(run.final)
+    pred, probs = evaluate(deployed, run.x_test, xp, shifts)
+    write_predictions(os.path.join(run.out, "predictions.json"), files[run.test_idx], y_test,
+                      probs)
+    accuracy = float((pred == y_test).mean())
+    single_view = accuracy if shifts == [0] else float(
+        (evaluate(deployed, run.x_test, xp)[0] == y_test).mean())
+    config = dict(preset=args.preset, features=cfg["features"], model=cfg["model"],
+                  normalization=run.norm, classes=names, fold=run.fold,
+                  trained_on=run.trained_on, accuracy=accuracy, test_time_shifts=shifts)
+    save_checkpoint(os.path.join(run.out, "model.npz"), run.final.state_dict(), config)
+    per_class = {names[c]: float((pred[y_test == c] == c).mean())
+                 for c in range(esc50.NUM_CLASSES) if (y_test == c).any()}
+    with open(os.path.join(run.out, "per_class_accuracy.json"), "w") as f:
+        json.dump(per_class, f, indent=1)
+    plot_fold(run.out, run.history, y_test, pred, names)
+    return dict(accuracy=accuracy, accuracy_single_view=single_view, epochs=tr["epochs"],
+                seconds=run.elapsed)
+
+
+def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):
+    """Train on every fold but ``fold`` and score on ``fold`` (``files``: each clip's file
+    name, for the fold's predictions.json); returns the fold's result dict, or None when
+    --stop-after paused it."""
+    run = set_up_fold(fold, feats, labels, folds, cfg, args, xp)
+    if args.resume and os.path.isfile(run.ckpt_path):
+        restore_checkpoint(run)
+    epochs = run.tr["epochs"]
+    for epoch in range(run.start_epoch, epochs):
+        train_epoch(run, epoch, args, xp)
+        save_progress(run, epoch)
+        if args.stop_after and epoch + 1 - run.start_epoch >= args.stop_after \
+                and epoch + 1 < epochs:
             print(f"fold {fold}: stopped after epoch {epoch + 1} (--stop-after); continue "
                   "with --resume", file=sys.stderr)
             return None
-
-    # The fold's accuracy: the final model, its predictions averaged over the recipe's
-    # test-time shifts (one view, no shift, unless tta_views > 1); the single view's beside it.
-    shifts = augment.test_time_shifts(x_test.shape[-1], tr["time_shift"], tr["tta_views"])
-    deployed = fold_batchnorm(final)
-    pred, probs = evaluate(deployed, x_test, xp, shifts)
-    write_predictions(os.path.join(out, "predictions.json"), files[test_idx], y_test, probs)
-    accuracy = float((pred == y_test).mean())
-    single_view = accuracy if shifts == [0] else float(
-        (evaluate(deployed, x_test, xp)[0] == y_test).mean())
-    config = dict(preset=args.preset, features=cfg["features"], model=cfg["model"],
-                  normalization=norm, classes=names, fold=fold,
-                  trained_on=trained_on, accuracy=accuracy,
-                  test_time_shifts=shifts)
-    save_checkpoint(os.path.join(out, "model.npz"), final.state_dict(), config)
-    per_class = {names[c]: float((pred[y_test == c] == c).mean())
-                 for c in range(esc50.NUM_CLASSES) if (y_test == c).any()}
-    with open(os.path.join(out, "per_class_accuracy.json"), "w") as f:
-        json.dump(per_class, f, indent=1)
-    plot_fold(out, history, y_test, pred, names)
-    return dict(accuracy=accuracy, accuracy_single_view=single_view, epochs=tr["epochs"],
-                seconds=elapsed)
+    return score_fold(run, args, cfg, xp, names, files)
 
 
 def plot_fold(out, history, y_true, y_pred, names):
