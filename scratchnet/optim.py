@@ -146,13 +146,9 @@ class AdamW(Optimizer):
     Every step is element-wise, a dozen NumPy passes with their temporaries; on NumPy they run
     on blocks of BLOCK consecutive elements of each tensor's memory (memory_order_views), one
     block through all of them before the next, so that the block and its temporaries stay in
-    the core's cache and each tensor crosses memory once per step instead of once per pass: the same
-    numbers, element for element (the reference network's 2.8M parameters, alternating with
-    whole-tensor passes, caches evicted: 15.9-17.6 -> 11.5-13.1 ms a step).  Splitting the
-    blocks over the cores (scratchnet.runtime.parallel) measured slower, 15.2-15.6 ms.  Blocks of 2^16
-    rather than 2^14 elements make four times fewer NumPy calls (a dozen per block): AdamW's
-    time inside reference training steps, 10 alternating rounds, 8.6 -> 6.8 ms (2^15: 7.4,
-    2^17: 6.2, 2^18: 7.6)."""
+    the core's cache and each tensor crosses memory once per step instead of once per pass:
+    the same numbers, element for element, in less time; BLOCK is the size that measured
+    fastest (docs/speed.md, "Code figures"; benchmarks.profile_layers)."""
 
     BLOCK = 1 << 16
 

@@ -101,7 +101,8 @@ def test_stride1_input_gradient_is_the_flipped_kernel_convolution(rng, kernel, p
     dy = rng.standard_normal(layer.forward(x).shape)
     dx = layer.backward(dy)
     dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, 4)
-    expected = col2im(dy_mat @ weight_matrix(layer.weight.data), x.shape, kernel, kernel, 1, padding)
+    expected = col2im(dy_mat @ weight_matrix(layer.weight.data), x.shape, kernel, kernel, 1,
+                      padding)
     np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
 
 

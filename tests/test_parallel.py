@@ -1,5 +1,5 @@
-"""scratchnet.runtime.parallel: work split over threads by samples gives bit for bit the results of one
-call, whatever the number of threads or pieces."""
+"""scratchnet.runtime.parallel: work split over threads by samples gives bit for bit the results of
+one call, whatever the number of threads or pieces."""
 import threading
 
 import numpy as np

@@ -6,8 +6,9 @@ import scratchnet as sn
 from scratchnet.kernels import conv_policy
 from scratchnet.gradcheck import check_layer
 from scratchnet.kernels.im2col import im2col
-from scratchnet.kernels.shifted import (correlate_shifted, crop, grid_geometry, grid_waste, matmul_add,
-                               row_blocks, row_patches, to_grid, weight_gradient_shifted)
+from scratchnet.kernels.shifted import (correlate_shifted, crop, grid_geometry, grid_waste,
+                                        matmul_add, row_blocks, row_patches, to_grid,
+                                        weight_gradient_shifted)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

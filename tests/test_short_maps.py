@@ -1,5 +1,5 @@
-"""The shared-patch convolution on maps of at most p + 1 rows (scratchnet.kernels.short_maps), against
-im2col's products and direct loops."""
+"""The shared-patch convolution on maps of at most p + 1 rows (scratchnet.kernels.short_maps),
+against im2col's products and direct loops."""
 import numpy as np
 import pytest
 

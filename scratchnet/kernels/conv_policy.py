@@ -7,9 +7,11 @@ they differ in speed only, and which one is fastest depends on the device:
     "bias_column"  one input channel with a bias (a folded stem): the bias rides in the GEMM
                    as one more column, [X | 1] [Wm | b]^T, instead of a pass over Y;
     "shifted"      a stride-1 "same" convolution as k*k GEMMs over shifted slices of one
-                   padded grid (scratchnet.kernels.shifted), with no k*k times larger patch matrix;
+                   padded grid (scratchnet.kernels.shifted), with no k*k times larger patch
+                   matrix;
     "short"        a stride-1 "same" convolution on a map of at most p + 1 rows, whose output
-                   rows all read every input row: one shared patch matrix (scratchnet.kernels.short_maps).
+                   rows all read every input row: one shared patch matrix
+                   (scratchnet.kernels.short_maps).
 
 A policy is a function of the convolution's geometry that names one of them.  The CPU's is
 tuned to its BLAS (``cpu_tuned``); the GPU takes the plain GEMM everywhere (``plain_gemm``):
@@ -28,7 +30,7 @@ from .short_maps import is_short
 ALGORITHMS = ("im2col", "bias_column", "shifted", "short")
 
 # On maps under MIN_PIXELS pixels, or whose grid wastes more than MAX_WASTE of its positions
-# on zero columns, the k*k short GEMMs lose to im2col's one (README, "Rows outermost").
+# on zero columns, the k*k short GEMMs lose to im2col's one (docs/speed.md, "Rows outermost").
 MIN_PIXELS = 64
 MAX_WASTE = 0.125
 

@@ -3,17 +3,15 @@
 BatchNorm's passes are of the form out[m, c] = f(a[m, c], v[c], ...): matrices (M, C) of
 channels-last memory and per-channel vectors v (C,) broadcast down the rows.  NumPy runs such
 a broadcast as M inner loops of C numbers each, and its fast (SIMD) loops only pay off on long
-runs: on a stage-1 matrix (32256 x 32, float32) a * v took 0.25-0.29 ms against 0.14 ms for
-a * b with b of the same shape, and a scalar in ``maximum`` cost as much again (0.36-0.39 ms
-for maximum(x, 0) against 0.10 ms for maximum(x, z) with z a zero array of one sample).
+runs: a broadcast vector, or a scalar in ``maximum``, runs about twice as slow as an operand
+of the same shape (docs/speed.md, "Code figures").
 
 The same values in other rows.  The matrix is C-contiguous, so k consecutive rows are one
 run of k*C numbers: a viewed as (M/k, k*C) for any k dividing M is the same memory, and
 a[m, c] sits at row m // k, column (m % k)*C + c of that view.  The vector repeated k times,
 V = (v, v, ..., v) (k*C,), has V[(m % k)*C + c] = v[c]: the map over the view with V is the
 map over a with v, element for element, the same arithmetic and the same rounding, with inner
-loops k times longer.  Rows of at least LONG_ROW numbers ran as fast as same-shape operands
-(0.12 ms for the a * v above; 0.16-0.19 ms with rows of 512-4032 numbers).
+loops k times longer.  Rows of at least LONG_ROW numbers ran as fast as same-shape operands.
 """
 from functools import lru_cache
 

@@ -57,8 +57,8 @@ except ImportError:  # SciPy is a dependency; without it the sums use a temporar
     get_blas_funcs = None
 
 # Where Conv2d sums shifted GEMMs (maps large enough, little waste) is decided by
-# scratchnet.kernels.conv_policy.  The 4 x 16 maps (64 pixels) lost in eval mode until BLAS's threads
-# stayed awake across the k*k GEMMs (scratchnet.runtime); timings in docs/speed.md.
+# scratchnet.kernels.conv_policy.  The 4 x 16 maps (64 pixels) lost in eval mode until BLAS's
+# threads stayed awake across the k*k GEMMs (scratchnet.runtime); timings in docs/speed.md.
 
 
 def grid_geometry(n, h, w, p):
@@ -142,9 +142,7 @@ def correlate_shifted(flat, h, weight):
     # W_ab^T (C_in, C_out) of every tap, each contiguous: one copy of the kernel per call.
     # Every product, the first included, is one gemm of the same BLAS (matmul_add): NumPy and
     # SciPy each load their own OpenBLAS with its own threads, and a first product through
-    # NumPy's left those spinning beside SciPy's for the other k*k - 1 (folded reference
-    # inference x0.97 in three runs of 40-60 alternating pairs, bit for bit the same output;
-    # training x0.99-1.00).
+    # NumPy's left those spinning beside SciPy's for the other k*k - 1 (docs/speed.md).
     taps = xp.ascontiguousarray(weight.transpose(2, 3, 1, 0))
     y = xp.empty((positions, c_out), dtype=flat.dtype)
     for a, i0, i1 in row_blocks(h, k):
@@ -167,7 +165,7 @@ def row_patches(flat, kw):
     starts at element r*C of F: Q is F read through a view whose rows overlap (row stride C,
     row length kw*C), and one copy of that view, in runs of kw*C numbers, forms it (BLAS cannot
     take the view itself: a leading dimension shorter than a row).  Copying the kw blocks of
-    C columns one at a time instead ran in runs of C, 2.4x slower on stage 1's grids."""
+    C columns one at a time would copy in runs of C, slower (docs/speed.md)."""
     xp = get_array_module(flat)
     c = flat.shape[1]
     rows = flat.shape[0] - (kw - 1)
@@ -195,8 +193,8 @@ def weight_gradient_shifted(x_flat, dy_flat, h, k):
     r = positions // h
     d_grid = dy_flat[p:p + positions]                           # dY at the grid positions
     patches = row_patches(x_flat, k)                            # Q[g] = F[g .. g + k - 1]
-    # Computed transposed, Q^T dY (k*C_in, C_out): measured faster than dY^T Q on stage 1's
-    # shapes (7 against 10 ms), the same products.
+    # Computed transposed, Q^T dY (k*C_in, C_out): the same products, faster on stage 1's
+    # shapes (docs/speed.md).
     dw_t = xp.empty((k, k * c, c_out), dtype=x_flat.dtype)
     for a, i0, i1 in row_blocks(h, k):
         if i1 <= i0:
@@ -215,7 +213,7 @@ def crop(y, n, h, w, bias=None):
     rows = y.reshape(h, n, -1, c)
     out = xp.empty((n, h, w, c), dtype=y.dtype)
     # The bias repeated along an image row, (w, C): the additions then run in loops of w*C
-    # numbers, not C (scratchnet.kernels.long_rows; stage 1's folded crop 0.43 -> 0.24 ms).
+    # numbers, not C (scratchnet.kernels.long_rows).
     row_bias = None if bias is None else xp.tile(bias, (w, 1))
 
     def copy(part):

@@ -11,8 +11,8 @@ class ReLU(Layer):
     the mask can still be formed if backward is called in eval mode.
     Element-wise, so it preserves the memory layout of its input, and splits over the CPU's
     cores by samples (scratchnet.runtime.parallel).  The 0 is an array of one sample's zeros in x's
-    layout, broadcast over the samples, not a scalar: NumPy's maximum against a scalar ran
-    3.6x slower than against an array (scratchnet.kernels.long_rows), and the result is the same."""
+    layout, broadcast over the samples, not a scalar: NumPy runs maximum against a scalar
+    several times slower (docs/speed.md), and the result is the same."""
 
     def __init__(self):
         super().__init__()

@@ -55,9 +55,10 @@ class Conv2d(Layer):
 
     Algorithms.  These sums can be computed in several ways that give the same numbers: the
     patch matrix above; for stride-1 "same" convolutions on large maps, k*k GEMMs over
-    shifted slices of one padded grid (scratchnet.kernels.shifted); on maps of at most p + 1 rows, one
-    shared patch matrix of whole rows (scratchnet.kernels.short_maps).  scratchnet.kernels.convolution runs the
-    one scratchnet.kernels.conv_policy chooses for the device and records it in ``self.algorithm``.
+    shifted slices of one padded grid (scratchnet.kernels.shifted); on maps of at most p + 1
+    rows, one shared patch matrix of whole rows (scratchnet.kernels.short_maps).
+    scratchnet.kernels.convolution runs the one scratchnet.kernels.conv_policy chooses for the
+    device and records it in ``self.algorithm``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,

@@ -9,8 +9,8 @@ NumPy loads it.
 Why the BLAS threads' timeout.  After each GEMM, OpenBLAS's worker threads spin on their cores
 for about a tenth of a second (2^28 cycles) waiting for the next one; between GEMMs a training
 step runs copies and element-wise passes, which ``parallel`` splits over the same cores, and a
-spinning thread takes half a core from them.  Sleeping at once (2^4 cycles) costs a wake-up of
-order 100 us before each of the nine GEMMs of a shifted convolution.  2^18 cycles (under a
+spinning thread takes half a core from them.  Sleeping at once (2^4 cycles) costs a wake-up
+before each of the nine GEMMs of a shifted convolution.  2^18 cycles (under a
 tenth of a millisecond) keeps a thread awake across such a run and asleep through the
 element-wise work (docs/speed.md, "Waking threads"; ``python -m benchmarks.bench``).
 """

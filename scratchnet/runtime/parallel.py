@@ -64,10 +64,9 @@ def parallel_slices(fn, n, elements, xp=np):
 
     The calling thread takes pieces too, beside thread_count() - 1 helper threads, each
     taking the next piece not yet taken until none is left, and the caller then waits for the
-    pieces, not for the helpers: waking a sleeping thread costs of the order of 100
-    microseconds here, as long as a 1 MB element-wise pass, and a helper that wakes after
-    the caller has taken every piece finds none.  (A 4-piece call doing nothing: 141 us when
-    the caller handed every piece to a pool and waited for them, 42 us so.)"""
+    pieces, not for the helpers: waking a sleeping thread costs about as long as a 1 MB
+    element-wise pass, and a helper that wakes after the caller has taken every piece finds
+    none (docs/speed.md, "Code figures"; benchmarks.profile_layers)."""
     # A piece that splits its own work would wait on the threads it occupies: it runs whole.
     inside = getattr(_local, "inside", False)
     workers = 1 if xp is not np or elements < PIECE_ELEMENTS or inside else min(thread_count(), n)
