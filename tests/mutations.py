@@ -34,7 +34,7 @@ MUTATIONS = [
     ("smoothing_k_minus_1", "scratchnet/losses.py",
      "q = q * (1 - eps) + eps / k", "q = q * (1 - eps) + eps / (k - 1)",
      ["tests/test_forward_references.py", "tests/test_gradients.py"]),
-    ("batchnorm_dx_drops_mean_term", "scratchnet/layers/batchnorm.py",
+    ("batchnorm_dx_drops_mean_term", "scratchnet/kernels/batchnorm.py",
      "per_c, constant = scale * inv_std * dgamma / m, scale * dbeta / m",
      "per_c, constant = scale * inv_std * dgamma / m, 0 * dbeta",
      ["tests/test_gradients.py"]),

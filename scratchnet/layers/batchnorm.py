@@ -1,46 +1,10 @@
 """Batch normalisation over the (N, H, W) axes of an NCHW tensor."""
 import numpy as np
 
+from ..kernels.batchnorm import (affine, channels_matrix, column_dots, column_sums,
+                                 from_channels_matrix, input_gradient, subtract_columns)
 from ..runtime.backend import get_array_module
-from ..kernels.long_rows import map_long_rows
 from .base import Layer, Parameter, check_input
-
-
-def channels_matrix(x):
-    """x (N, C, H, W) as an (N*H*W, C) matrix: a free view for channels-last memory."""
-    xp = get_array_module(x)
-    return xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1, x.shape[1])
-
-
-def column_sums(a):
-    """sum_m a[m, c] as the product 1^T a: one matrix-vector product, which on thin (M, C)
-    matrices runs several times faster than a reduction along axis 0."""
-    xp = get_array_module(a)
-    return xp.ones(a.shape[0], dtype=a.dtype) @ a
-
-
-def column_dots(a, b):
-    """sum_m a[m, c] b[m, c] in one pass, without forming the product a * b."""
-    xp = get_array_module(a)
-    return xp.einsum("mc,mc->c", a, b)
-
-
-def affine(a, scale, shift):
-    """a * scale + shift with per-column scale and shift, over long rows shared by the CPU's
-    cores (scratchnet.kernels.long_rows)."""
-    xp = get_array_module(a)
-
-    def rows_affine(out, a, scale, shift):
-        xp.multiply(a, scale, out=out)
-        out += shift
-
-    return map_long_rows(rows_affine, xp.empty_like(a), [a], [scale, shift])
-
-
-def from_channels_matrix(m, shape):
-    """Inverse of :func:`channels_matrix`: an NCHW view of channels-last memory."""
-    n, c, h, w = shape
-    return m.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
 class BatchNorm2d(Layer):
@@ -112,8 +76,7 @@ class BatchNorm2d(Layer):
             raise ValueError("BatchNorm2d in training mode needs more than one value per "
                              f"channel, got input of shape {tuple(x.shape)}")
         mu = column_sums(x2) / m
-        centred = map_long_rows(lambda out, x, mu: xp.subtract(x, mu, out=out),
-                                xp.empty_like(x2), [x2], [mu])
+        centred = subtract_columns(x2, mu)
         var = column_dots(centred, centred) / m
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         mom = self.momentum
@@ -168,29 +131,6 @@ class BatchNorm2d(Layer):
         -(c inv_std dgamma + dbeta) gamma inv_std / M, for a caller that adds the dy term
         itself (scratchnet.layers.residual.Stem).  Consumes the cache."""
         _, centred, inv_std, shape = self._cache
-        scale = self.weight.data * inv_std
-        m = centred.shape[0]
-        # The two terms that do not involve dy are formed in the cached c, which backward
-        # consumes anyway.
-        per_c, constant = scale * inv_std * dgamma / m, scale * dbeta / m
-        xp = get_array_module(centred)
-
-        def correction(c, per_c, constant):  # (c inv_std dgamma + dbeta) gamma inv_std / M
-            c *= per_c
-            c += constant
-            return c
-
-        def without_dy(out, c, per_c, constant):
-            xp.negative(correction(c, per_c, constant), out=out)
-
-        def with_dy(out, c, dy, per_c, constant, scale):
-            xp.multiply(dy, scale, out=out)
-            out -= correction(c, per_c, constant)
-
-        if dy2 is None:
-            dx = map_long_rows(without_dy, xp.empty_like(centred), [centred], [per_c, constant])
-        else:
-            dx = map_long_rows(with_dy, xp.empty_like(centred), [centred, dy2],
-                               [per_c, constant, scale])
+        dx = input_gradient(centred, inv_std, self.weight.data * inv_std, dbeta, dgamma, dy2)
         self._cache = None
         return from_channels_matrix(dx, shape)

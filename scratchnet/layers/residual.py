@@ -7,7 +7,8 @@ from ..runtime.backend import get_array_module
 from ..kernels.long_rows import map_long_rows
 from .activation import ReLU
 from .base import Layer, Sequential, check_input
-from .batchnorm import BatchNorm2d, channels_matrix, from_channels_matrix
+from ..kernels.batchnorm import channels_matrix, from_channels_matrix
+from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 from .dropout import Dropout
 from .linear import Linear

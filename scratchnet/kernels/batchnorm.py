@@ -1,0 +1,77 @@
+"""BatchNorm's kernels: a channel's values as a column of an (N*H*W, C) matrix (free for
+channels-last memory), its sums as matrix products, and the per-channel affine map over long
+rows (scratchnet.kernels.long_rows).  The derivation is BatchNorm2d's
+(scratchnet.layers.batchnorm)."""
+from ..runtime.backend import get_array_module
+from .long_rows import map_long_rows
+
+
+def channels_matrix(x):
+    """x (N, C, H, W) as an (N*H*W, C) matrix: a free view for channels-last memory."""
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1, x.shape[1])
+
+
+def column_sums(a):
+    """sum_m a[m, c] as the product 1^T a: one matrix-vector product, which on thin (M, C)
+    matrices runs several times faster than a reduction along axis 0."""
+    xp = get_array_module(a)
+    return xp.ones(a.shape[0], dtype=a.dtype) @ a
+
+
+def column_dots(a, b):
+    """sum_m a[m, c] b[m, c] in one pass, without forming the product a * b."""
+    xp = get_array_module(a)
+    return xp.einsum("mc,mc->c", a, b)
+
+
+def affine(a, scale, shift):
+    """a * scale + shift with per-column scale and shift, over long rows shared by the CPU's
+    cores (scratchnet.kernels.long_rows)."""
+    xp = get_array_module(a)
+
+    def rows_affine(out, a, scale, shift):
+        xp.multiply(a, scale, out=out)
+        out += shift
+
+    return map_long_rows(rows_affine, xp.empty_like(a), [a], [scale, shift])
+
+
+def from_channels_matrix(m, shape):
+    """Inverse of :func:`channels_matrix`: an NCHW view of channels-last memory."""
+    n, c, h, w = shape
+    return m.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+def subtract_columns(a, v):
+    """a - v with a per-column v, over long rows."""
+    xp = get_array_module(a)
+    return map_long_rows(lambda out, a, v: xp.subtract(a, v, out=out), xp.empty_like(a), [a],
+                         [v])
+
+
+def input_gradient(centred, inv_std, scale, dbeta, dgamma, dy2=None):
+    """Training's dx = scale (dy - dbeta / M - c inv_std dgamma / M), scale = gamma inv_std, as
+    an (M, C) matrix from the centred values c = x - mu; with dy2 None only the terms without
+    dy (for a caller that adds scale dy itself), -(c inv_std dgamma + dbeta) scale / M.  The
+    two terms without dy are formed in c's own memory, which the caller no longer needs."""
+    xp = get_array_module(centred)
+    m = centred.shape[0]
+    per_c, constant = scale * inv_std * dgamma / m, scale * dbeta / m
+
+    def correction(c, per_c, constant):  # (c inv_std dgamma + dbeta) gamma inv_std / M
+        c *= per_c
+        c += constant
+        return c
+
+    def without_dy(out, c, per_c, constant):
+        xp.negative(correction(c, per_c, constant), out=out)
+
+    def with_dy(out, c, dy, per_c, constant, scale):
+        xp.multiply(dy, scale, out=out)
+        out -= correction(c, per_c, constant)
+
+    if dy2 is None:
+        return map_long_rows(without_dy, xp.empty_like(centred), [centred], [per_c, constant])
+    return map_long_rows(with_dy, xp.empty_like(centred), [centred, dy2],
+                         [per_c, constant, scale])
