@@ -20,6 +20,7 @@ configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
 import argparse
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -27,6 +28,7 @@ import scratchnet as sn
 from .bench import add_network_arguments, networks, sync
 from experiments.models import build_model
 from scratchnet.runtime.backend import check_device
+from scratchnet.layers import residual
 from scratchnet.runtime.memory import keep_freed_memory
 
 
@@ -39,39 +41,64 @@ def leaf_layers(layer, prefix=""):
         yield from leaf_layers(child, f"{prefix}.{name}" if prefix else name)
 
 
-# Methods through which a composite layer drives a leaf in its place (the stem applies its
-# BatchNorm around the pool: scratchnet.layers.residual.Stem), timed as the leaf's own passes.
-PARTS = {"centre": "forward", "scale_shift": "forward", "parameter_gradients": "backward",
-         "input_gradient": "backward", "backward_into": "backward"}
+# Methods through which a composite layer drives a leaf in its place (the stem routes its
+# pool's gradient into BatchNorm's: scratchnet.layers.residual.Stem), timed as the leaf's own.
+PARTS = {"backward_into": "backward"}
+# The kernels through which the stem computes its BatchNorm around the pool itself, timed as
+# the stem BatchNorm's own passes.
+STEM_KERNELS = {"batch_statistics": "forward", "update_running": "forward",
+                "affine_map": "forward", "parameter_sums": "backward",
+                "input_gradient": "backward", "scale_columns": "backward"}
 
 
-def time_layers(model, totals, xp):
+class Timers:
+    """Wrap callables so that their seconds add into ``totals`` under a key; a call made
+    inside another timed call (backward calling backward_into) is counted once, by the outer
+    one.  On a GPU each timed call is synchronised first."""
+
+    def __init__(self, totals, xp):
+        self.totals, self.xp, self.depth = totals, xp, 0
+
+    def wrap(self, call, key):
+        def timed(*args, **kwargs):
+            if self.depth:
+                return call(*args, **kwargs)
+            self.depth += 1
+            try:
+                sync(self.xp)
+                t = time.perf_counter()
+                out = call(*args, **kwargs)
+                sync(self.xp)
+                self.totals[key] += time.perf_counter() - t
+            finally:
+                self.depth -= 1
+            return out
+        return timed
+
+
+def time_layers(model, timers):
     """Wrap each leaf layer's forward and backward (and the PARTS it has) so that their seconds
-    add into totals, keyed by (stage, layer class, direction): 'layer1.0.downsample.0' ->
-    ('layer1', 'Conv2d').  A call made inside another timed call (backward calling
-    input_gradient) is counted once, by the outer one."""
-    depth = 0
+    add into the totals, keyed by (stage, layer class, direction): 'layer1.0.downsample.0' ->
+    ('layer1', 'Conv2d')."""
     for name, layer in leaf_layers(model):
         methods = [("forward", "forward"), ("backward", "backward")]
         methods += [(m, d) for m, d in PARTS.items() if hasattr(layer, m)]
         for method, direction in methods:
             key = (name.split(".")[0], type(layer).__name__, direction)
+            setattr(layer, method, timers.wrap(getattr(layer, method), key))
 
-            def timed(*args, call=getattr(layer, method), key=key):
-                nonlocal depth
-                if depth:
-                    return call(*args)
-                depth += 1
-                try:
-                    sync(xp)
-                    t = time.perf_counter()
-                    out = call(*args)
-                    sync(xp)
-                    totals[key] += time.perf_counter() - t
-                finally:
-                    depth -= 1
-                return out
-            setattr(layer, method, timed)
+
+@contextmanager
+def stem_kernels_timed(timers):
+    """Inside the block the stem's BatchNorm kernels are timed (STEM_KERNELS)."""
+    saved = {name: getattr(residual, name) for name in STEM_KERNELS}
+    for name, direction in STEM_KERNELS.items():
+        setattr(residual, name, timers.wrap(saved[name], ("stem", "BatchNorm2d", direction)))
+    try:
+        yield
+    finally:
+        for name, call in saved.items():
+            setattr(residual, name, call)
 
 
 def profile(shape, cfg, batch, steps, device, inference=False):
@@ -87,7 +114,8 @@ def profile(shape, cfg, batch, steps, device, inference=False):
     loss = sn.SoftmaxCrossEntropy(0.1)
     opt = sn.AdamW(list(model.parameters()), lr=1e-3)
     totals = defaultdict(float)
-    time_layers(model, totals, xp)
+    timers = Timers(totals, xp)
+    time_layers(model, timers)
 
     def step():
         if inference:
@@ -98,14 +126,15 @@ def profile(shape, cfg, batch, steps, device, inference=False):
         model.backward(loss.backward())
         opt.step()
 
-    step()  # warm-up: first touch of every buffer
-    totals.clear()
-    sync(xp)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(xp)
-    per_step = (time.perf_counter() - t) / steps
+    with stem_kernels_timed(timers):
+        step()  # warm-up: first touch of every buffer
+        totals.clear()
+        sync(xp)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(xp)
+        per_step = (time.perf_counter() - t) / steps
     return per_step, {k: v / steps for k, v in totals.items()}
 
 

@@ -339,16 +339,22 @@ def test_stem_applies_batchnorm_after_the_pool_with_the_same_numbers(rng, negati
     if negative_gamma:
         for s in (stem, plain):
             s.bn.weight.data[1] = -0.5
-    assert_stem_matches_plain(rng, stem, plain, lambda: stem._cache is None, negative_gamma)
+    assert_stem_matches_plain(rng, stem, plain, lambda: stem._cache[-1] is None,  # no pooled c
+                              negative_gamma)
     np.testing.assert_array_equal(stem.bn.running_var, plain.bn.running_var)
 
 
-def test_stem_gradients_in_training(rng):
+@pytest.mark.parametrize("negative_gamma", [False, True])
+def test_stem_gradients_in_training(rng, negative_gamma):
+    """Both orders the training stem takes: pool first, and (a channel with gamma < 0) the
+    layers' own order, each with BatchNorm's gradient computed by the stem."""
     stem, _ = stem_pair(rng, np.float64)
     stem.conv.needs_input_grad = True
+    if negative_gamma:
+        stem.bn.weight.data[1] = -0.5
     x = rng.standard_normal((2, 1, 8, 7))
     stem.forward(x)
-    assert stem._cache is not None              # the pool-first order
+    assert (stem._cache[-1] is None) == negative_gamma  # pooled c kept: the pool-first order
     assert_all_small(check_layer(stem, x))
 
 

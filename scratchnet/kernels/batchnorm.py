@@ -75,3 +75,42 @@ def input_gradient(centred, inv_std, scale, dbeta, dgamma, dy2=None):
         return map_long_rows(without_dy, xp.empty_like(centred), [centred], [per_c, constant])
     return map_long_rows(with_dy, xp.empty_like(centred), [centred, dy2],
                          [per_c, constant, scale])
+
+
+def batch_statistics(x2, eps):
+    """(c = x - mu, mu, var, inv_std) of the columns of an (M, C) matrix: the batch mean, the
+    biased variance and 1 / sqrt(var + eps)."""
+    xp = get_array_module(x2)
+    m = x2.shape[0]
+    mu = column_sums(x2) / m
+    centred = subtract_columns(x2, mu)
+    var = column_dots(centred, centred) / m
+    return centred, mu, var, 1.0 / xp.sqrt(var + eps)
+
+
+def update_running(running_mean, running_var, mu, var, m, momentum):
+    """In place: r <- (1 - momentum) r + momentum * statistic, with the unbiased variance
+    var * M / (M - 1) for the running variance."""
+    running_mean *= 1 - momentum
+    running_mean += momentum * mu
+    running_var *= 1 - momentum
+    running_var += (momentum * m / (m - 1)) * var
+
+
+def parameter_sums(dy2, centred2, inv_std):
+    """(dbeta, dgamma) = (sum_m dy_m, inv_std sum_m dy_m c_m) over the rows of (M', C)
+    matrices: dy and c themselves, or any rows whose products have the same sums (the pooled
+    ones of scratchnet.layers.residual.Stem)."""
+    return column_sums(dy2), inv_std * column_dots(dy2, centred2)
+
+
+def affine_map(c, scale, shift):
+    """c * scale + shift per channel for c (N, C, h, w) in channels-last memory."""
+    return from_channels_matrix(affine(channels_matrix(c), scale, shift), c.shape)
+
+
+def scale_columns(a, scale):
+    """a * scale with a per-column scale, over long rows."""
+    xp = get_array_module(a)
+    return map_long_rows(lambda out, a, s: xp.multiply(a, s, out=out), xp.empty_like(a), [a],
+                         [scale])

@@ -4,10 +4,11 @@ from collections import OrderedDict
 import numpy as np
 
 from ..runtime.backend import get_array_module
-from ..kernels.long_rows import map_long_rows
 from .activation import ReLU
 from .base import Layer, Sequential, check_input
-from ..kernels.batchnorm import channels_matrix, from_channels_matrix
+from ..kernels.batchnorm import (affine_map, batch_statistics, channels_matrix,
+                                 from_channels_matrix, input_gradient, parameter_sums,
+                                 scale_columns, update_running)
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 from .dropout import Dropout
@@ -84,45 +85,64 @@ class Stem(Sequential):
         sum_m dyb_m = sum dy,    sum_m dyb_m c_m = sum_windows dy p    (each dy meets its c),
     and dx = s (dyb - dbeta / M - c inv_std dgamma / M) is the terms without dy, a pass over
     the map, plus s dy added onto the maxima: the pool's own backward pass, into dx.  Neither
-    BatchNorm's output nor the pool's full-size gradient is formed.
+    BatchNorm's output nor the pool's full-size gradient is formed.  In training the stem
+    computes BatchNorm itself, from the kernels BatchNorm2d is made of
+    (scratchnet.kernels.batchnorm), in either order; its parameters and running statistics
+    stay the ``bn`` child's.
     """
 
-    _cache = None  # the pooled c of a training forward that took the pool-first order
+    _cache = None  # a training forward's BatchNorm statistics (and pooled c, pool first)
     _eval_pool_first = False  # an eval forward took the pool-first order
 
     def forward(self, x):
         self._cache, self._eval_pool_first = None, False
-        bn, pool = self.bn, getattr(self, "pool", None)
+        conv, bn, pool, relu = self.conv, self.bn, getattr(self, "pool", None), self.relu
         if pool is None or not isinstance(bn, BatchNorm2d):
             return super().forward(x)
-        if not bn.training:
-            xp = get_array_module(bn.weight.data)
-            if not bool(xp.all(bn.running_scale() > 0)):
+        xp = get_array_module(bn.weight.data)
+        if not bn.training:  # eval: s = gamma / sqrt(running_var + eps)
+            if not bool(xp.all(bn.weight.data * (1.0 / xp.sqrt(bn.running_var + bn.eps)) > 0)):
                 return super().forward(x)
             self._eval_pool_first = True
-            return self.relu.forward(bn.forward(pool.forward(self.conv.forward(x))))
-        c = bn.centre(self.conv.forward(x))
-        xp = get_array_module(c)
-        if not bool(xp.all(bn.batch_scale() > 0)):
-            return self.relu.forward(pool.forward(bn.scale_shift(c)))
-        self._cache = pool.forward(c)
-        return self.relu.forward(bn.scale_shift(self._cache))
+            return relu.forward(bn.forward(pool.forward(conv.forward(x))))
+        z = conv.forward(x)
+        check_input(z, 4, "BatchNorm2d", bn.num_features)
+        z2 = channels_matrix(z)
+        centred, mu, var, inv_std = batch_statistics(z2, bn.eps)
+        update_running(bn.running_mean, bn.running_var, mu, var, z2.shape[0], bn.momentum)
+        scale, beta = bn.weight.data * inv_std, bn.bias.data
+        c = from_channels_matrix(centred, z.shape)
+        if not bool(xp.all(scale > 0)):  # the layers' own order: BN, pool, ReLU
+            self._cache = (centred, inv_std, scale, z.shape, None)
+            return relu.forward(pool.forward(affine_map(c, scale, beta)))
+        pooled = pool.forward(c)
+        self._cache = (centred, inv_std, scale, z.shape, pooled)
+        return relu.forward(affine_map(pooled, scale, beta))
 
     def backward(self, dy):
-        pooled, self._cache = self._cache, None
+        cache, self._cache = self._cache, None
         pool_first, self._eval_pool_first = self._eval_pool_first, False
         if pool_first:
             return self.conv.backward(self.pool.backward(self.bn.backward(
                 self.relu.backward(dy))))
-        if pooled is None:
+        if cache is None:
             return super().backward(dy)
+        centred, inv_std, scale, shape, pooled = cache
+        bn = self.bn
+        if pooled is None:  # the layers' own order: BatchNorm's backward at its own output
+            dyb = channels_matrix(self.pool.backward(self.relu.backward(dy)))
+            dbeta, dgamma = parameter_sums(dyb, centred, inv_std)
+            bn.bias.grad += dbeta
+            bn.weight.grad += dgamma
+            dx = input_gradient(centred, inv_std, scale, dbeta, dgamma, dyb)
+            return self.conv.backward(from_channels_matrix(dx, shape))
         d = channels_matrix(self.relu.backward(dy))
-        scale = self.bn.batch_scale()
-        dbeta, dgamma = self.bn.parameter_gradients(d, channels_matrix(pooled))
-        dx = self.bn.input_gradient(dbeta, dgamma)          # the terms without dy
-        xp = get_array_module(d)
-        scaled = map_long_rows(lambda out, d, s: xp.multiply(d, s, out=out), xp.empty_like(d),
-                               [d], [scale])                # s dy, in long rows
+        dbeta, dgamma = parameter_sums(d, channels_matrix(pooled), inv_std)
+        bn.bias.grad += dbeta
+        bn.weight.grad += dgamma
+        dx = from_channels_matrix(input_gradient(centred, inv_std, scale, dbeta, dgamma),
+                                  shape)                    # the terms without dy
+        scaled = scale_columns(d, scale)                    # s dy, in long rows
         self.pool.backward_into(dx, from_channels_matrix(scaled, pooled.shape))
         return self.conv.backward(dx)
 
