@@ -366,3 +366,24 @@ def test_profile_layers_accounts_for_every_leaf_layer():
     for kind in ("BatchNorm2d", "MaxPool2d"):
         for direction in ("forward", "backward"):
             assert entry["parts"][("stem", kind, direction)] > 0
+
+
+def test_ab_commits_alternates_two_trees_and_reports_ratios(tmp_path):
+    """benchmarks.ab_commits against HEAD itself: a worktree made and removed, one figure per
+    side and pair, ratios new/old."""
+    import subprocess
+    from benchmarks import ab_commits
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ab_commits.ROOT, capture_output=True,
+                          text=True)
+    if head.returncode:
+        pytest.skip("not a git checkout")
+    rows = ab_commits.main([head.stdout.strip(), "--pairs", "2", "--steps", "1",
+                            "--json", str(tmp_path / "ab.json")])
+    assert {r["figure"] for r in rows} == set(ab_commits.FIGURES)
+    assert all(len(r["ratios"]) == 2 and r["old"] > 0 and r["new"] > 0 for r in rows)
+    assert json.loads((tmp_path / "ab.json").read_text())["rows"] == rows
+    listed = subprocess.run(["git", "worktree", "list"], cwd=ab_commits.ROOT,
+                            capture_output=True, text=True).stdout
+    assert "/old " not in listed                              # the worktree is gone
+    with pytest.raises(SystemExit, match="cannot check out 'no-such-revision'"):
+        ab_commits.main(["no-such-revision", "--pairs", "1"])
