@@ -27,6 +27,14 @@ class HostDeviceMixError(TypeError):
     pass
 
 
+reads = 0  # device-to-host reads so far: each one would make the host wait for the GPU
+
+
+def _count_read():
+    global reads
+    reads += 1
+
+
 def _refuse_host(kind):
     raise HostDeviceMixError(f"cupy stand-in: {kind} mixes a host (NumPy) array with device "
                              "arrays; convert explicitly with xp.asarray / xp.asnumpy")
@@ -93,6 +101,7 @@ class ndarray:  # noqa: N801  (CuPy's name)
                         "use the array module (xp) of the inputs")
 
     def get(self):
+        _count_read()
         return self._a.copy()
 
     # -- attributes -------------------------------------------------------------------------
@@ -122,23 +131,29 @@ class ndarray:  # noqa: N801  (CuPy's name)
     def __iter__(self):
         return (ndarray(row) for row in self._a)
 
-    # -- explicit one-element conversions (a host synchronisation on a GPU) ------------------
+    # -- explicit one-element conversions (a host synchronisation on a GPU), counted ---------
     def __float__(self):
+        _count_read()
         return float(self._a)
 
     def __int__(self):
+        _count_read()
         return int(self._a)
 
     def __index__(self):
+        _count_read()
         return self._a.__index__()
 
     def __bool__(self):
+        _count_read()
         return bool(self._a)
 
     def item(self):
+        _count_read()
         return self._a.item()
 
     def tolist(self):
+        _count_read()
         return self._a.tolist()
 
     # -- indexing ---------------------------------------------------------------------------

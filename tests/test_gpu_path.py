@@ -209,3 +209,29 @@ def test_the_prepared_gpu_check_runs_its_commands_and_writes_its_table(standin, 
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| preset:cpu | 1x64x251 | 2 |" in table and "cupy stand-in" in table
     assert json.loads((tmp_path / "gpu_check.json").read_text())["commands"]["ok"]
+
+
+def test_a_training_epoch_reads_the_device_twice_and_no_step_reads_it(standin, tmp_path,
+                                                                       monkeypatch):
+    """Each read of a device value makes the host wait for the GPU.  A training epoch reads
+    two (the summed loss and the correct count, once each); its steps read none.  Scoring is
+    left out here (it reads each batch's probabilities)."""
+    from experiments import train_esc50
+    from experiments.models import PRESETS
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((40, 16, 24)).astype(np.float32)
+    labels, folds = np.arange(40) % 5, np.repeat(np.arange(1, 6), 8)
+    cfg = dict(features=dict(PRESETS["cpu"]["features"]),
+               model=dict(widths=[4, 8], depths=[1, 1], stem_kernel=3, stem_stride=2,
+                          stem_pool=True, dropout=0.2),
+               train=dict(PRESETS["cpu"]["train"], epochs=2, batch_size=8, mixup_prob=0.5,
+                          freq_mask=4, time_mask=6, freq_shift=2, ema_decay=0.9))
+    args = train_esc50.parse_args(["--out", str(tmp_path), "--no-progress", "--device", "gpu"])
+    run = train_esc50.set_up_fold(1, feats, labels, folds, cfg, args, standin)
+    monkeypatch.setattr(train_esc50, "evaluate", lambda model, x, xp: (np.zeros(len(x)), None))
+    monkeypatch.setattr(train_esc50, "fold_batchnorm", lambda model: model)
+    for epoch in range(2):
+        before = standin.reads
+        train_esc50.train_epoch(run, epoch, args, standin)
+        assert standin.reads - before == 2, standin.reads - before
+    assert run.steps_per_epoch == 4 and len(run.history) == 2

@@ -88,7 +88,7 @@ class Stem(Sequential):
     BatchNorm's output nor the pool's full-size gradient is formed.  In training the stem
     computes BatchNorm itself, from the kernels BatchNorm2d is made of
     (scratchnet.kernels.batchnorm), in either order; its parameters and running statistics
-    stay the ``bn`` child's.
+    stay the ``bn`` child's.  On CuPy arrays the layers always run in their own order.
     """
 
     _cache = None  # a training forward's BatchNorm statistics (and pooled c, pool first)
@@ -97,9 +97,11 @@ class Stem(Sequential):
     def forward(self, x):
         self._cache, self._eval_pool_first = None, False
         conv, bn, pool, relu = self.conv, self.bn, getattr(self, "pool", None), self.relu
-        if pool is None or not isinstance(bn, BatchNorm2d):
-            return super().forward(x)
         xp = get_array_module(bn.weight.data)
+        # On a GPU the layers run in their own order: choosing the other would read the
+        # scale's sign back to the host, a wait for the GPU at every step.
+        if pool is None or not isinstance(bn, BatchNorm2d) or xp is not np:
+            return super().forward(x)
         if not bn.training:  # eval: s = gamma / sqrt(running_var + eps)
             if not bool(xp.all(bn.weight.data * (1.0 / xp.sqrt(bn.running_var + bn.eps)) > 0)):
                 return super().forward(x)
