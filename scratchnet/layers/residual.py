@@ -97,7 +97,7 @@ class Stem(Sequential):
     def forward(self, x):
         self._cache, self._eval_pool_first = None, False
         conv, bn, pool, relu = self.conv, self.bn, getattr(self, "pool", None), self.relu
-        xp = get_array_module(bn.weight.data)
+        xp = get_array_module(x)
         # On a GPU the layers run in their own order: choosing the other would read the
         # scale's sign back to the host, a wait for the GPU at every step.
         if pool is None or not isinstance(bn, BatchNorm2d) or xp is not np:
