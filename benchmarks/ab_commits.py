@@ -35,9 +35,15 @@ def run_bench(tree, models, steps, out):
     """One run of the harness in ``tree`` (one round, no PyTorch); returns its JSON report."""
     cmd = [sys.executable, "-m", harness(tree), "--models", *models, "--steps", str(steps),
            "--rounds", "1", "--no-torch", "--json", out]
-    subprocess.run(cmd, cwd=tree, check=True, capture_output=True, text=True)
-    with open(out) as f:
-        return json.load(f)
+    done = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
+    report = None
+    if done.returncode == 0 and os.path.isfile(out):
+        with open(out) as f:
+            report = json.load(f)
+    if report is None or any("scratchnet" not in report["models"].get(m, {}) for m in models):
+        output = (done.stdout + done.stderr)[-2000:]
+        sys.exit(f"error: the speed harness failed in {tree}:\n{output}")
+    return report
 
 
 def compare(old_tree, new_tree, models, steps, pairs, work):
