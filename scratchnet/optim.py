@@ -22,14 +22,20 @@ def flatten(params):
         raise ValueError("flat parameters need one dtype")
     total = sum(p.data.size for p in params)
     theta, grad = xp.empty(total, dtype=dtype), xp.empty(total, dtype=dtype)
-    offset = 0
-    for p in params:
-        for flat, name in ((theta, "data"), (grad, "grad")):
-            view = as_laid_out(flat[offset:offset + p.data.size], p.data)
+    for flat, name in ((theta, "data"), (grad, "grad")):
+        for p, view in zip(params, views_of(flat, params)):
             view[...] = getattr(p, name)
             setattr(p, name, view)
-        offset += p.data.size
     return theta, grad
+
+
+def views_of(flat, params):
+    """Per-parameter views of a flat buffer, each laid out as its parameter."""
+    views, offset = [], 0
+    for p in params:
+        views.append(as_laid_out(flat[offset:offset + p.data.size], p.data))
+        offset += p.data.size
+    return views
 
 
 class Optimizer:
@@ -47,14 +53,6 @@ class Optimizer:
         if flat is None:
             flat = get_array_module(self.params[0].data) is not np
         self._flat = flatten(self.params) if flat else None
-
-    def _flat_views(self, flat_buffer):
-        """Per-parameter views of a flat state buffer, laid out as the parameters."""
-        views, offset = [], 0
-        for p in self.params:
-            views.append(as_laid_out(flat_buffer[offset:offset + p.data.size], p.data))
-            offset += p.data.size
-        return views
 
     def clip_grad_norm(self, max_norm):
         """:func:`clip_grad_norm` over this optimiser's parameters (one pass over the flat
@@ -97,7 +95,7 @@ class SGD(Optimizer):
             self.velocity = [get_array_module(p.data).zeros_like(p.data) for p in self.params]
         else:
             self._flat_velocity = get_array_module(self._flat[0]).zeros_like(self._flat[0])
-            self.velocity = self._flat_views(self._flat_velocity)
+            self.velocity = views_of(self._flat_velocity, self.params)
 
     def _buffers(self):
         return self.velocity
@@ -163,7 +161,7 @@ class AdamW(Optimizer):
         else:
             xp = get_array_module(self._flat[0])
             self._flat_m, self._flat_v = xp.zeros_like(self._flat[0]), xp.zeros_like(self._flat[0])
-            self.m, self.v = self._flat_views(self._flat_m), self._flat_views(self._flat_v)
+            self.m, self.v = views_of(self._flat_m, self.params), views_of(self._flat_v, self.params)
 
     def _buffers(self):
         return self.m + self.v
