@@ -145,3 +145,71 @@ def mixup(x, labels, num_classes, rng, alpha, power_scale=None):
         x /= c
     targets = targets * lam + targets[perm] * (1 - lam)
     return x, targets
+
+
+def a_weighting(frequencies):
+    """The A-weighting of IEC 61672 in dB at ``frequencies`` (Hz), the ear's sensitivity
+    relative to 1 kHz (librosa.A_weighting's curve, without its floor):
+        R(f) = 12194^2 f^4 / ((f^2 + 20.6^2) sqrt((f^2 + 107.7^2)(f^2 + 737.9^2)) (f^2 + 12194^2)),
+        A(f) = 20 log10 R(f) + 2.00,
+    the 2.00 dB making A(1 kHz) = 0."""
+    f2 = np.asarray(frequencies, dtype=np.float64) ** 2
+    r = (12194.0 ** 2 * f2 ** 2
+         / ((f2 + 20.6 ** 2) * np.sqrt((f2 + 107.7 ** 2) * (f2 + 737.9 ** 2))
+            * (f2 + 12194.0 ** 2)))
+    with np.errstate(divide="ignore"):  # f = 0: -inf dB, a band the ear does not hear
+        return 20 * np.log10(r) + 2.0
+
+
+def clip_gains(log_mel, band_frequencies):
+    """The gain of each clip, in dB, as between-class learning weighs it (Tokozume et al.,
+    2018): the loudest frame's A-weighted power,
+        G = max_t 10 log10 sum_f 10^((X[f, t] + A(f_f)) / 10),
+    from log-Mels X (N, n_mels, frames) in dB before standardisation and the bands' centre
+    frequencies f_f.  The paper takes the same maximum over frames of the waveform's
+    A-weighted spectrum; a mel band's power is a sum of its bins', so the sum over bands
+    stands for the sum over bins.  Host arrays: computed once per fold, not per batch."""
+    weights = a_weighting(band_frequencies)[:, None]           # (n_mels, 1)
+    level = np.asarray(log_mel, dtype=np.float64) + weights
+    peak = level.max(axis=(1, 2), keepdims=True)               # log-sum-exp, kept finite
+    frame_power = np.sum(10 ** ((level - peak) / 10), axis=1)  # (N, frames)
+    return peak[:, 0, 0] + 10 * np.log10(frame_power.max(axis=1))
+
+
+def between_class(x, labels, num_classes, rng, power_scale, gains):
+    """Between-class mixing (BC learning, Tokozume et al., 2018) of standardised log-Mels.
+
+    Each clip i is mixed with a partner j (a random permutation of the batch) at its own
+    ratio r_i ~ U(0, 1), the target being r t_i + (1 - r) t_j.  The ratio is of what is heard,
+    not of amplitudes: with gains G_i, G_j (:func:`clip_gains`) the waveforms are mixed as
+        s = (p s_i + (1 - p) s_j) / sqrt(p^2 + (1 - p)^2),
+        p = 1 / (1 + 10^((G_i - G_j) / 20) (1 - r) / r),
+    which solves p 10^(G_i/20) : (1 - p) 10^(G_j/20) = r : (1 - r), so that a quiet clip
+    mixed at r = 0.5 is as audible as a loud one; the denominator keeps the level.  Two
+    recordings add their powers (in expectation over their phases), so on power spectrograms
+        P = w P_i + (1 - w) P_j,  w = p^2 / (p^2 + (1 - p)^2),
+    and on standardised dB values x = (10 log10 P - mean) / std, with c = ln(10)/10 * std
+    (``power_scale``), x = logaddexp(c x_i + ln w, c x_j + ln(1 - w)) / c, as in
+    :func:`mixup`.  ``gains``: host array (N,), the batch's clips' G.  Returns
+    (x', soft targets (N, K))."""
+    xp = get_array_module(x)
+    n = x.shape[0]
+    gains = np.asarray(gains, dtype=np.float64)
+    if gains.shape != (n,):
+        raise ValueError(f"between_class: expected one gain per clip ({n}), got shape "
+                         f"{gains.shape}")
+    perm = rng.permutation(n)
+    # r in (0, 1) keeps p, w and both logarithms finite (a uniform draw may be exactly 0).
+    r = np.clip(rng.uniform(0.0, 1.0, size=n), 1e-7, 1 - 1e-7)
+    p = 1.0 / (1.0 + 10 ** ((gains - gains[perm]) / 20) * (1 - r) / r)
+    w = np.clip(p ** 2 / (p ** 2 + (1 - p) ** 2), 1e-7, 1 - 1e-7)
+    shape = (n,) + (1,) * (x.ndim - 1)
+    log_w = xp.asarray(np.log(w).reshape(shape), dtype=x.dtype)
+    log_rest = xp.asarray(np.log1p(-w).reshape(shape), dtype=x.dtype)
+    c = xp.asarray(power_scale, dtype=x.dtype)
+    cx = x * c
+    mixed = xp.logaddexp(cx + log_w, cx[xp.asarray(perm)] + log_rest) / c
+    targets = one_hot(labels, num_classes, xp, x.dtype)
+    ratio = xp.asarray(r[:, None], dtype=x.dtype)
+    targets = targets * ratio + targets[xp.asarray(perm)] * (1 - ratio)
+    return mixed, targets

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from dsp.mel import mel_frequencies
 from scratchnet import (AdamW, OneCycleLR, ResNet, SoftmaxCrossEntropy, load_checkpoint,
                         save_checkpoint)
 from scratchnet.averaging import ExponentialMovingAverage
@@ -89,7 +90,7 @@ class RunError(Exception):
 
 # Settings added after runs had been checkpointed, with the value that reproduces how those
 # runs trained, so that --resume accepts their checkpoints.
-KEYS_ADDED = {"train": {"spec_masks": 1, "freq_shift": 0}, "model": {"pool": "avg"}}
+KEYS_ADDED = {"train": {"spec_masks": 1, "freq_shift": 0, "bc_mix": 0}, "model": {"pool": "avg"}}
 
 
 def with_added_keys(config):
@@ -150,6 +151,16 @@ def set_up_fold(fold, feats, labels, folds, cfg, args, xp):
     if tr["mixup_power"]:
         std = np.asarray(norm["std"], dtype=np.float32)  # host: numbers from the statistics
         power_scale = np.float32(np.log(10) / 10) * (std[:, None] if std.ndim else std)
+    # Between-class mixing weighs each clip by its gain, from the dB features (host, once).
+    gains = None
+    if tr["bc_mix"]:
+        if power_scale is None:
+            raise RunError("--recipe bc_mix=1 mixes clips as sounds, by their powers: it "
+                           "needs mixup_power=1")
+        features = cfg["features"]
+        bands = mel_frequencies(features["n_mels"] + 2, features["fmin"],
+                                features["fmax"] or features["sr"] / 2)[1:-1]
+        gains = augment.clip_gains(feats[train_idx], bands)
     batch = tr["batch_size"]
     steps_per_epoch = len(train_idx) // batch
     if steps_per_epoch == 0:
@@ -167,6 +178,7 @@ def set_up_fold(fold, feats, labels, folds, cfg, args, xp):
         x_train=xp.asarray(esc50.standardise(feats[train_idx], norm)[:, None]),
         x_test=xp.asarray(esc50.standardise(feats[test_idx], norm)[:, None]),
         y_train=labels[train_idx], y_test=labels[test_idx], power_scale=power_scale,
+        gains=gains,
         batch=batch, steps_per_epoch=steps_per_epoch, model=model, optimizer=optimizer,
         schedule=OneCycleLR(optimizer, max_lr=tr["max_lr"],
                             total_steps=tr["epochs"] * steps_per_epoch,
@@ -231,7 +243,10 @@ def train_epoch(run, epoch, args, xp):
             xb = augment.freq_shift(xb, rng, tr["freq_shift"])
         xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"],
                                    masks=tr["spec_masks"])
-        if tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
+        if tr["bc_mix"]:  # every batch, in place of Mixup
+            xb, targets = augment.between_class(xb, yb, esc50.NUM_CLASSES, rng,
+                                                run.power_scale, run.gains[idx])
+        elif tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
             xb, targets = augment.mixup(xb, yb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"],
                                         run.power_scale)
         else:
@@ -399,6 +414,9 @@ def main(argv=None):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"--recipe {key}: expected a whole number >= {least}, "
                                  f"got {value}")
+        if cfg["train"]["bc_mix"] not in (0, 1):
+            raise ValueError(f"--recipe bc_mix: expected 0 (Mixup) or 1 (between-class "
+                             f"mixing), got {cfg['train']['bc_mix']}")
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:

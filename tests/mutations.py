@@ -73,6 +73,12 @@ MUTATIONS = [
     ("mask_never_applied", "experiments/augment.py",
      "return xp.where(xp.asarray(masked), x.dtype.type(fill), x)", "return x",
      ["tests/test_augment.py"]),
+    ("between_class_gain_sign", "experiments/augment.py",
+     "10 ** ((gains - gains[perm]) / 20)", "10 ** ((gains[perm] - gains) / 20)",
+     ["tests/test_augment.py"]),
+    ("between_class_amplitude_weight", "experiments/augment.py",
+     "w = np.clip(p ** 2 / (p ** 2 + (1 - p) ** 2), 1e-7, 1 - 1e-7)",
+     "w = np.clip(p, 1e-7, 1 - 1e-7)", ["tests/test_augment.py"]),
 ]
 
 

@@ -174,3 +174,81 @@ def test_power_mixup_adds_the_clips_powers(rng):
     np.testing.assert_allclose(mixed * std + mean, expected_db, atol=2e-3)
     # Unlike the dB average, the louder clip dominates: mixed >= max(level) + 10 log10(weight).
     assert np.all(mixed * std + mean >= 10 * np.log10(lam) + db - 2e-3)
+
+
+def test_a_weighting_matches_the_standards_table():
+    # IEC 61672-1's A-weighting, to its 0.1 dB, at the exact frequencies 1 kHz * 10^(k/10)
+    # that its nominal ones (20, 31.5, 100, 1000, 4000, 10000 Hz) stand for.
+    table = {-17: -50.5, -15: -39.4, -10: -19.1, 0: 0.0, 6: 1.0, 10: -2.5}
+    frequencies = 1000 * 10 ** (np.array(list(table)) / 10)
+    np.testing.assert_allclose(augment.a_weighting(frequencies), list(table.values()),
+                               atol=0.05)
+    assert augment.a_weighting([0.0])[0] == -np.inf
+
+
+def test_clip_gain_is_the_loudest_frames_a_weighted_power(rng):
+    bands = np.array([100.0, 500.0, 1000.0, 3000.0])
+    db = rng.uniform(-90, -20, size=(5, 4, 11)).astype(np.float32)
+    gains = augment.clip_gains(db, bands)
+    weights = augment.a_weighting(bands)
+    for clip, gain in zip(db.astype(np.float64), gains):  # frame by frame, as written
+        frames = [10 * np.log10(sum(10 ** ((clip[f, t] + weights[f]) / 10) for f in range(4)))
+                  for t in range(11)]
+        np.testing.assert_allclose(gain, max(frames), rtol=1e-12)
+    # 6 dB louder everywhere is 6 dB more gain; a lone 1 kHz band is heard at its own level.
+    np.testing.assert_allclose(augment.clip_gains(db + 6, bands), gains + 6, rtol=1e-6)
+    lone = np.full((1, 4, 3), -300.0)
+    lone[0, 2, 1] = -12.0
+    np.testing.assert_allclose(augment.clip_gains(lone, bands), [-12.0], atol=1e-3)
+
+
+def test_between_class_mixing_makes_the_ratio_audible_not_the_amplitude(rng):
+    """Clips of flat spectra at levels L_i: the mixture's power P = w P_i + (1 - w) P_j gives
+    w, hence p = sqrt(w) / (sqrt(w) + sqrt(1 - w)), and the heard ratio
+    p 10^(L_i/20) : (1 - p) 10^(L_j/20) must be the target ratio r : (1 - r)."""
+    n, mels, frames = 8, 3, 5
+    levels = np.array([-60.0, -52, -45, -37, -30, -20, -10, -5])
+    mean = np.array([-50.0, -40, -30])[:, None]
+    std = np.array([10.0, 15, 20])[:, None]
+    db = np.broadcast_to(levels[:, None, None, None], (n, 1, mels, frames))
+    x = ((db - mean) / std).astype(np.float32)
+    scale = np.log(10) / 10 * std
+    mixed, targets = augment.between_class(x, np.arange(n), n, np.random.default_rng(4),
+                                           scale, gains=levels)
+    assert mixed.dtype == np.float32 and targets.dtype == np.float32
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    power = 10 ** ((mixed.astype(np.float64) * std + mean) / 10)
+    # Each mixture is flat again (both parts are): one power per clip.
+    np.testing.assert_allclose(power, power[:, :, :1, :1] * np.ones_like(power), rtol=1e-4)
+    pairs = 0
+    for i in range(n):
+        r = targets[i, i]
+        if r == 1:  # mixed with itself
+            np.testing.assert_allclose(power[i], 10 ** (levels[i] / 10), rtol=1e-4)
+            continue
+        j = int(np.flatnonzero((targets[i] > 0) & (np.arange(n) != i))[0])
+        w = (power[i, 0, 0, 0] - 10 ** (levels[j] / 10)) / (10 ** (levels[i] / 10)
+                                                              - 10 ** (levels[j] / 10))
+        p = np.sqrt(w) / (np.sqrt(w) + np.sqrt(1 - w))
+        heard = p * 10 ** (levels[i] / 20) / ((1 - p) * 10 ** (levels[j] / 20))
+        np.testing.assert_allclose(heard, r / (1 - r), rtol=2e-3)
+        pairs += 1
+    assert pairs >= 5
+    assert len(set(np.round(targets[np.arange(n), np.arange(n)], 4))) > 3  # one r per clip
+
+
+def test_between_class_at_equal_gains_mixes_amplitudes_at_the_ratio(rng):
+    db = rng.uniform(-70, -10, size=(6, 1, 4, 7))
+    x = (db / 10).astype(np.float32)  # mean 0, std 10 dB
+    mixed, targets = augment.between_class(x, np.arange(6), 6, np.random.default_rng(2),
+                                           np.log(10) / 10 * 10.0, gains=np.zeros(6))
+    power = 10 ** (db / 10)
+    for i in range(6):
+        r = targets[i, i]
+        j = i if r == 1 else int(np.flatnonzero((targets[i] > 0)
+                                               & (np.arange(6) != i))[0])
+        w = r ** 2 / (r ** 2 + (1 - r) ** 2)  # p = r: amplitudes r and 1 - r, level kept
+        expected = 10 * np.log10(w * power[i] + (1 - w) * power[j])
+        np.testing.assert_allclose(mixed[i] * 10.0, expected, atol=3e-3)
+    with pytest.raises(ValueError, match="one gain per clip \\(6\\), got shape \\(5,\\)"):
+        augment.between_class(x, np.arange(6), 6, np.random.default_rng(2), 1.0, np.zeros(5))

@@ -137,11 +137,14 @@ def test_augmentation_on_the_device_matches_numpy(gpu):
         xb = augment.freq_shift(xb, rng, 3)
         xb = augment.spec_augment(xb, rng, 5, 9, masks=2)
         xb, targets = augment.mixup(xb, labels, 8, rng, 0.2, scale)
-        return to_numpy(xb), to_numpy(targets)
+        xb, mixed_targets = augment.between_class(xb, labels, 8, rng, scale,
+                                                  np.linspace(-40, -10, 6))
+        return to_numpy(xb), to_numpy(targets), to_numpy(mixed_targets)
 
-    (a, ta), (b, tb) = augmented(np), augmented(gpu)
+    (a, ta, ma), (b, tb, mb) = augmented(np), augmented(gpu)
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(tb, ta)
+    np.testing.assert_array_equal(mb, ma)
 
 
 def test_checkpoint_saved_on_the_device_loads_on_the_cpu_and_back(gpu, tmp_path):

@@ -236,3 +236,37 @@ def test_a_small_network_learns_five_classes_well_above_chance(esc50_root, tmp_p
     assert result["accuracy"] >= 0.5, result
     history = json.loads((tmp_path / "run" / "fold1" / "metrics.json").read_text())
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+
+
+def test_between_class_mixing_replaces_mixup_on_every_batch(esc50_root, tmp_path,
+                                                            monkeypatch):
+    from experiments import augment
+    calls = {"between_class": [], "mixup": 0}
+    real = augment.between_class
+
+    def counted(x, labels, num_classes, rng, power_scale, gains):
+        calls["between_class"].append(np.asarray(gains).copy())
+        return real(x, labels, num_classes, rng, power_scale, gains)
+
+    def no_mixup(*args, **kwargs):
+        calls["mixup"] += 1
+        raise AssertionError("Mixup ran beside between-class mixing")
+
+    monkeypatch.setattr(augment, "between_class", counted)
+    monkeypatch.setattr(augment, "mixup", no_mixup)
+    common = ["--data", esc50_root, "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+              "--folds", "1", "--epochs", "1", "--batch-size", "8", "--limit", "8"]
+    results = train_esc50.main(common + ["--out", str(tmp_path / "run"), "--recipe",
+                                         "bc_mix=1", "mixup_prob=1"])
+    assert results["config"]["train"]["bc_mix"] == 1
+    assert len(calls["between_class"]) == 32 // 8 and calls["mixup"] == 0  # 4 batches, all
+    gains = np.concatenate(calls["between_class"])
+    assert np.all(np.isfinite(gains)) and np.ptp(gains) > 3.0  # clips differ in loudness
+    history = json.loads((tmp_path / "run" / "fold1" / "metrics.json").read_text())
+    assert np.isfinite(history[0]["train_loss"])
+    with pytest.raises(SystemExit, match="bc_mix=1 mixes clips as sounds, by their powers: "
+                                         "it needs mixup_power=1"):
+        train_esc50.main(common + ["--out", str(tmp_path / "run2"), "--recipe", "bc_mix=1",
+                                   "mixup_power=0"])
+    with pytest.raises(SystemExit, match="bc_mix: expected 0 \\(Mixup\\) or 1"):
+        train_esc50.main(common + ["--out", str(tmp_path / "run3"), "--recipe", "bc_mix=2"])
