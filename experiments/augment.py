@@ -6,7 +6,7 @@ module, without a loop over the batch.
 """
 import numpy as np
 
-from scratchnet.runtime.backend import get_array_module
+from scratchnet.runtime.backend import get_array_module, to_numpy
 
 
 def time_shift(x, rng, max_fraction):
@@ -153,7 +153,7 @@ def a_weighting(frequencies):
         R(f) = 12194^2 f^4 / ((f^2 + 20.6^2) sqrt((f^2 + 107.7^2)(f^2 + 737.9^2)) (f^2 + 12194^2)),
         A(f) = 20 log10 R(f) + 2.00,
     the 2.00 dB making A(1 kHz) = 0."""
-    f2 = np.asarray(frequencies, dtype=np.float64) ** 2
+    f2 = np.asarray(frequencies, dtype=np.float64) ** 2  # host: band frequencies, numbers
     r = (12194.0 ** 2 * f2 ** 2
          / ((f2 + 20.6 ** 2) * np.sqrt((f2 + 107.7 ** 2) * (f2 + 737.9 ** 2))
             * (f2 + 12194.0 ** 2)))
@@ -170,7 +170,7 @@ def clip_gains(log_mel, band_frequencies):
     A-weighted spectrum; a mel band's power is a sum of its bins', so the sum over bands
     stands for the sum over bins.  Host arrays: computed once per fold, not per batch."""
     weights = a_weighting(band_frequencies)[:, None]           # (n_mels, 1)
-    level = np.asarray(log_mel, dtype=np.float64) + weights
+    level = to_numpy(log_mel).astype(np.float64) + weights
     peak = level.max(axis=(1, 2), keepdims=True)               # log-sum-exp, kept finite
     frame_power = np.sum(10 ** ((level - peak) / 10), axis=1)  # (N, frames)
     return peak[:, 0, 0] + 10 * np.log10(frame_power.max(axis=1))
@@ -194,7 +194,7 @@ def between_class(x, labels, num_classes, rng, power_scale, gains):
     (x', soft targets (N, K))."""
     xp = get_array_module(x)
     n = x.shape[0]
-    gains = np.asarray(gains, dtype=np.float64)
+    gains = np.asarray(gains, dtype=np.float64)  # host: computed once per fold (clip_gains)
     if gains.shape != (n,):
         raise ValueError(f"between_class: expected one gain per clip ({n}), got shape "
                          f"{gains.shape}")
