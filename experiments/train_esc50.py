@@ -52,6 +52,10 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=None, metavar="P",
                    help="the probability with which the dropout before the classifier zeroes "
                         "a feature, overriding the preset's (0 <= P < 1)")
+    p.add_argument("--deltas", type=int, choices=[0, 1, 2], default=None,
+                   help="delta channels before the stem, overriding the preset's: 1 adds the "
+                        "input's deltas along time, 2 its deltas and delta-deltas "
+                        "(scratchnet.TimeDeltas)")
     p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
     p.add_argument("--holdout", type=int, nargs="+", default=[], metavar="FOLD",
                    help="folds kept out of training and testing alike: to choose a recipe "
@@ -90,7 +94,8 @@ class RunError(Exception):
 
 # Settings added after runs had been checkpointed, with the value that reproduces how those
 # runs trained, so that --resume accepts their checkpoints.
-KEYS_ADDED = {"train": {"spec_masks": 1, "freq_shift": 0, "bc_mix": 0}, "model": {"pool": "avg"}}
+KEYS_ADDED = {"train": {"spec_masks": 1, "freq_shift": 0, "bc_mix": 0},
+              "model": {"pool": "avg", "deltas": 0}}
 
 
 def with_added_keys(config):
@@ -403,6 +408,8 @@ def main(argv=None):
         cfg["train"]["batch_size"] = args.batch_size
     if args.pool:
         cfg["model"]["pool"] = args.pool
+    if args.deltas is not None:
+        cfg["model"]["deltas"] = args.deltas
     if args.dropout is not None:
         if not 0.0 <= args.dropout < 1.0:
             sys.exit(f"error: --dropout: expected a probability in [0, 1), got {args.dropout}")

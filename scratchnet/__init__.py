@@ -14,7 +14,7 @@ _EXPORTS = {
     "scratchnet.checkpoint": ["load_checkpoint", "save_checkpoint"],
     "scratchnet.layers": ["BasicBlock", "BatchNorm2d", "Conv2d", "Dropout", "Flatten",
                           "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Parameter", "ReLU",
-                          "ResNet", "Sequential", "TimeMaxMeanPool"],
+                          "ResNet", "Sequential", "TimeDeltas", "TimeMaxMeanPool"],
     "scratchnet.losses": ["SoftmaxCrossEntropy"],
     "scratchnet.optim": ["SGD", "AdamW", "CosineWarmupLR", "OneCycleLR", "clip_grad_norm"],
     "scratchnet.averaging": ["ExponentialMovingAverage"],

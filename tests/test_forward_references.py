@@ -174,6 +174,49 @@ def test_time_max_mean_pool_against_loops(rng):
                 np.testing.assert_allclose(dx[n, c, :, t], expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("frames", [3, 9, 30])
+def test_time_deltas_are_savitzky_golay_slopes_with_replicated_edges(rng, frames):
+    """Independent reference: scipy's Savitzky-Golay first derivative of a straight-line fit
+    over 9 frames, the signal extended by its edge values (mode="nearest")."""
+    from scipy.signal import savgol_filter
+    x = rng.standard_normal((2, 2, 3, frames))
+    y = sn.TimeDeltas(order=2).forward(x)
+    assert y.shape == (2, 6, 3, frames)
+    slope = savgol_filter(x, 9, 1, deriv=1, mode="nearest", axis=-1)
+    np.testing.assert_allclose(y[:, :2], x, rtol=0)  # channels [x, dx, ddx] per input channel
+    np.testing.assert_allclose(y[:, 2:4], slope, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y[:, 4:], savgol_filter(slope, 9, 1, deriv=1, mode="nearest",
+                                                       axis=-1), rtol=1e-10, atol=1e-12)
+    # A line's delta is its slope, away from the edges (N = 4 frames each side).
+    ramp = np.broadcast_to(0.5 * np.arange(frames, dtype=np.float64), (1, 1, 1, frames))
+    np.testing.assert_allclose(sn.TimeDeltas(1).forward(ramp)[0, 1, 0, 4:frames - 4], 0.5)
+
+
+def test_time_deltas_check_their_settings():
+    for bad in (0, 3, 1.5):
+        with pytest.raises(ValueError, match="order must be 1 \\(deltas\\) or 2"):
+            sn.TimeDeltas(bad)
+    for bad in (4, 1, 9.0):
+        with pytest.raises(ValueError, match="delta width must be an odd whole number >= 3"):
+            sn.TimeDeltas(2, width=bad)
+    with pytest.raises(ValueError, match="TimeDeltas expects a 4-D input, got shape"):
+        sn.TimeDeltas(1).forward(np.zeros((2, 3, 4)))
+
+
+def test_resnet_with_deltas_feeds_three_channels_to_its_stem_and_is_otherwise_the_same():
+    plain = sn.ResNet(1, 5, widths=(4, 8), depths=(1, 1), seed=3)
+    with_deltas = sn.ResNet(1, 5, widths=(4, 8), depths=(1, 1), seed=3, deltas=2)
+    assert with_deltas.stem.conv.in_channels == 3 and with_deltas.config["deltas"] == 2
+    assert "deltas" not in plain.config  # earlier checkpoints' configs read the same
+    assert list(plain.state_dict()) == list(with_deltas.state_dict())
+    x = np.random.default_rng(0).standard_normal((2, 1, 16, 20)).astype(np.float32)
+    assert with_deltas.eval().forward(x).shape == (2, 5)
+    # deltas=0 builds exactly the network without the argument (same draws, same order).
+    unchanged = sn.ResNet(1, 5, widths=(4, 8), depths=(1, 1), seed=3, deltas=0)
+    for key, value in plain.state_dict().items():
+        np.testing.assert_array_equal(unchanged.state_dict()[key], value)
+
+
 def test_time_max_mean_pool_ties_route_to_the_first_frame():
     x = np.ones((1, 1, 2, 3))  # every frame ties
     pool = sn.TimeMaxMeanPool()

@@ -16,9 +16,9 @@ from scratchnet.runtime.backend import get_array_module, to_numpy
 from experiments import augment, esc50
 
 
-def small_resnet(seed=0, dropout=0.3):
+def small_resnet(seed=0, dropout=0.3, deltas=0):
     return sn.ResNet(1, 6, widths=(4, 8), depths=(1, 1), stem_kernel=3, stem_stride=2,
-                     dropout=dropout, seed=seed, input_grad=False)
+                     dropout=dropout, seed=seed, input_grad=False, deltas=deltas)
 
 
 def test_the_standin_refuses_host_conversion_and_mixing(standin):
@@ -66,15 +66,17 @@ def test_a_device_model_with_dropout_can_be_folded_and_averaged(gpu):
     assert get_array_module(ema.model.forward(x)) is gpu
 
 
-def test_float32_training_step_on_the_device_matches_numpy(gpu):
-    """Loss, every gradient, the AdamW update and BatchNorm's running statistics."""
+@pytest.mark.parametrize("deltas", [0, 2])
+def test_float32_training_step_on_the_device_matches_numpy(gpu, deltas):
+    """Loss, every gradient, the AdamW update and BatchNorm's running statistics (with and
+    without delta channels in front of the stem)."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 1, 16, 12)).astype(np.float32)
     labels = np.array([0, 3, 5, 1])
 
     def step(device):
         xp = gpu if device == "gpu" else np
-        model = small_resnet(dropout=0.0).to(device)
+        model = small_resnet(dropout=0.0, deltas=deltas).to(device)
         params = list(model.parameters())
         opt = sn.AdamW(params, lr=1e-2, weight_decay=0.01)
         loss_fn = sn.SoftmaxCrossEntropy(0.1)
@@ -106,6 +108,9 @@ def test_gradient_checks_run_on_the_device(gpu):
     layer = sn.BasicBlock(2, 3, 2, rng=np.random.default_rng(0)).astype(np.float64).to("gpu")
     x = gpu.asarray(np.random.default_rng(1).standard_normal((2, 2, 5, 5)))
     errors = check_layer(layer, x)
+    assert max(errors.values()) < 1e-6, errors
+    errors = check_layer(sn.TimeDeltas(2), gpu.asarray(np.random.default_rng(2)
+                                                       .standard_normal((2, 2, 3, 6))))
     assert max(errors.values()) < 1e-6, errors
 
 

@@ -148,6 +148,13 @@ def test_time_max_mean_pool_gradient(rng):
     assert_all_small(check_layer(sn.TimeMaxMeanPool(), rng.standard_normal((3, 4, 3, 5))))
 
 
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("frames", [1, 4, 11])
+def test_time_deltas_gradient(rng, order, frames):
+    # Fewer frames than the width (4 < 9, and 1) exercise the replicated edges.
+    assert_all_small(check_layer(sn.TimeDeltas(order), rng.standard_normal((2, 3, 2, frames))))
+
+
 @pytest.mark.parametrize("n", [1, 5])
 def test_linear_gradients(rng, n):
     assert_all_small(check_layer(f64(sn.Linear(7, 3, rng=rng)), rng.standard_normal((n, 7))))
@@ -183,10 +190,10 @@ def test_basic_block_gradients(rng, cin, cout, stride, n, conv_path):
     conv_path.check(block)
 
 
-def _tiny_resnet(seed=0, dropout=0.0, pool="avg"):
+def _tiny_resnet(seed=0, dropout=0.0, pool="avg", deltas=0):
     return f64(sn.ResNet(in_channels=1, num_classes=5, widths=(3, 4), depths=(1, 1),
                          stem_kernel=3, stem_stride=1, stem_pool=True, dropout=dropout,
-                         seed=seed, pool=pool))
+                         seed=seed, pool=pool, deltas=deltas))
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -212,10 +219,10 @@ def test_loss_gradient_soft_targets(rng, smoothing):
     assert relative_error(analytic, numeric) < TOL
 
 
-@pytest.mark.parametrize("pool", ["avg", "time_max_mean"])
-def test_resnet_end_to_end_every_parameter(rng, pool, conv_path):
+@pytest.mark.parametrize("pool, deltas", [("avg", 0), ("time_max_mean", 0), ("avg", 2)])
+def test_resnet_end_to_end_every_parameter(rng, pool, deltas, conv_path):
     """loss(ResNet(x)) -> every parameter and the input, element by element."""
-    model = _tiny_resnet(dropout=0.3, pool=pool)
+    model = _tiny_resnet(dropout=0.3, pool=pool, deltas=deltas)
     loss = sn.SoftmaxCrossEntropy(label_smoothing=0.1)
     x = rng.standard_normal((3, 1, 8, 7))
     t = np.array([1, 4, 0])

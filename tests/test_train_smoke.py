@@ -113,7 +113,8 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
                                          "--limit", "12", "--out", str(out), "--recipe",
                                          "tta_views=3", "per_mel_norm=1", "mixup_power=1",
                                          "mixup_prob=1", "spec_masks=2", "freq_shift=3",
-                                         "--pool", "time_max_mean", "--dropout", "0.1"])
+                                         "--pool", "time_max_mean", "--dropout", "0.1",
+                                         "--deltas", "2"])
     fold = results["folds"]["2"]
     history = json.loads((out / "fold2" / "metrics.json").read_text())
     assert fold["accuracy_single_view"] == history[-1]["test_acc"]  # per epoch: one view
@@ -121,6 +122,8 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
     frames = 251  # cpu128's clips: 5 s at a 20 ms hop, centred
     assert len(meta["normalization"]["mean"]) == len(meta["normalization"]["std"]) == 128
     assert meta["model"]["pool"] == "time_max_mean"  # evaluate rebuilds the network below
+    assert meta["model"]["deltas"] == 2
+    assert meta["model"] == results["config"]["model"]
     assert meta["model"]["dropout"] == results["config"]["model"]["dropout"] == 0.1
     assert results["config"]["train"]["spec_masks"] == 2
     assert results["config"]["train"]["freq_shift"] == 3

@@ -3,11 +3,12 @@ from .activation import ReLU
 from .base import Layer, Parameter, Sequential
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
+from .deltas import TimeDeltas
 from .dropout import Dropout
 from .linear import Flatten, Linear
 from .pooling import GlobalAvgPool2d, MaxPool2d, TimeMaxMeanPool
 from .residual import BasicBlock, ResNet
 
 __all__ = ["Layer", "Parameter", "Sequential", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d",
-           "GlobalAvgPool2d", "TimeMaxMeanPool", "Flatten", "Linear", "Dropout", "BasicBlock",
-           "ResNet"]
+           "GlobalAvgPool2d", "TimeMaxMeanPool", "TimeDeltas", "Flatten", "Linear", "Dropout",
+           "BasicBlock", "ResNet"]

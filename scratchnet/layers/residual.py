@@ -11,6 +11,7 @@ from ..kernels.batchnorm import (affine_map, batch_statistics, channels_matrix,
                                  scale_columns, update_running)
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
+from .deltas import TimeDeltas
 from .dropout import Dropout
 from .linear import Linear
 from .pooling import GlobalAvgPool2d, MaxPool2d, TimeMaxMeanPool
@@ -167,6 +168,8 @@ class ResNet(Sequential):
     ``widths[i]`` and ``depths[i]`` give the channels and block count of stage i+1; its first
     block has stride ``strides[i]`` (default 1 for the first stage, 2 after).  Names follow
     torchvision: ``stem.conv.weight``, ``layer1.0.bn1.running_mean``, ``fc.bias``.
+    ``deltas`` (1 or 2) puts :class:`TimeDeltas` first, so that the stem sees the input's
+    deltas (and delta-deltas) as further channels.
     ``seed`` fixes the initialisation (and the dropout masks).  ``input_grad=False`` skips
     dL/dx in the stem convolution when the input is data (training), saving its col2im.
     """
@@ -175,21 +178,25 @@ class ResNet(Sequential):
 
     def __init__(self, in_channels=1, num_classes=50, widths=(64, 128, 256, 512),
                  depths=(3, 4, 6, 3), strides=None, stem_kernel=7, stem_stride=2,
-                 stem_pool=True, dropout=0.0, seed=0, input_grad=True, pool="avg"):
+                 stem_pool=True, dropout=0.0, seed=0, input_grad=True, pool="avg",
+                 deltas=0):
         if len(widths) != len(depths):
             raise ValueError("ResNet: widths and depths must have the same length")
         if pool not in self.POOLS:
             raise ValueError(f"ResNet: unknown pool {pool!r}; choose one of {sorted(self.POOLS)}")
         strides = strides or [1] + [2] * (len(widths) - 1)
         rng = np.random.default_rng(seed)
-        stem = OrderedDict(conv=Conv2d(in_channels, widths[0], stem_kernel, stem_stride,
-                                       stem_kernel // 2, bias=False, rng=rng,
+        parts = OrderedDict()
+        if deltas:  # the input's deltas (and delta-deltas) as extra input channels
+            parts["deltas"] = TimeDeltas(deltas)
+        stem = OrderedDict(conv=Conv2d(in_channels * (1 + deltas), widths[0], stem_kernel,
+                                       stem_stride, stem_kernel // 2, bias=False, rng=rng,
                                        needs_input_grad=input_grad),
                            bn=BatchNorm2d(widths[0]))
         if stem_pool:
             stem["pool"] = MaxPool2d(3, 2, 1)
         stem["relu"] = ReLU()
-        parts = OrderedDict(stem=Stem(stem))
+        parts["stem"] = Stem(stem)
         channels = widths[0]
         for i, (width, depth, stride) in enumerate(zip(widths, depths, strides)):
             blocks = [BasicBlock(channels, width, stride, rng)]
@@ -205,6 +212,8 @@ class ResNet(Sequential):
                            stem_stride=stem_stride, stem_pool=stem_pool, dropout=dropout)
         if pool != "avg":  # configs without the key (every earlier checkpoint) mean "avg"
             self.config["pool"] = pool
+        if deltas:  # likewise, no key means no delta channels
+            self.config["deltas"] = deltas
 
     def forward_features(self, x):
         """Forward through the stem and the stages; returns every stage's output (for
