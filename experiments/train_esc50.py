@@ -56,6 +56,9 @@ def parse_args(argv=None):
                    help="delta channels before the stem, overriding the preset's: 1 adds the "
                         "input's deltas along time, 2 its deltas and delta-deltas "
                         "(scratchnet.TimeDeltas)")
+    p.add_argument("--widths", type=int, nargs="+", default=None, metavar="C",
+                   help="channels of each stage, overriding the preset's (as many as its "
+                        "stages), e.g. --widths 48 96 192 384")
     p.add_argument("--folds", type=int, nargs="+", default=[1], help="test folds to run")
     p.add_argument("--holdout", type=int, nargs="+", default=[], metavar="FOLD",
                    help="folds kept out of training and testing alike: to choose a recipe "
@@ -410,6 +413,12 @@ def main(argv=None):
         cfg["model"]["pool"] = args.pool
     if args.deltas is not None:
         cfg["model"]["deltas"] = args.deltas
+    if args.widths:
+        stages = len(cfg["model"]["depths"])
+        if len(args.widths) != stages or min(args.widths) < 1:
+            sys.exit(f"error: --widths: expected {stages} positive channel counts (one per "
+                     f"stage of {args.preset}), got {args.widths}")
+        cfg["model"]["widths"] = args.widths
     if args.dropout is not None:
         if not 0.0 <= args.dropout < 1.0:
             sys.exit(f"error: --dropout: expected a probability in [0, 1), got {args.dropout}")

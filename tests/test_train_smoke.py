@@ -114,7 +114,7 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
                                          "tta_views=3", "per_mel_norm=1", "mixup_power=1",
                                          "mixup_prob=1", "spec_masks=2", "freq_shift=3",
                                          "--pool", "time_max_mean", "--dropout", "0.1",
-                                         "--deltas", "2"])
+                                         "--deltas", "2", "--widths", "8", "8", "16", "16"])
     fold = results["folds"]["2"]
     history = json.loads((out / "fold2" / "metrics.json").read_text())
     assert fold["accuracy_single_view"] == history[-1]["test_acc"]  # per epoch: one view
@@ -122,7 +122,7 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
     frames = 251  # cpu128's clips: 5 s at a 20 ms hop, centred
     assert len(meta["normalization"]["mean"]) == len(meta["normalization"]["std"]) == 128
     assert meta["model"]["pool"] == "time_max_mean"  # evaluate rebuilds the network below
-    assert meta["model"]["deltas"] == 2
+    assert meta["model"]["deltas"] == 2 and meta["model"]["widths"] == [8, 8, 16, 16]
     assert meta["model"] == results["config"]["model"]
     assert meta["model"]["dropout"] == results["config"]["model"]["dropout"] == 0.1
     assert results["config"]["train"]["spec_masks"] == 2
@@ -273,3 +273,10 @@ def test_between_class_mixing_replaces_mixup_on_every_batch(esc50_root, tmp_path
                                    "mixup_power=0"])
     with pytest.raises(SystemExit, match="bc_mix: expected 0 \\(Mixup\\) or 1"):
         train_esc50.main(common + ["--out", str(tmp_path / "run3"), "--recipe", "bc_mix=2"])
+
+
+@pytest.mark.parametrize("widths", [["48", "96"], ["48", "96", "0", "384"]])
+def test_widths_must_be_one_positive_count_per_stage(widths, tmp_path):
+    with pytest.raises(SystemExit, match=r"--widths: expected 4 positive channel counts \(one "
+                                         r"per stage of cpu128\), got \["):
+        train_esc50.main(["--widths", *widths, "--out", str(tmp_path / "run")])
