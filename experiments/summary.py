@@ -1,0 +1,140 @@
+"""Summarise finished runs of train_esc50 as Markdown: per fold and over folds, and the
+accuracy/time frontier when several runs are given.
+
+    python -m experiments.summary results/cpu128-5fold
+    python -m experiments.summary runs/val-h1-fold2 runs/val-h1-fold2-bc --plot frontier.png
+
+Every figure is read from the run's own files (``results.json``, each fold's ``metrics.json``
+and ``predictions.json``), and each fold is checked to be scored at the end of its schedule:
+its single-view accuracy must be its last epoch's held-out accuracy (no epoch picked), over
+as many epochs as the schedule has.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+# An official ESC-50 fold holds 400 clips (8 per class); a run with --limit holds fewer.
+CLIPS_PER_FOLD = 400
+
+
+class SummaryError(Exception):
+    """A run whose files are missing or disagree (reported as one ``error:`` line)."""
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SummaryError(f"{path} is missing: is this a train_esc50 output folder?")
+
+
+def fold_rows(run_dir):
+    """One dict per finished fold of ``run_dir``: accuracy, clips right of clips scored,
+    minutes of training, epochs; after checking it against its metrics.json."""
+    results = read_json(os.path.join(run_dir, "results.json"))
+    epochs_planned = results.get("config", {}).get("train", {}).get("epochs")
+    rows = []
+    for fold, entry in sorted(results["folds"].items(), key=lambda kv: int(kv[0])):
+        history = read_json(os.path.join(run_dir, f"fold{fold}", "metrics.json"))
+        last = history[-1]
+        single = entry.get("accuracy_single_view", entry["accuracy"])
+        if last["test_acc"] != single or len(history) != entry["epochs"] or \
+                (epochs_planned and entry["epochs"] != epochs_planned):
+            raise SummaryError(
+                f"{run_dir} fold {fold}: results.json says {single} after {entry['epochs']} "
+                f"epochs, its metrics.json {last['test_acc']} after {len(history)} "
+                f"(schedule: {epochs_planned}); a fold must be scored at its last epoch")
+        predictions = os.path.join(run_dir, f"fold{fold}", "predictions.json")
+        if os.path.isfile(predictions):
+            scored = read_json(predictions)
+            clips = len(scored)
+            right = sum(r["target"] == r["predicted"] for r in scored)
+            if right / clips != entry["accuracy"]:
+                raise SummaryError(f"{predictions}: {right}/{clips} right, but results.json "
+                                   f"says {entry['accuracy']}")
+        elif results.get("config", {}).get("limit") is None:
+            clips = CLIPS_PER_FOLD
+            right = int(round(entry["accuracy"] * clips))
+        else:
+            clips = right = None
+        rows.append(dict(fold=int(fold), accuracy=entry["accuracy"], right=right, clips=clips,
+                         minutes=entry["seconds"] / 60, epochs=entry["epochs"],
+                         last10=float(np.mean([h["test_acc"] for h in history[-10:]]))))
+    return results, rows
+
+
+def fold_table(run_dir):
+    """Markdown: one line per fold, then the mean and standard deviation over the folds (the
+    population's, as results.json's)."""
+    results, rows = fold_rows(run_dir)
+    lines = ["| fold | accuracy | mean of its last 10 epochs | minutes | epochs |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        count = f" ({r['right']}/{r['clips']})" if r["clips"] else ""
+        lines.append(f"| {r['fold']} | {100 * r['accuracy']:.2f}%{count} | "
+                     f"{100 * r['last10']:.3f}% | {r['minutes']:.1f} | {r['epochs']} |")
+    accs = np.array([r["accuracy"] for r in rows])
+    minutes = np.mean([r["minutes"] for r in rows])
+    lines.append(f"| mean +- std ({len(rows)} folds) | {100 * accs.mean():.2f}% +- "
+                 f"{100 * accs.std():.2f} | | {minutes:.1f} per fold | |")
+    return "\n".join(lines)
+
+
+def frontier(run_dirs, plot=None):
+    """Markdown: each run's mean accuracy against its mean minutes per fold; with ``plot`` a
+    PNG of the same, the runs on the frontier (none both faster and more accurate) joined."""
+    points = []
+    for run_dir in run_dirs:
+        _, rows = fold_rows(run_dir)
+        points.append((os.path.basename(os.path.normpath(run_dir)),
+                       float(np.mean([r["minutes"] for r in rows])),
+                       float(np.mean([r["accuracy"] for r in rows])), len(rows)))
+    best = [p for p in points
+            if not any(q[1] <= p[1] and q[2] > p[2] or q[1] < p[1] and q[2] >= p[2]
+                       for q in points)]
+    lines = ["| run | folds | minutes per fold | mean accuracy | on the frontier |",
+             "|---|---|---|---|---|"]
+    for name, minutes, acc, n in sorted(points, key=lambda p: p[1]):
+        mark = "yes" if (name, minutes, acc, n) in best else "no"
+        lines.append(f"| {name} | {n} | {minutes:.1f} | {100 * acc:.2f}% | {mark} |")
+    if plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter([p[1] for p in points], [100 * p[2] for p in points])
+        for name, minutes, acc, _ in points:
+            ax.annotate(name, (minutes, 100 * acc), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        best.sort(key=lambda p: p[1])
+        ax.plot([p[1] for p in best], [100 * p[2] for p in best], "--", alpha=0.6)
+        ax.set(xlabel="minutes per fold (2 cores)", ylabel="mean accuracy (%)",
+               title="accuracy against training time")
+        fig.tight_layout()
+        fig.savefig(plot, dpi=100)
+        plt.close(fig)
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.summary", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="train_esc50 output folders (--out)")
+    p.add_argument("--plot", help="with several runs: write the frontier as this PNG")
+    args = p.parse_args(argv)
+    try:
+        text = "\n\n".join(f"{run}:\n\n{fold_table(run)}" for run in args.runs)
+        if len(args.runs) > 1 or args.plot:
+            text += "\n\n" + frontier(args.runs, args.plot)
+    except SummaryError as e:
+        sys.exit(f"error: {e}")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

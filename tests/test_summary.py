@@ -1,0 +1,85 @@
+"""experiments.summary: the tables are the run files' numbers, and a fold scored anywhere but
+at the end of its schedule is refused; the committed 5-fold results obey that rule."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import summary
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_run(folder, folds, epochs=3, limit=None):
+    """A train_esc50-shaped folder: ``folds`` maps fold -> (per-epoch test accuracies,
+    seconds, predictions as (target, predicted) pairs or None)."""
+    results = {"folds": {}, "config": {"train": {"epochs": epochs}, "limit": limit}}
+    for fold, (accs, seconds, predictions) in folds.items():
+        os.makedirs(folder / f"fold{fold}", exist_ok=True)
+        history = [{"epoch": i + 1, "test_acc": a} for i, a in enumerate(accs)]
+        (folder / f"fold{fold}" / "metrics.json").write_text(json.dumps(history))
+        if predictions is not None:
+            (folder / f"fold{fold}" / "predictions.json").write_text(json.dumps(
+                [{"file": f"{fold}-{i}.wav", "target": t, "predicted": p}
+                 for i, (t, p) in enumerate(predictions)]))
+        results["folds"][str(fold)] = {"accuracy": accs[-1], "accuracy_single_view": accs[-1],
+                                       "epochs": len(accs), "seconds": seconds}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_fold_table_reads_each_folds_files(tmp_path):
+    write_run(tmp_path, {2: ([0.5, 0.7, 0.75], 600.0, [(0, 0), (1, 1), (2, 2), (3, 0)]),
+                         3: ([0.4, 0.6, 0.85], 1200.0, None)})
+    table = summary.fold_table(str(tmp_path))
+    assert "| 2 | 75.00% (3/4) | 65.000% | 10.0 | 3 |" in table   # counted from predictions
+    assert "| 3 | 85.00% (340/400) | 61.667% | 20.0 | 3 |" in table  # a full official fold
+    assert "| mean +- std (2 folds) | 80.00% +- 5.00 | | 15.0 per fold | |" in table
+
+
+def test_a_fold_not_scored_at_its_last_epoch_is_refused(tmp_path):
+    write_run(tmp_path, {1: ([0.5, 0.8, 0.7], 60.0, None)})
+    results = json.loads((tmp_path / "results.json").read_text())
+    results["folds"]["1"].update(accuracy=0.8, accuracy_single_view=0.8)  # the best epoch
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(summary.SummaryError, match="fold 1: results.json says 0.8 after 3 "
+                                                   "epochs, its metrics.json 0.7 after 3"):
+        summary.fold_table(str(tmp_path))
+    write_run(tmp_path, {1: ([0.5, 0.7], 60.0, None)}, epochs=3)  # stopped early
+    with pytest.raises(summary.SummaryError, match="schedule: 3"):
+        summary.fold_table(str(tmp_path))
+
+
+def test_predictions_must_agree_with_the_reported_accuracy(tmp_path):
+    write_run(tmp_path, {1: ([0.5, 0.5, 0.75], 60.0, [(0, 0), (1, 2), (2, 2), (3, 0)])})
+    with pytest.raises(summary.SummaryError, match="2/4 right, but results.json says 0.75"):
+        summary.fold_table(str(tmp_path))
+
+
+def test_frontier_marks_the_runs_nothing_beats_and_plots_them(tmp_path, capsys):
+    for name, minutes, acc in [("fast", 30, 0.70), ("slow_better", 90, 0.80),
+                               ("slow_worse", 95, 0.75), ("mid", 60, 0.78)]:
+        write_run(tmp_path / name, {2: ([acc] * 3, minutes * 60.0, None)})
+    runs = [str(tmp_path / n) for n in ("slow_worse", "fast", "mid", "slow_better")]
+    summary.main(runs + ["--plot", str(tmp_path / "frontier.png")])
+    out = capsys.readouterr().out
+    assert "| fast | 1 | 30.0 | 70.00% | yes |" in out
+    assert "| mid | 1 | 60.0 | 78.00% | yes |" in out
+    assert "| slow_better | 1 | 90.0 | 80.00% | yes |" in out
+    assert "| slow_worse | 1 | 95.0 | 75.00% | no |" in out
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
+
+
+def test_a_folder_without_results_is_one_error_line(tmp_path):
+    with pytest.raises(SystemExit, match="results.json is missing: is this a train_esc50 "
+                                         "output folder"):
+        summary.main([str(tmp_path)])
+
+
+def test_the_committed_five_fold_results_are_scored_at_the_end_of_their_schedules():
+    run = os.path.join(ROOT, "results", "cpu128-5fold")
+    results, rows = summary.fold_rows(run)  # raises if any fold was picked by its score
+    assert len(rows) >= 3 and all(r["epochs"] == 100 for r in rows)
+    accs = [r["accuracy"] for r in rows]
+    assert results["mean_accuracy"] == pytest.approx(np.mean(accs), abs=1e-12)
+    assert results["std_accuracy"] == pytest.approx(np.std(accs), abs=1e-12)
