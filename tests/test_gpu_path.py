@@ -52,10 +52,12 @@ def test_upload_keeps_the_channels_last_weight_layout(gpu):
     assert isinstance(conv.weight.data, np.ndarray) and conv.weight.data.strides == strides
 
 
-def test_a_device_model_with_dropout_can_be_folded_and_averaged(gpu):
+@pytest.mark.parametrize("deltas", [0, 2])
+def test_a_device_model_with_dropout_can_be_folded_and_averaged(gpu, deltas):
     """Scoring deep-copies the model (fold_batchnorm) after a training forward pass has made
-    Dropout's generator; the weight average deep-copies it too."""
-    model = small_resnet().to("gpu")
+    Dropout's generator (and TimeDeltas its device operator); the weight average deep-copies
+    it too."""
+    model = small_resnet(deltas=deltas).to("gpu")
     x = gpu.asarray(np.random.default_rng(0).standard_normal((2, 1, 16, 12)),
                         dtype=np.float32)
     model.train()
