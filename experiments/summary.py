@@ -79,7 +79,8 @@ def fold_table(run_dir):
                      f"{100 * r['last10']:.3f}% | {r['minutes']:.1f} | {r['epochs']} |")
     accs = np.array([r["accuracy"] for r in rows])
     minutes = np.mean([r["minutes"] for r in rows])
-    lines.append(f"| mean +- std ({len(rows)} folds) | {100 * accs.mean():.2f}% +- "
+    folds = f"{len(rows)} fold" + ("s" if len(rows) != 1 else "")
+    lines.append(f"| mean +- std ({folds}) | {100 * accs.mean():.2f}% +- "
                  f"{100 * accs.std():.2f} | | {minutes:.1f} per fold | |")
     return "\n".join(lines)
 
