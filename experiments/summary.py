@@ -77,7 +77,7 @@ def fold_table(run_dir):
         count = f" ({r['right']}/{r['clips']})" if r["clips"] else ""
         lines.append(f"| {r['fold']} | {100 * r['accuracy']:.2f}%{count} | "
                      f"{100 * r['last10']:.3f}% | {r['minutes']:.1f} | {r['epochs']} |")
-    accs = np.array([r["accuracy"] for r in rows])
+    accs = np.array([r["accuracy"] for r in rows])  # host: numbers read from JSON
     minutes = np.mean([r["minutes"] for r in rows])
     folds = f"{len(rows)} fold" + ("s" if len(rows) != 1 else "")
     lines.append(f"| mean +- std ({folds}) | {100 * accs.mean():.2f}% +- "
