@@ -119,17 +119,28 @@ def one_hot(labels, num_classes, xp, dtype):
     return out
 
 
+def add_powers(x, perm, log_w, log_rest, power_scale):
+    """Each clip mixed with its partner x[perm] as sounds rather than as images, weights w and
+    1 - w given by their logarithms (scalars, or one per clip shaped (N, 1, ..., 1)).
+
+    x is a standardised level in dB, x = (10 log10 P - mean) / std, and two recordings played
+    together add their powers (in expectation over their phases), so with
+    c = ln(10) / 10 * std (``power_scale``, a scalar or per mel bin (n_mels, 1)):
+        P' = w P1 + (1 - w) P2,
+        x' = (10 log10 P' - mean) / std = logaddexp(c x1 + ln w, c x2 + ln(1 - w)) / c,
+    the mean cancelling.  The louder clip dominates the mixture, as it would in the room."""
+    xp = get_array_module(x)
+    c = xp.asarray(power_scale, dtype=x.dtype)
+    cx = x * c
+    mixed = xp.logaddexp(cx + log_w, cx[perm] + log_rest)
+    mixed /= c
+    return mixed
+
+
 def mixup(x, labels, num_classes, rng, alpha, power_scale=None):
     """Mixup (Zhang et al., 2018): x' = lam x + (1 - lam) x[perm], t' = lam t + (1 - lam) t[perm],
     lam ~ Beta(alpha, alpha), one lam per batch.  Returns (x', soft targets (N, K)).
-
-    With ``power_scale`` the clips are mixed as sounds rather than as images: x is a
-    standardised level in dB, x = (10 log10 P - mean) / std, and two recordings played together
-    add their powers (in expectation over their phases), so with c = ln(10) / 10 * std
-    (``power_scale``, a scalar or per mel bin (n_mels, 1)):
-        P' = lam P1 + (1 - lam) P2,
-        x' = (10 log10 P' - mean) / std = logaddexp(c x1 + ln lam, c x2 + ln(1 - lam)) / c,
-    the mean cancelling.  The louder clip dominates the mixture, as it would in the room."""
+    With ``power_scale`` the clips add their powers instead (:func:`add_powers`, w = lam)."""
     xp = get_array_module(x)
     lam = float(rng.beta(alpha, alpha))
     perm = xp.asarray(rng.permutation(x.shape[0]))
@@ -137,12 +148,10 @@ def mixup(x, labels, num_classes, rng, alpha, power_scale=None):
     if power_scale is None:
         x = x * x.dtype.type(lam) + x[perm] * x.dtype.type(1 - lam)
     else:
-        c = xp.asarray(power_scale, dtype=x.dtype)
         # lam in (0, 1) keeps both logarithms finite (Beta draws of exactly 0 or 1 underflow).
         lam = min(max(lam, 1e-7), 1 - 1e-7)
-        cx = x * c
-        x = xp.logaddexp(cx + x.dtype.type(np.log(lam)), cx[perm] + x.dtype.type(np.log1p(-lam)))
-        x /= c
+        x = add_powers(x, perm, x.dtype.type(np.log(lam)), x.dtype.type(np.log1p(-lam)),
+                       power_scale)
     targets = targets * lam + targets[perm] * (1 - lam)
     return x, targets
 
@@ -188,9 +197,8 @@ def between_class(x, labels, num_classes, rng, power_scale, gains):
     mixed at r = 0.5 is as audible as a loud one; the denominator keeps the level.  Two
     recordings add their powers (in expectation over their phases), so on power spectrograms
         P = w P_i + (1 - w) P_j,  w = p^2 / (p^2 + (1 - p)^2),
-    and on standardised dB values x = (10 log10 P - mean) / std, with c = ln(10)/10 * std
-    (``power_scale``), x = logaddexp(c x_i + ln w, c x_j + ln(1 - w)) / c, as in
-    :func:`mixup`.  ``gains``: host array (N,), the batch's clips' G.  Returns
+    which :func:`add_powers` applies to the standardised dB values (``power_scale`` as
+    there).  ``gains``: host array (N,), the batch's clips' G.  Returns
     (x', soft targets (N, K))."""
     xp = get_array_module(x)
     n = x.shape[0]
@@ -204,12 +212,10 @@ def between_class(x, labels, num_classes, rng, power_scale, gains):
     p = 1.0 / (1.0 + 10 ** ((gains - gains[perm]) / 20) * (1 - r) / r)
     w = np.clip(p ** 2 / (p ** 2 + (1 - p) ** 2), 1e-7, 1 - 1e-7)
     shape = (n,) + (1,) * (x.ndim - 1)
-    log_w = xp.asarray(np.log(w).reshape(shape), dtype=x.dtype)
-    log_rest = xp.asarray(np.log1p(-w).reshape(shape), dtype=x.dtype)
-    c = xp.asarray(power_scale, dtype=x.dtype)
-    cx = x * c
-    mixed = xp.logaddexp(cx + log_w, cx[xp.asarray(perm)] + log_rest) / c
+    partner = xp.asarray(perm)  # one upload for the clips and the targets
+    mixed = add_powers(x, partner, xp.asarray(np.log(w).reshape(shape), dtype=x.dtype),
+                       xp.asarray(np.log1p(-w).reshape(shape), dtype=x.dtype), power_scale)
     targets = one_hot(labels, num_classes, xp, x.dtype)
     ratio = xp.asarray(r[:, None], dtype=x.dtype)
-    targets = targets * ratio + targets[xp.asarray(perm)] * (1 - ratio)
+    targets = targets * ratio + targets[partner] * (1 - ratio)
     return mixed, targets
