@@ -67,10 +67,9 @@ def fold_rows(run_dir):
     return results, rows
 
 
-def fold_table(run_dir):
-    """Markdown: one line per fold, then the mean and standard deviation over the folds (the
-    population's, as results.json's)."""
-    results, rows = fold_rows(run_dir)
+def fold_table(rows):
+    """Markdown of a run's :func:`fold_rows`: one line per fold, then the mean and standard
+    deviation over the folds (the population's, as results.json's)."""
     lines = ["| fold | accuracy | mean of its last 10 epochs | minutes | epochs |",
              "|---|---|---|---|---|"]
     for r in rows:
@@ -85,15 +84,14 @@ def fold_table(run_dir):
     return "\n".join(lines)
 
 
-def frontier(run_dirs, plot=None):
-    """Markdown: each run's mean accuracy against its mean minutes per fold; with ``plot`` a
-    PNG of the same, the runs on the frontier (none both faster and more accurate) joined."""
-    points = []
-    for run_dir in run_dirs:
-        _, rows = fold_rows(run_dir)
-        points.append((os.path.basename(os.path.normpath(run_dir)),
-                       float(np.mean([r["minutes"] for r in rows])),
-                       float(np.mean([r["accuracy"] for r in rows])), len(rows)))
+def frontier(rows_by_run, plot=None):
+    """Markdown: each run's mean accuracy against its mean minutes per fold (``rows_by_run``:
+    run folder -> its :func:`fold_rows`); with ``plot`` a PNG of the same, the runs on the
+    frontier (none both faster and more accurate) joined."""
+    points = [(os.path.basename(os.path.normpath(run_dir)),
+               float(np.mean([r["minutes"] for r in rows])),
+               float(np.mean([r["accuracy"] for r in rows])), len(rows))
+              for run_dir, rows in rows_by_run.items()]
     best = [p for p in points
             if not any(q[1] <= p[1] and q[2] > p[2] or q[1] < p[1] and q[2] >= p[2]
                        for q in points)]
@@ -128,9 +126,10 @@ def main(argv=None):
     p.add_argument("--plot", help="with several runs: write the frontier as this PNG")
     args = p.parse_args(argv)
     try:
-        text = "\n\n".join(f"{run}:\n\n{fold_table(run)}" for run in args.runs)
+        rows_by_run = {run: fold_rows(run)[1] for run in args.runs}  # each run read once
+        text = "\n\n".join(f"{run}:\n\n{fold_table(rows)}" for run, rows in rows_by_run.items())
         if len(args.runs) > 1 or args.plot:
-            text += "\n\n" + frontier(args.runs, args.plot)
+            text += "\n\n" + frontier(rows_by_run, args.plot)
     except SummaryError as e:
         sys.exit(f"error: {e}")
     print(text)

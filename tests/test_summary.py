@@ -31,7 +31,7 @@ def write_run(folder, folds, epochs=3, limit=None):
 def test_fold_table_reads_each_folds_files(tmp_path):
     write_run(tmp_path, {2: ([0.5, 0.7, 0.75], 600.0, [(0, 0), (1, 1), (2, 2), (3, 0)]),
                          3: ([0.4, 0.6, 0.85], 1200.0, None)})
-    table = summary.fold_table(str(tmp_path))
+    table = summary.fold_table(summary.fold_rows(str(tmp_path))[1])
     assert "| 2 | 75.00% (3/4) | 65.000% | 10.0 | 3 |" in table   # counted from predictions
     assert "| 3 | 85.00% (340/400) | 61.667% | 20.0 | 3 |" in table  # a full official fold
     assert "| mean +- std (2 folds) | 80.00% +- 5.00 | | 15.0 per fold | |" in table
@@ -44,16 +44,16 @@ def test_a_fold_not_scored_at_its_last_epoch_is_refused(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(results))
     with pytest.raises(summary.SummaryError, match="fold 1: results.json says 0.8 after 3 "
                                                    "epochs, its metrics.json 0.7 after 3"):
-        summary.fold_table(str(tmp_path))
+        summary.fold_table(summary.fold_rows(str(tmp_path))[1])
     write_run(tmp_path, {1: ([0.5, 0.7], 60.0, None)}, epochs=3)  # stopped early
     with pytest.raises(summary.SummaryError, match="schedule: 3"):
-        summary.fold_table(str(tmp_path))
+        summary.fold_table(summary.fold_rows(str(tmp_path))[1])
 
 
 def test_predictions_must_agree_with_the_reported_accuracy(tmp_path):
     write_run(tmp_path, {1: ([0.5, 0.5, 0.75], 60.0, [(0, 0), (1, 2), (2, 2), (3, 0)])})
     with pytest.raises(summary.SummaryError, match="2/4 right, but results.json says 0.75"):
-        summary.fold_table(str(tmp_path))
+        summary.fold_table(summary.fold_rows(str(tmp_path))[1])
 
 
 def test_frontier_marks_the_runs_nothing_beats_and_plots_them(tmp_path, capsys):
