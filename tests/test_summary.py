@@ -76,10 +76,19 @@ def test_a_folder_without_results_is_one_error_line(tmp_path):
         summary.main([str(tmp_path)])
 
 
-def test_the_committed_five_fold_results_are_scored_at_the_end_of_their_schedules():
-    run = os.path.join(ROOT, "results", "cpu128-5fold")
-    results, rows = summary.fold_rows(run)  # raises if any fold was picked by its score
-    assert len(rows) >= 3 and all(r["epochs"] == 100 for r in rows)
+COMMITTED = sorted(d for d in os.listdir(os.path.join(ROOT, "results"))
+                   if os.path.isfile(os.path.join(ROOT, "results", d, "results.json")))
+
+
+def test_the_five_fold_run_is_committed_with_all_five_folds():
+    results, rows = summary.fold_rows(os.path.join(ROOT, "results", "cpu128-5fold"))
+    assert [r["fold"] for r in rows] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_the_committed_results_are_scored_at_the_end_of_their_schedules(name):
+    results, rows = summary.fold_rows(os.path.join(ROOT, "results", name))  # raises if picked
+    assert rows and all(r["epochs"] == results["config"]["train"]["epochs"] for r in rows)
     accs = [r["accuracy"] for r in rows]
     assert results["mean_accuracy"] == pytest.approx(np.mean(accs), abs=1e-12)
     assert results["std_accuracy"] == pytest.approx(np.std(accs), abs=1e-12)
