@@ -114,8 +114,13 @@ def spec_augment(x, rng, freq_mask, time_mask, fill=0.0, masks=1):
 
 
 def one_hot(labels, num_classes, xp, dtype):
+    """Target rows (N, K) on the device: e_y for integer labels (N,); rows given already
+    (N, K), such as distillation's soft targets, as they are."""
+    labels = xp.asarray(labels)
+    if labels.ndim == 2:
+        return labels.astype(dtype, copy=False)
     out = xp.zeros((len(labels), num_classes), dtype=dtype)
-    out[xp.arange(len(labels)), xp.asarray(labels)] = 1
+    out[xp.arange(len(labels)), labels] = 1
     return out
 
 
@@ -139,7 +144,8 @@ def add_powers(x, perm, log_w, log_rest, power_scale):
 
 def mixup(x, labels, num_classes, rng, alpha, power_scale=None):
     """Mixup (Zhang et al., 2018): x' = lam x + (1 - lam) x[perm], t' = lam t + (1 - lam) t[perm],
-    lam ~ Beta(alpha, alpha), one lam per batch.  Returns (x', soft targets (N, K)).
+    lam ~ Beta(alpha, alpha), one lam per batch; ``labels``: classes (N,) or target rows
+    (N, K) (:func:`one_hot`).  Returns (x', soft targets (N, K)).
     With ``power_scale`` the clips add their powers instead (:func:`add_powers`, w = lam)."""
     xp = get_array_module(x)
     lam = float(rng.beta(alpha, alpha))
@@ -198,8 +204,8 @@ def between_class(x, labels, num_classes, rng, power_scale, gains):
     recordings add their powers (in expectation over their phases), so on power spectrograms
         P = w P_i + (1 - w) P_j,  w = p^2 / (p^2 + (1 - p)^2),
     which :func:`add_powers` applies to the standardised dB values (``power_scale`` as
-    there).  ``gains``: host array (N,), the batch's clips' G.  Returns
-    (x', soft targets (N, K))."""
+    there).  ``gains``: host array (N,), the batch's clips' G; ``labels`` as in :func:`mixup`.
+    Returns (x', soft targets (N, K))."""
     xp = get_array_module(x)
     n = x.shape[0]
     gains = np.asarray(gains, dtype=np.float64)  # host: computed once per fold (clip_gains)

@@ -18,7 +18,9 @@ by adding their powers (as sounds mix), 0 by interpolating their dB values (the 
 ``spec_masks``: how many SpecAugment bands per axis each clip gets (1, as the seed);
 ``freq_shift``: the largest shift along the mel axis, in bins, of each training clip (0: none,
 as the seed; ``augment.freq_shift``); ``bc_mix``: 1 mixes every batch by between-class
-learning's gain-aware ratio (``augment.between_class``) in place of Mixup (0: Mixup).
+learning's gain-aware ratio (``augment.between_class``) in place of Mixup (0: Mixup);
+``distill``: the weight beta of the teachers' averaged probabilities in each training
+target (0: the labels alone; ``experiments.distill``, with ``--teachers``).
 """
 from scratchnet import ResNet
 
@@ -31,7 +33,7 @@ PRESETS = {
                    weight_decay=0.01, label_smoothing=0.1, mixup_alpha=0.2, mixup_prob=0.3,
                    freq_mask=30, time_mask=80, spec_masks=1, time_shift=0.2, clip_norm=5.0,
                    ema_decay=0.0, tta_views=1, per_mel_norm=0, mixup_power=0, freq_shift=0,
-                   bc_mix=0),
+                   bc_mix=0, distill=0),
     ),
     "cpu": dict(
         features=dict(sr=16000, n_fft=1024, hop_length=320, n_mels=64, fmin=0.0, fmax=8000.0),
@@ -41,7 +43,7 @@ PRESETS = {
                    weight_decay=0.01, label_smoothing=0.1, mixup_alpha=0.2, mixup_prob=0.3,
                    freq_mask=15, time_mask=46, spec_masks=1, time_shift=0.2, clip_norm=5.0,
                    ema_decay=0.0, tta_views=1, per_mel_norm=0, mixup_power=0, freq_shift=0,
-                   bc_mix=0),
+                   bc_mix=0, distill=0),
     ),
 }
 # The cpu network on 128 mels: the input height, the frequency mask (the seed's 30), the epoch

@@ -31,7 +31,7 @@ from scratchnet.runtime.backend import DeviceError, check_device
 from scratchnet.fusion import fold_batchnorm
 from scratchnet.runtime.memory import keep_freed_memory
 
-from . import augment, esc50
+from . import augment, distill, esc50
 from .inference import evaluate, write_predictions
 from .models import PRESETS, build_model, get_preset
 
@@ -70,6 +70,10 @@ def parse_args(argv=None):
                    help="override entries of the preset's training recipe, e.g. mixup_prob=1 "
                         "ema_decay=0 (0 turns the weight average off); keys as in "
                         "results.json's config.train")
+    p.add_argument("--teachers", nargs="+", default=[], metavar="MODEL",
+                   help="model.npz files trained on the same folds (other seeds): the student "
+                        "learns from their averaged probabilities, weighted by --recipe "
+                        "distill=BETA (experiments.distill)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/esc50", help="output directory")
     p.add_argument("--cache-dir", help="log-Mel feature cache (default ~/.cache/scratchnet)")
@@ -97,8 +101,8 @@ class RunError(Exception):
 
 # Settings added after runs had been checkpointed, with the value that reproduces how those
 # runs trained, so that --resume accepts their checkpoints.
-KEYS_ADDED = {"train": {"spec_masks": 1, "freq_shift": 0, "bc_mix": 0},
-              "model": {"pool": "avg", "deltas": 0}}
+KEYS_ADDED = {"train": {"spec_masks": 1, "freq_shift": 0, "bc_mix": 0, "distill": 0},
+              "model": {"pool": "avg", "deltas": 0}, "data": {"teachers": []}}
 
 
 def with_added_keys(config):
@@ -169,6 +173,16 @@ def set_up_fold(fold, feats, labels, folds, cfg, args, xp):
         bands = mel_frequencies(features["n_mels"] + 2, features["fmin"],
                                 features["fmax"] or features["sr"] / 2)[1:-1]
         gains = augment.clip_gains(feats[train_idx], bands)
+    # Distillation: each training clip's target row mixes its label with the teachers' view.
+    trained_on = sorted(set(folds[train_idx].tolist()))
+    targets = None
+    if tr["distill"]:
+        try:
+            q = distill.teacher_probabilities(args.teachers, feats[train_idx], cfg["features"],
+                                              trained_on, args.device)
+        except (OSError, ValueError) as e:
+            raise RunError(f"fold {fold}: {e}")
+        targets = xp.asarray(distill.distilled_targets(labels[train_idx], q, tr["distill"]))
     batch = tr["batch_size"]
     steps_per_epoch = len(train_idx) // batch
     if steps_per_epoch == 0:
@@ -180,13 +194,12 @@ def set_up_fold(fold, feats, labels, folds, cfg, args, xp):
     # With ema_decay the model evaluated every epoch, scored at the end and saved is the
     # running average of the weights (scratchnet.averaging); the raw weights are scored too.
     ema = ExponentialMovingAverage(model, tr["ema_decay"]) if tr.get("ema_decay") else None
-    trained_on = sorted(set(folds[train_idx].tolist()))
     return FoldRun(
         fold=fold, tr=tr, out=out, train_idx=train_idx, test_idx=test_idx, norm=norm,
         x_train=xp.asarray(esc50.standardise(feats[train_idx], norm)[:, None]),
         x_test=xp.asarray(esc50.standardise(feats[test_idx], norm)[:, None]),
         y_train=labels[train_idx], y_test=labels[test_idx], power_scale=power_scale,
-        gains=gains,
+        gains=gains, targets=targets,
         batch=batch, steps_per_epoch=steps_per_epoch, model=model, optimizer=optimizer,
         schedule=OneCycleLR(optimizer, max_lr=tr["max_lr"],
                             total_steps=tr["epochs"] * steps_per_epoch,
@@ -195,7 +208,7 @@ def set_up_fold(fold, feats, labels, folds, cfg, args, xp):
         final=ema.model if ema else model, history=[], start_epoch=0, elapsed=0.0,
         ckpt_path=os.path.join(out, "checkpoint.npz"), trained_on=trained_on,
         run_config=dict(features=cfg["features"], model=cfg["model"], train=tr,
-                        data=dict(trained_on=trained_on)))
+                        data=dict(trained_on=trained_on, teachers=list(args.teachers))))
 
 
 def restore_checkpoint(run):
@@ -246,19 +259,21 @@ def train_epoch(run, epoch, args, xp):
     for step in bar:
         idx = order[step * run.batch:(step + 1) * run.batch]
         xb, yb = run.x_train[xp.asarray(idx)], run.y_train[idx]
+        tb = yb if run.targets is None else run.targets[xp.asarray(idx)]  # label or row
         xb = augment.time_shift(xb, rng, tr["time_shift"])
         if tr["freq_shift"]:  # drawn only when asked, so other recipes keep their numbers
             xb = augment.freq_shift(xb, rng, tr["freq_shift"])
         xb = augment.spec_augment(xb, rng, tr["freq_mask"], tr["time_mask"],
                                    masks=tr["spec_masks"])
         if tr["bc_mix"]:  # every batch, in place of Mixup
-            xb, targets = augment.between_class(xb, yb, esc50.NUM_CLASSES, rng,
+            xb, targets = augment.between_class(xb, tb, esc50.NUM_CLASSES, rng,
                                                 run.power_scale, run.gains[idx])
         elif tr["mixup_alpha"] > 0 and rng.random() < tr["mixup_prob"]:
-            xb, targets = augment.mixup(xb, yb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"],
+            xb, targets = augment.mixup(xb, tb, esc50.NUM_CLASSES, rng, tr["mixup_alpha"],
                                         run.power_scale)
         else:
-            targets = yb  # host labels: the loss checks their range without a GPU sync
+            # Host labels (the loss checks their range without a GPU sync), or distilled rows.
+            targets = tb
         optimizer.zero_grad()
         logits = model.forward(xb)
         loss = run.criterion.forward(logits, targets)
@@ -430,6 +445,12 @@ def main(argv=None):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"--recipe {key}: expected a whole number >= {least}, "
                                  f"got {value}")
+        if not 0 <= cfg["train"]["distill"] <= 1:
+            raise ValueError(f"--recipe distill: expected a weight in [0, 1], got "
+                             f"{cfg['train']['distill']}")
+        if bool(cfg["train"]["distill"]) != bool(args.teachers):
+            raise ValueError("distillation needs both --teachers MODEL ... and --recipe "
+                             "distill=BETA (0 < BETA <= 1)")
         if cfg["train"]["bc_mix"] not in (0, 1):
             raise ValueError(f"--recipe bc_mix: expected 0 (Mixup) or 1 (between-class "
                              f"mixing), got {cfg['train']['bc_mix']}")
@@ -468,7 +489,7 @@ def main(argv=None):
         results.update(mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)),
                        config=dict(cfg, preset=args.preset, device=args.device, seed=args.seed,
                                    data=os.path.abspath(root), limit=args.limit,
-                                   holdout=args.holdout))
+                                   holdout=args.holdout, teachers=args.teachers))
         with open(results_path, "w") as f:
             json.dump(results, f, indent=1)
         print(f"fold {fold}: accuracy {results['folds'][str(fold)]['accuracy']:.4f}",
