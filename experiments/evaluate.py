@@ -2,12 +2,15 @@
 
     python -m experiments.evaluate                                  # packaged model, its fold
     python -m experiments.evaluate --checkpoint runs/x/fold1/model.npz --tta-views 5
+    python -m experiments.evaluate --checkpoint runs/a/fold2/model.npz runs/b/fold2/model.npz
 
 The accuracy is that of the model as it is: no training, no choice among epochs.  With
 ``--tta-views K`` the probabilities are averaged over K circular time shifts spread over
 +-``--max-shift`` of the clip (the training shift range); without it, the shifts stored in the
 checkpoint are used (none in checkpoints written before test-time shifts existed).  Scoring a
 fold the model was trained on works, with a warning that the figure is not a held-out one.
+Several checkpoints score their ensemble: the networks' probabilities averaged, each network
+on its own standardisation of the clips.
 """
 from scratchnet.runtime import configure
 
@@ -26,8 +29,9 @@ from .inference import DEFAULT_CHECKPOINT, Classifier, evaluate, write_predictio
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="model.npz from train_esc50 (default: the packaged model)")
+    p.add_argument("--checkpoint", nargs="+", default=[DEFAULT_CHECKPOINT], metavar="MODEL",
+                   help="model.npz from train_esc50 (default: the packaged model); several "
+                        "score their ensemble, the networks' probabilities averaged")
     p.add_argument("--data", help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
     p.add_argument("--fold", type=int, help="fold to score (default: the checkpoint's test fold)")
     p.add_argument("--tta-views", type=int, help="circular time shifts to average over")
@@ -52,36 +56,52 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        clf = Classifier(args.checkpoint, args.device)
+        models = [Classifier(path, args.device) for path in args.checkpoint]
         root = esc50.find_dataset(args.data)
     except (OSError, ValueError, DeviceError) as e:
         sys.exit(f"error: {e}")
-    meta = clf.meta
+    meta = models[0].meta
+    for path, clf in zip(args.checkpoint[1:], models[1:]):
+        if clf.meta["features"] != meta["features"]:
+            sys.exit(f"error: {path} takes other features than {args.checkpoint[0]} "
+                     f"({clf.meta['features']} against {meta['features']}); an ensemble "
+                     "scores one input")
     fold = args.fold or meta.get("fold")
     if fold is None:
-        sys.exit(f"error: {args.checkpoint} does not say which fold it was tested on; "
+        sys.exit(f"error: {args.checkpoint[0]} does not say which fold it was tested on; "
                  "pass --fold")
-    if fold in meta.get("trained_on", []):
-        print(f"warning: the model was trained on fold {fold}; this is not a held-out score",
-              file=sys.stderr)
+    for path, clf in zip(args.checkpoint, models):
+        if fold in clf.meta.get("trained_on", []):
+            print(f"warning: {path} was trained on fold {fold}; this is not a held-out score",
+                  file=sys.stderr)
     rows = esc50.read_metadata(root)
     if args.limit:
         rows = esc50.first_of_each_fold(rows, args.limit)
-    feats, labels, folds = esc50.load_features(root, meta["features"], args.cache_dir, clf.xp,
+    xp = models[0].xp
+    feats, labels, folds = esc50.load_features(root, meta["features"], args.cache_dir, xp,
                                                rows, progress=not args.no_progress)
     test = folds == fold
-    x = clf.xp.asarray(esc50.standardise(feats[test], clf.normalization)[:, None])
-    if args.tta_views is not None:
-        shifts = augment.test_time_shifts(x.shape[-1], args.max_shift, args.tta_views)
-    else:
-        shifts = clf.shifts
-    pred, probs = evaluate(clf.model, x, clf.xp, shifts)
+    frames = feats.shape[-1]
+    shift_sets = [augment.test_time_shifts(frames, args.max_shift, args.tta_views)
+                  if args.tta_views is not None else clf.shifts for clf in models]
+    # An ensemble averages its networks' probabilities, each network on its own
+    # standardisation of the clips (and its own shifts).
+    inputs = [xp.asarray(esc50.standardise(feats[test], clf.normalization)[:, None])
+              for clf in models]
+    probs = sum(evaluate(clf.model, x, xp, shifts)[1]
+                for clf, x, shifts in zip(models, inputs, shift_sets)) / len(models)
+    pred = probs.argmax(axis=1)
     if args.predictions:
         files = [r["filename"] for r, tested in zip(rows, test) if tested]
         write_predictions(args.predictions, files, labels[test], probs)
-    single, _ = evaluate(clf.model, x, clf.xp) if shifts != [0] else (pred, None)
-    result = dict(checkpoint=args.checkpoint, fold=int(fold), clips=int(test.sum()),
-                  shifts=shifts, accuracy=float((pred == labels[test]).mean()),
+    if all(shifts == [0] for shifts in shift_sets):
+        single = pred
+    else:
+        single = sum(evaluate(clf.model, x, xp)[1] for clf, x in zip(models, inputs)).argmax(1)
+    result = dict(checkpoint=args.checkpoint[0] if len(models) == 1 else args.checkpoint,
+                  fold=int(fold), clips=int(test.sum()),
+                  shifts=shift_sets[0] if len(models) == 1 else shift_sets,
+                  accuracy=float((pred == labels[test]).mean()),
                   accuracy_single_view=float((single == labels[test]).mean()))
     print(json.dumps(result))
     return result

@@ -139,3 +139,36 @@ def test_the_loss_is_given_the_teachers_rows(esc50_root, tmp_path, monkeypatch):
     for row in rows:  # each batch row is one clip's q, each clip once per epoch
         assert np.min(np.abs(q - row).max(axis=1)) < 1e-6
     np.testing.assert_allclose(np.sort(rows, axis=0), np.sort(q, axis=0), rtol=1e-6)
+
+
+def test_evaluate_scores_an_ensemble_by_its_averaged_probabilities(esc50_root, tmp_path):
+    from experiments import evaluate
+    from experiments.inference import Classifier, evaluate as probabilities_of
+    models = [str(_teacher(esc50_root, tmp_path, 2, s) / "model.npz") for s in (0, 1)]
+    common = ["--data", esc50_root, "--cache-dir", str(tmp_path / "cache"), "--limit", "8",
+              "--no-progress"]
+    out = tmp_path / "ensemble.json"
+    scored = evaluate.main(common + ["--checkpoint", *models, "--predictions", str(out)])
+    # The average, computed here through each checkpoint on its own statistics.
+    rows = esc50.first_of_each_fold(esc50.read_metadata(esc50_root), 8)
+    clfs = [Classifier(m) for m in models]
+    feats, labels, folds = esc50.load_features(esc50_root, clfs[0].meta["features"],
+                                               str(tmp_path / "cache"), np, rows, False)
+    probs = [probabilities_of(c.model, esc50.standardise(feats[folds == 2],
+                                                          c.normalization)[:, None], np)[1]
+             for c in clfs]
+    assert not np.allclose(probs[0], probs[1])  # two seeds, two networks
+    mean = (probs[0] + probs[1]) / 2
+    written = json.loads(out.read_text())
+    assert [r["predicted"] for r in written] == list(mean.argmax(axis=1))
+    np.testing.assert_allclose([r["probability"] for r in written], mean.max(axis=1),
+                               rtol=1e-5)
+    assert scored["checkpoint"] == models and scored["fold"] == 2
+    assert scored["accuracy"] == float((mean.argmax(axis=1) == labels[folds == 2]).mean())
+    # Networks that take other inputs cannot be averaged.
+    other = tmp_path / "other"
+    train_esc50.main(["--data", esc50_root, "--cache-dir", str(tmp_path / "cache"),
+                      "--no-progress", "--folds", "2", "--epochs", "1", "--batch-size", "8",
+                      "--limit", "8", "--preset", "cpu", "--out", str(other)])
+    with pytest.raises(SystemExit, match="takes other features than"):
+        evaluate.main(common + ["--checkpoint", models[0], str(other / "fold2" / "model.npz")])
