@@ -81,7 +81,7 @@ MUTATIONS = [
      "return xp.where(xp.asarray(masked), x.dtype.type(fill), x)", "return x",
      ["tests/test_augment.py"]),
     ("deltas_backward_not_transposed", "scratchnet/layers/deltas.py",
-     "dx = g[k] + dx @ d\n", "dx = g[k] + dx @ d.T\n",
+     "dx = g[k] + along_time(dx, d)\n", "dx = g[k] + along_time(dx, d.T)\n",
      ["tests/test_gradients.py"]),
     ("deltas_edges_wrap", "scratchnet/layers/deltas.py",
      "np.add.at(d, (rows, np.minimum(rows + n, frames - 1)), n / norm)",
