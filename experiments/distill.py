@@ -16,8 +16,7 @@ fold or a held-out fold would carry its labels into the student's targets.
 """
 import numpy as np
 
-from . import esc50
-from .inference import Classifier, evaluate
+from .inference import Classifier, ensemble_probabilities
 
 
 class TeacherError(ValueError):
@@ -31,7 +30,7 @@ def teacher_probabilities(paths, feats, features, trained_on, device="cpu"):
     ``trained_on``: the student's training folds, which must be each teacher's."""
     if not paths:
         raise TeacherError("distillation needs at least one teacher model")
-    total = None
+    teachers = []
     for path in paths:
         teacher = Classifier(path, device)
         meta = teacher.meta
@@ -42,10 +41,9 @@ def teacher_probabilities(paths, feats, features, trained_on, device="cpu"):
             raise TeacherError(f"teacher {path} was trained on folds "
                                f"{meta.get('trained_on')}, the student on {sorted(trained_on)}; "
                                "a teacher must have seen exactly the student's training folds")
-        x = teacher.xp.asarray(esc50.standardise(feats, teacher.normalization)[:, None])
-        _, probs = evaluate(teacher.model, x, teacher.xp)  # one view, as the clips are
-        total = probs if total is None else total + probs
-    return (total / len(paths)).astype(np.float32)  # evaluate's probabilities: host
+        teachers.append(teacher)
+    # One view each, the clips as they are; the probabilities come back on the host.
+    return ensemble_probabilities(teachers, feats).astype(np.float32)
 
 
 def distilled_targets(labels, probs, beta):

@@ -23,7 +23,8 @@ import sys
 from scratchnet.runtime.backend import DeviceError
 
 from . import augment, esc50
-from .inference import DEFAULT_CHECKPOINT, Classifier, evaluate, write_predictions
+from .inference import (DEFAULT_CHECKPOINT, Classifier, ensemble_probabilities,
+                        write_predictions)
 
 
 def parse_args(argv=None):
@@ -84,12 +85,7 @@ def main(argv=None):
     frames = feats.shape[-1]
     shift_sets = [augment.test_time_shifts(frames, args.max_shift, args.tta_views)
                   if args.tta_views is not None else clf.shifts for clf in models]
-    # An ensemble averages its networks' probabilities, each network on its own
-    # standardisation of the clips (and its own shifts).
-    inputs = [xp.asarray(esc50.standardise(feats[test], clf.normalization)[:, None])
-              for clf in models]
-    probs = sum(evaluate(clf.model, x, xp, shifts)[1]
-                for clf, x, shifts in zip(models, inputs, shift_sets)) / len(models)
+    probs = ensemble_probabilities(models, feats[test], shift_sets)
     pred = probs.argmax(axis=1)
     if args.predictions:
         files = [r["filename"] for r, tested in zip(rows, test) if tested]
@@ -97,7 +93,7 @@ def main(argv=None):
     if all(shifts == [0] for shifts in shift_sets):
         single = pred
     else:
-        single = sum(evaluate(clf.model, x, xp)[1] for clf, x in zip(models, inputs)).argmax(1)
+        single = ensemble_probabilities(models, feats[test]).argmax(axis=1)
     result = dict(checkpoint=args.checkpoint[0] if len(models) == 1 else args.checkpoint,
                   fold=int(fold), clips=int(test.sum()),
                   shifts=shift_sets[0] if len(models) == 1 else shift_sets,

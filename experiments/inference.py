@@ -39,6 +39,17 @@ def evaluate(model, x, xp, shifts=(0,), batch=100):
     return probs.argmax(axis=1), probs
 
 
+def ensemble_probabilities(models, log_mels, shift_sets=None):
+    """Class probabilities (N, K, host) of log-Mels in dB (N, n_mels, frames), averaged over
+    the :class:`Classifier` ``models``, each network on its own standardisation of the clips
+    and its own shifts (``shift_sets``, one list per model; default: no shift)."""
+    shift_sets = shift_sets or [[0]] * len(models)
+    inputs = (clf.xp.asarray(standardise(log_mels, clf.normalization)[:, None])
+              for clf in models)
+    return sum(evaluate(clf.model, x, clf.xp, shifts)[1]
+               for clf, x, shifts in zip(models, inputs, shift_sets)) / len(models)
+
+
 def write_predictions(path, files, targets, probs):
     """One row per clip, as JSON: its file, true class, predicted class and that class's
     probability; written by train_esc50 for each fold and by evaluate --predictions, so that
