@@ -113,7 +113,7 @@ def spec_augment(x, rng, freq_mask, time_mask, fill=0.0, masks=1):
     return xp.where(xp.asarray(masked), x.dtype.type(fill), x)
 
 
-def one_hot(labels, num_classes, xp, dtype):
+def target_rows(labels, num_classes, xp, dtype):
     """Target rows (N, K) on the device: e_y for integer labels (N,); rows given already
     (N, K), such as distillation's soft targets, as they are."""
     labels = xp.asarray(labels)
@@ -145,12 +145,12 @@ def add_powers(x, perm, log_w, log_rest, power_scale):
 def mixup(x, labels, num_classes, rng, alpha, power_scale=None):
     """Mixup (Zhang et al., 2018): x' = lam x + (1 - lam) x[perm], t' = lam t + (1 - lam) t[perm],
     lam ~ Beta(alpha, alpha), one lam per batch; ``labels``: classes (N,) or target rows
-    (N, K) (:func:`one_hot`).  Returns (x', soft targets (N, K)).
+    (N, K) (:func:`target_rows`).  Returns (x', soft targets (N, K)).
     With ``power_scale`` the clips add their powers instead (:func:`add_powers`, w = lam)."""
     xp = get_array_module(x)
     lam = float(rng.beta(alpha, alpha))
     perm = xp.asarray(rng.permutation(x.shape[0]))
-    targets = one_hot(labels, num_classes, xp, x.dtype)
+    targets = target_rows(labels, num_classes, xp, x.dtype)
     if power_scale is None:
         x = x * x.dtype.type(lam) + x[perm] * x.dtype.type(1 - lam)
     else:
@@ -221,7 +221,7 @@ def between_class(x, labels, num_classes, rng, power_scale, gains):
     partner = xp.asarray(perm)  # one upload for the clips and the targets
     mixed = add_powers(x, partner, xp.asarray(np.log(w).reshape(shape), dtype=x.dtype),
                        xp.asarray(np.log1p(-w).reshape(shape), dtype=x.dtype), power_scale)
-    targets = one_hot(labels, num_classes, xp, x.dtype)
+    targets = target_rows(labels, num_classes, xp, x.dtype)
     ratio = xp.asarray(r[:, None], dtype=x.dtype)
     targets = targets * ratio + targets[partner] * (1 - ratio)
     return mixed, targets
