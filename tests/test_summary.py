@@ -92,3 +92,16 @@ def test_the_committed_results_are_scored_at_the_end_of_their_schedules(name):
     accs = [r["accuracy"] for r in rows]
     assert results["mean_accuracy"] == pytest.approx(np.mean(accs), abs=1e-12)
     assert results["std_accuracy"] == pytest.approx(np.std(accs), abs=1e-12)
+
+
+def test_the_cpu128bc_preset_is_the_recipe_adopted_on_the_validation_split():
+    """The preset must be what the adopting run trained, on the split it was adopted on."""
+    from experiments.models import PRESETS
+    config = summary.read_json(os.path.join(ROOT, "results", "val-h1-fold2-bc-e150",
+                                            "results.json"))["config"]
+    assert config["holdout"] == [1] and config["seed"] == 0 and not config["teachers"]
+    for part in ("features", "model", "train"):
+        assert PRESETS["cpu128bc"][part] == config[part], part
+    # cpu128 with only the two adopted changes:
+    assert PRESETS["cpu128bc"]["train"] == dict(PRESETS["cpu128"]["train"], epochs=150,
+                                                bc_mix=1)
