@@ -280,3 +280,20 @@ def test_widths_must_be_one_positive_count_per_stage(widths, tmp_path):
     with pytest.raises(SystemExit, match=r"--widths: expected 4 positive channel counts \(one "
                                          r"per stage of cpu128\), got \["):
         train_esc50.main(["--widths", *widths, "--out", str(tmp_path / "run")])
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_the_cpu128bc_preset_trains_on_either_device(esc50_root, tmp_path, device, request):
+    """The adopted recipe end to end (between-class mixing on every batch), on NumPy and on
+    the strict CuPy stand-in."""
+    if device == "gpu":
+        request.getfixturevalue("standin")
+    results = train_esc50.main(["--data", esc50_root, "--cache-dir", str(tmp_path / "cache"),
+                                "--no-progress", "--folds", "1", "--epochs", "2",
+                                "--batch-size", "8", "--limit", "8", "--device", device,
+                                "--preset", "cpu128bc", "--out", str(tmp_path / "run")])
+    assert results["config"]["preset"] == "cpu128bc"
+    assert results["config"]["train"]["bc_mix"] == 1
+    history = json.loads((tmp_path / "run" / "fold1" / "metrics.json").read_text())
+    assert len(history) == 2 and all(np.isfinite(h["train_loss"]) for h in history)
+    assert results["folds"]["1"]["accuracy"] == history[-1]["test_acc"]
