@@ -93,6 +93,9 @@ MUTATIONS = [
     ("between_class_amplitude_weight", "experiments/augment.py",
      "w = np.clip(p ** 2 / (p ** 2 + (1 - p) ** 2), 1e-7, 1 - 1e-7)",
      "w = np.clip(p, 1e-7, 1 - 1e-7)", ["tests/test_augment.py"]),
+    ("cpu128bc_schedule_not_the_adopted_one", "experiments/models.py",
+     'train=dict(PRESETS["cpu128"]["train"], epochs=150, bc_mix=1))',
+     'train=dict(PRESETS["cpu128"]["train"], epochs=100, bc_mix=1))', ["tests/test_summary.py"]),
 ]
 
 
