@@ -34,7 +34,8 @@ def read_json(path):
 
 def fold_rows(run_dir):
     """One dict per finished fold of ``run_dir``: accuracy, clips right of clips scored,
-    minutes of training, epochs; after checking it against its metrics.json."""
+    minutes of training, epochs, the machines it trained on (none where its epochs do not
+    record them); after checking it against its metrics.json."""
     results = read_json(os.path.join(run_dir, "results.json"))
     epochs_planned = results.get("config", {}).get("train", {}).get("epochs")
     rows = []
@@ -63,6 +64,8 @@ def fold_rows(run_dir):
             clips = right = None
         rows.append(dict(fold=int(fold), accuracy=entry["accuracy"], right=right, clips=clips,
                          minutes=entry["seconds"] / 60, epochs=entry["epochs"],
+                         machines=list(dict.fromkeys(h["machine"] for h in history
+                                                     if "machine" in h)),
                          last10=float(np.mean([h["test_acc"] for h in history[-10:]]))))
     return results, rows
 
@@ -70,17 +73,18 @@ def fold_rows(run_dir):
 def fold_table(rows):
     """Markdown of a run's :func:`fold_rows`: one line per fold, then the mean and standard
     deviation over the folds (the population's, as results.json's)."""
-    lines = ["| fold | accuracy | mean of its last 10 epochs | minutes | epochs |",
-             "|---|---|---|---|---|"]
+    lines = ["| fold | accuracy | mean of its last 10 epochs | minutes | epochs | machine |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         count = f" ({r['right']}/{r['clips']})" if r["clips"] else ""
         lines.append(f"| {r['fold']} | {100 * r['accuracy']:.2f}%{count} | "
-                     f"{100 * r['last10']:.3f}% | {r['minutes']:.1f} | {r['epochs']} |")
+                     f"{100 * r['last10']:.3f}% | {r['minutes']:.1f} | {r['epochs']} | "
+                     f"{'; '.join(r['machines']) or 'not recorded'} |")
     accs = np.array([r["accuracy"] for r in rows])  # host: numbers read from JSON
     minutes = np.mean([r["minutes"] for r in rows])
     folds = f"{len(rows)} fold" + ("s" if len(rows) != 1 else "")
     lines.append(f"| mean +- std ({folds}) | {100 * accs.mean():.2f}% +- "
-                 f"{100 * accs.std():.2f} | | {minutes:.1f} per fold | |")
+                 f"{100 * accs.std():.2f} | | {minutes:.1f} per fold | | |")
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ from dsp.mel import mel_frequencies
 from scratchnet import (AdamW, OneCycleLR, ResNet, SoftmaxCrossEntropy, load_checkpoint,
                         save_checkpoint)
 from scratchnet.averaging import ExponentialMovingAverage
-from scratchnet.runtime.backend import DeviceError, check_device
+from scratchnet.runtime.backend import DeviceError, check_device, describe_device
 from scratchnet.fusion import fold_batchnorm
 from scratchnet.runtime.memory import keep_freed_memory
 
@@ -207,6 +207,7 @@ def set_up_fold(fold, feats, labels, folds, cfg, args, xp):
         criterion=SoftmaxCrossEntropy(label_smoothing=tr["label_smoothing"]), ema=ema,
         final=ema.model if ema else model, history=[], start_epoch=0, elapsed=0.0,
         ckpt_path=os.path.join(out, "checkpoint.npz"), trained_on=trained_on,
+        machine=describe_device(args.device),
         run_config=dict(features=cfg["features"], model=cfg["model"], train=tr,
                         data=dict(trained_on=trained_on, teachers=list(args.teachers))))
 
@@ -307,7 +308,7 @@ def train_epoch(run, epoch, args, xp):
         record["test_acc_raw"] = float((pred_raw == run.y_test).mean())
     seconds = time.perf_counter() - t0
     run.elapsed += seconds
-    record.update(lr=optimizer.lr, seconds=seconds)
+    record.update(lr=optimizer.lr, seconds=seconds, machine=run.machine)
     run.history.append(record)
     raw = f" (raw weights {record['test_acc_raw']:.3f})" if run.ema else ""
     print(f"fold {run.fold} epoch {epoch + 1}/{tr['epochs']}: loss {loss_sum / seen:.4f} "
@@ -354,8 +355,10 @@ def score_fold(run, args, cfg, xp, names, files):
     with open(os.path.join(run.out, "per_class_accuracy.json"), "w") as f:
         json.dump(per_class, f, indent=1)
     plot_fold(run.out, run.history, y_test, pred, names)
+    # A fold run in pieces may have trained on several machines: its minutes say so.
+    machines = list(dict.fromkeys(h["machine"] for h in run.history if "machine" in h))
     return dict(accuracy=accuracy, accuracy_single_view=single_view, epochs=tr["epochs"],
-                seconds=run.elapsed)
+                seconds=run.elapsed, machines=machines)
 
 
 def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):

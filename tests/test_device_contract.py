@@ -6,9 +6,11 @@ import pathlib
 import re
 
 import numpy as np
+import pytest
 
 import dsp
 from dsp import mel
+from scratchnet.runtime.backend import DeviceError, describe_device
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("scratchnet", "dsp", "experiments")
@@ -51,3 +53,15 @@ def test_mel_scale_keeps_the_device(standin):
         np.testing.assert_allclose(standin.asnumpy(m), dsp.hz_to_mel(standin.asnumpy(f), htk))
         np.testing.assert_allclose(standin.asnumpy(mel.mel_to_hz(m, htk)), standin.asnumpy(f),
                                    atol=1e-9)
+
+
+def test_describe_device_names_the_processor(standin, monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_THREADS", "3")
+    cpu = describe_device("cpu")
+    assert cpu.endswith(", 3 threads") and len(cpu) > len(", 3 threads")
+    assert describe_device("gpu") == "cupy stand-in"  # the stand-in's device name
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        describe_device("tpu")
+    monkeypatch.setenv("SCRATCHNET_THREADS", "two")
+    with pytest.raises(DeviceError, match="SCRATCHNET_THREADS must be a whole number"):
+        describe_device("cpu")

@@ -11,13 +11,16 @@ from experiments import summary
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def write_run(folder, folds, epochs=3, limit=None):
+def write_run(folder, folds, epochs=3, limit=None, machines=None):
     """A train_esc50-shaped folder: ``folds`` maps fold -> (per-epoch test accuracies,
-    seconds, predictions as (target, predicted) pairs or None)."""
+    seconds, predictions as (target, predicted) pairs or None); ``machines`` maps fold -> the
+    machine recorded by each epoch (none recorded where absent, as in runs before 2026-12-06)."""
     results = {"folds": {}, "config": {"train": {"epochs": epochs}, "limit": limit}}
     for fold, (accs, seconds, predictions) in folds.items():
         os.makedirs(folder / f"fold{fold}", exist_ok=True)
         history = [{"epoch": i + 1, "test_acc": a} for i, a in enumerate(accs)]
+        for record, machine in zip(history, (machines or {}).get(fold, [])):
+            record["machine"] = machine
         (folder / f"fold{fold}" / "metrics.json").write_text(json.dumps(history))
         if predictions is not None:
             (folder / f"fold{fold}" / "predictions.json").write_text(json.dumps(
@@ -30,11 +33,15 @@ def write_run(folder, folds, epochs=3, limit=None):
 
 def test_fold_table_reads_each_folds_files(tmp_path):
     write_run(tmp_path, {2: ([0.5, 0.7, 0.75], 600.0, [(0, 0), (1, 1), (2, 2), (3, 0)]),
-                         3: ([0.4, 0.6, 0.85], 1200.0, None)})
-    table = summary.fold_table(summary.fold_rows(str(tmp_path))[1])
-    assert "| 2 | 75.00% (3/4) | 65.000% | 10.0 | 3 |" in table   # counted from predictions
-    assert "| 3 | 85.00% (340/400) | 61.667% | 20.0 | 3 |" in table  # a full official fold
-    assert "| mean +- std (2 folds) | 80.00% +- 5.00 | | 15.0 per fold | |" in table
+                         3: ([0.4, 0.6, 0.85], 1200.0, None)},
+              machines={2: ["CPU A, 2 threads", "CPU B, 2 threads", "CPU A, 2 threads"]})
+    lines = summary.fold_table(summary.fold_rows(str(tmp_path))[1]).splitlines()
+    # counted from predictions; resumed on another machine and back, each named once
+    assert "| 2 | 75.00% (3/4) | 65.000% | 10.0 | 3 | CPU A, 2 threads; CPU B, 2 threads |" \
+        in lines
+    # a full official fold, whose epochs name no machine
+    assert "| 3 | 85.00% (340/400) | 61.667% | 20.0 | 3 | not recorded |" in lines
+    assert "| mean +- std (2 folds) | 80.00% +- 5.00 | | 15.0 per fold | | |" in lines
 
 
 def test_a_fold_not_scored_at_its_last_epoch_is_refused(tmp_path):

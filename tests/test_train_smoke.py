@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from scratchnet import load_checkpoint, save_checkpoint
+from scratchnet.runtime.backend import describe_device
 
 from experiments import train_esc50
 
@@ -26,6 +27,9 @@ def test_two_epochs_write_results_and_the_loss_falls(esc50_root, tmp_path):
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_acc"] == fold["accuracy"]
     assert "test_acc_raw" not in history[0]  # no weight average in cpu128's recipe
+    # Each epoch names the processor it ran on, so that its seconds can be compared.
+    assert [h["machine"] for h in history] == [describe_device("cpu")] * 2
+    assert fold["machines"] == [describe_device("cpu")]
     for name in ["model.npz", "checkpoint.npz", "curves.png", "confusion.png",
                  "per_class_accuracy.json"]:
         assert (out / "fold1" / name).is_file(), name
@@ -297,3 +301,5 @@ def test_the_cpu128bc_preset_trains_on_either_device(esc50_root, tmp_path, devic
     history = json.loads((tmp_path / "run" / "fold1" / "metrics.json").read_text())
     assert len(history) == 2 and all(np.isfinite(h["train_loss"]) for h in history)
     assert results["folds"]["1"]["accuracy"] == history[-1]["test_acc"]
+    expected = "cupy stand-in" if device == "gpu" else describe_device("cpu")
+    assert results["folds"]["1"]["machines"] == [expected]

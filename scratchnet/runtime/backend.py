@@ -4,6 +4,8 @@ Every other module asks ``get_array_module(x)`` for the array module of its inpu
 writes one implementation that runs on both (Chainer's convention).  CuPy is optional: when it
 is missing, everything runs on NumPy and asking for the GPU raises a clear ``DeviceError``.
 """
+import platform
+
 import numpy as np
 
 from .parallel import thread_count
@@ -54,6 +56,28 @@ def check_device(device):
                               "use --device cpu")
         return _cupy
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
+
+
+def describe_device(device):
+    """The processor that runs ``device``'s work, in words ("AMD EPYC, 2 threads", or the GPU's
+    name), for a results file: minutes of training compare only on the same processor."""
+    if device == "gpu":
+        check_device(device)
+        name = _cupy.cuda.runtime.getDeviceProperties(_cupy.cuda.Device().id)["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    check_device(device)
+    return f"{_cpu_model()}, {thread_count()} threads"
+
+
+def _cpu_model():
+    try:  # Linux names the model here; platform.processor() often gives only the architecture
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def memory_order(x):
