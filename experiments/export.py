@@ -1,7 +1,7 @@
 """Shrink a trained model.npz for shipping: weights and statistics stored as float16.
 
-    python -m experiments.export runs/cpu128-e100-fold1/fold1/model.npz \
-        experiments/checkpoints/cpu128_fold1.npz
+    python -m experiments.export results/cpu128bc-5fold/fold1/model.npz \
+        experiments/checkpoints/cpu128bc_fold1.npz
 
 float16 keeps 11 significant bits, far finer than the weights' noise after training; loading
 casts back to float32 (``load_state_dict`` copies into the model's own float32 arrays).  The

@@ -15,7 +15,7 @@ from scratchnet.losses import log_softmax
 from .esc50 import CLIP_SECONDS, standardise
 from .models import build_model
 
-DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "cpu128_fold1.npz")
+DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "cpu128bc_fold1.npz")
 
 
 def probabilities(logits):
