@@ -112,3 +112,19 @@ def test_the_cpu128bc_preset_is_the_recipe_adopted_on_the_validation_split():
     # cpu128 with only the two adopted changes:
     assert PRESETS["cpu128bc"]["train"] == dict(PRESETS["cpu128"]["train"], epochs=150,
                                                 bc_mix=1)
+
+
+@pytest.mark.parametrize("name", [n for n in COMMITTED if n.endswith("-5fold")])
+def test_a_five_fold_run_is_its_presets_configuration_on_every_fold(name):
+    """results/<preset>-5fold is the figure README gives for <preset>: trained with exactly
+    the preset's features, network and recipe (keys added since count at their original
+    values), seed 0, every clip, no fold held out and no teachers."""
+    from experiments.models import PRESETS
+    from experiments.train_esc50 import with_added_keys
+    config = summary.read_json(os.path.join(ROOT, "results", name, "results.json"))["config"]
+    preset = name[:-len("-5fold")]
+    assert config["preset"] == preset and config["seed"] == 0 and config["limit"] is None
+    assert config["holdout"] == [] and not config.get("teachers")
+    parts = ("features", "model", "train")
+    assert with_added_keys({p: config[p] for p in parts}) == \
+        with_added_keys({p: PRESETS[preset][p] for p in parts})
