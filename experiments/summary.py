@@ -32,6 +32,12 @@ def read_json(path):
         raise SummaryError(f"{path} is missing: is this a train_esc50 output folder?")
 
 
+def machines_of(history):
+    """The machines a fold's epochs record, each once, in the order they first trained it (a
+    fold run in pieces may move between machines; epochs before 2026-12-06 record none)."""
+    return list(dict.fromkeys(h["machine"] for h in history if "machine" in h))
+
+
 def fold_rows(run_dir):
     """One dict per finished fold of ``run_dir``: accuracy, clips right of clips scored,
     minutes of training, epochs, the machines it trained on (none where its epochs do not
@@ -64,8 +70,7 @@ def fold_rows(run_dir):
             clips = right = None
         rows.append(dict(fold=int(fold), accuracy=entry["accuracy"], right=right, clips=clips,
                          minutes=entry["seconds"] / 60, epochs=entry["epochs"],
-                         machines=list(dict.fromkeys(h["machine"] for h in history
-                                                     if "machine" in h)),
+                         machines=machines_of(history),
                          last10=float(np.mean([h["test_acc"] for h in history[-10:]]))))
     return results, rows
 

@@ -33,6 +33,7 @@ from scratchnet.runtime.memory import keep_freed_memory
 
 from . import augment, distill, esc50
 from .inference import evaluate, write_predictions
+from .summary import machines_of
 from .models import PRESETS, build_model, get_preset
 
 
@@ -355,10 +356,8 @@ def score_fold(run, args, cfg, xp, names, files):
     with open(os.path.join(run.out, "per_class_accuracy.json"), "w") as f:
         json.dump(per_class, f, indent=1)
     plot_fold(run.out, run.history, y_test, pred, names)
-    # A fold run in pieces may have trained on several machines: its minutes say so.
-    machines = list(dict.fromkeys(h["machine"] for h in run.history if "machine" in h))
     return dict(accuracy=accuracy, accuracy_single_view=single_view, epochs=tr["epochs"],
-                seconds=run.elapsed, machines=machines)
+                seconds=run.elapsed, machines=machines_of(run.history))
 
 
 def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):
