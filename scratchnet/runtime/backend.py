@@ -61,11 +61,10 @@ def check_device(device):
 def describe_device(device):
     """The processor that runs ``device``'s work, in words ("AMD EPYC, 2 threads", or the GPU's
     name), for a results file: minutes of training compare only on the same processor."""
+    check_device(device)
     if device == "gpu":
-        check_device(device)
         name = _cupy.cuda.runtime.getDeviceProperties(_cupy.cuda.Device().id)["name"]
         return name.decode() if isinstance(name, bytes) else str(name)
-    check_device(device)
     return f"{_cpu_model()}, {thread_count()} threads"
 
 
