@@ -33,8 +33,8 @@ from scratchnet.runtime.memory import keep_freed_memory
 
 from . import augment, distill, esc50
 from .inference import evaluate, write_predictions
-from .summary import machines_of
 from .models import PRESETS, build_model, get_preset
+from .summary import machines_of
 
 
 def parse_args(argv=None):
