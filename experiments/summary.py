@@ -1,5 +1,5 @@
 """Summarise finished runs of train_esc50 as Markdown: per fold and over folds, and the
-accuracy/time frontier when several runs are given.
+accuracy/time frontier, over the folds they share, when several runs are given.
 
     python -m experiments.summary results/cpu128-5fold
     python -m experiments.summary runs/val-h1-fold2 runs/val-h1-fold2-bc --plot frontier.png
@@ -95,8 +95,17 @@ def fold_table(rows):
 
 def frontier(rows_by_run, plot=None):
     """Markdown: each run's mean accuracy against its mean minutes per fold (``rows_by_run``:
-    run folder -> its :func:`fold_rows`); with ``plot`` a PNG of the same, the runs on the
-    frontier (none both faster and more accurate) joined."""
+    run folder -> its :func:`fold_rows`), over the folds every run has finished, since folds
+    differ by several points and a mean over other folds compares nothing; with ``plot`` a PNG
+    of the same, the runs on the frontier (none both faster and more accurate) joined."""
+    folds = sorted(set.intersection(*({r["fold"] for r in rows}
+                                      for rows in rows_by_run.values())))
+    if not folds:
+        raise SummaryError("the runs share no finished fold: " + "; ".join(
+            f"{run} has fold(s) {', '.join(str(r['fold']) for r in rows)}"
+            for run, rows in rows_by_run.items()))
+    rows_by_run = {run: [r for r in rows if r["fold"] in folds]
+                   for run, rows in rows_by_run.items()}
     points = [(os.path.basename(os.path.normpath(run_dir)),
                float(np.mean([r["minutes"] for r in rows])),
                float(np.mean([r["accuracy"] for r in rows])), len(rows))
@@ -104,7 +113,9 @@ def frontier(rows_by_run, plot=None):
     best = [p for p in points
             if not any(q[1] <= p[1] and q[2] > p[2] or q[1] < p[1] and q[2] >= p[2]
                        for q in points)]
-    lines = ["| run | folds | minutes per fold | mean accuracy | on the frontier |",
+    lines = [f"Over fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))}, "
+             "the folds every run has finished:", "",
+             "| run | folds | minutes per fold | mean accuracy | on the frontier |",
              "|---|---|---|---|---|"]
     for name, minutes, acc, n in sorted(points, key=lambda p: p[1]):
         mark = "yes" if (name, minutes, acc, n) in best else "no"

@@ -77,6 +77,23 @@ def test_frontier_marks_the_runs_nothing_beats_and_plots_them(tmp_path, capsys):
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 
 
+def test_the_frontier_compares_runs_on_the_folds_they_share(tmp_path, capsys):
+    # five folds against a run that has finished two: fold 4's 0.95 must not enter
+    write_run(tmp_path / "five", {f: ([a] * 3, 3000.0, None) for f, a in
+                                  zip(range(1, 6), [0.80, 0.79, 0.82, 0.95, 0.79])})
+    write_run(tmp_path / "two", {1: ([0.83] * 3, 6000.0, None), 2: ([0.81] * 3, 5400.0, None)})
+    summary.main([str(tmp_path / "five"), str(tmp_path / "two")])
+    out = capsys.readouterr().out
+    assert "Over folds 1, 2, the folds every run has finished:" in out
+    assert "| five | 2 | 50.0 | 79.50% | yes |" in out
+    assert "| two | 2 | 95.0 | 82.00% | yes |" in out
+    assert "| mean +- std (5 folds) | 83.00% +- 6.10 |" in out  # its own table keeps all five
+    write_run(tmp_path / "other", {3: ([0.7] * 3, 60.0, None)})
+    with pytest.raises(SystemExit, match="the runs share no finished fold: .*two has fold"
+                                         r"\(s\) 1, 2; .*other has fold\(s\) 3"):
+        summary.main([str(tmp_path / "two"), str(tmp_path / "other")])
+
+
 def test_a_folder_without_results_is_one_error_line(tmp_path):
     with pytest.raises(SystemExit, match="results.json is missing: is this a train_esc50 "
                                          "output folder"):
