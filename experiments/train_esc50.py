@@ -34,7 +34,7 @@ from scratchnet.runtime.memory import keep_freed_memory
 from . import augment, distill, esc50
 from .inference import evaluate, write_predictions
 from .models import PRESETS, build_model, get_preset
-from .summary import machines_of
+from .summary import LAST_EPOCHS, machines_of
 
 
 def parse_args(argv=None):
@@ -85,7 +85,14 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int,
                    help="use only the first N clips of each fold (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--score-every", type=int, default=1, metavar="K",
+                   help="score the held-out fold after every K-th epoch and after each of the "
+                        f"last {LAST_EPOCHS}, not after the others (default 1: every "
+                        "epoch); the scores only watch the training, so the model and the "
+                        "fold's result are the same for any K")
     args = p.parse_args(argv)
+    if args.score_every < 1:
+        p.error(f"--score-every must be a whole number of epochs >= 1, got {args.score_every}")
     if any(f not in range(1, 6) for f in args.folds + args.holdout):
         p.error(f"--folds and --holdout must be among 1..5, got {args.folds} and "
                 f"{args.holdout}")
@@ -247,7 +254,8 @@ def restore_checkpoint(run):
 
 def train_epoch(run, epoch, args, xp):
     """One pass over the training clips in a seeded order, each batch augmented, then the
-    held-out fold scored as deployed; appends the epoch's record to ``run.history``."""
+    held-out fold scored as deployed (on the epochs --score-every names); appends the epoch's
+    record to ``run.history``."""
     from tqdm import tqdm
     tr, model, optimizer = run.tr, run.model, run.optimizer
     t0 = time.perf_counter()
@@ -299,21 +307,26 @@ def train_epoch(run, epoch, args, xp):
     if not math.isfinite(loss_sum):
         raise RunError(f"fold {run.fold} epoch {epoch + 1}: the training loss is not finite; "
                        "lower the learning rate or check the input features")
-    # Scored as it will be deployed (experiments.inference): BatchNorm folded into the
-    # convolutions, the same function with one pass fewer per convolution.
-    pred, _ = evaluate(fold_batchnorm(run.final), run.x_test, xp)
-    record = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
-                  test_acc=float((pred == run.y_test).mean()))
-    if run.ema:
-        pred_raw, _ = evaluate(fold_batchnorm(model), run.x_test, xp)
-        record["test_acc_raw"] = float((pred_raw == run.y_test).mean())
+    record = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen)
+    scored = "not scored"
+    if (epoch + 1) % args.score_every == 0 or epoch + 1 > tr["epochs"] - LAST_EPOCHS:
+        # Scored as it will be deployed (experiments.inference): BatchNorm folded into the
+        # convolutions, the same function with one pass fewer per convolution.
+        t_score = time.perf_counter()
+        pred, _ = evaluate(fold_batchnorm(run.final), run.x_test, xp)
+        record["test_acc"] = float((pred == run.y_test).mean())
+        scored = f"test acc {record['test_acc']:.3f}"
+        if run.ema:
+            pred_raw, _ = evaluate(fold_batchnorm(model), run.x_test, xp)
+            record["test_acc_raw"] = float((pred_raw == run.y_test).mean())
+            scored += f" (raw weights {record['test_acc_raw']:.3f})"
+        record["score_seconds"] = time.perf_counter() - t_score  # a part of the epoch's seconds
     seconds = time.perf_counter() - t0
     run.elapsed += seconds
     record.update(lr=optimizer.lr, seconds=seconds, machine=run.machine)
     run.history.append(record)
-    raw = f" (raw weights {record['test_acc_raw']:.3f})" if run.ema else ""
     print(f"fold {run.fold} epoch {epoch + 1}/{tr['epochs']}: loss {loss_sum / seen:.4f} "
-          f"train acc {correct / seen:.3f} test acc {record['test_acc']:.3f}{raw} "
+          f"train acc {correct / seen:.3f} {scored} "
           f"({seconds:.0f} s, {seen / seconds:.1f} clips/s)", file=sys.stderr, flush=True)
 
 
@@ -390,12 +403,13 @@ def plot_fold(out, history, y_true, y_pred, names):
         a.plot(epochs, [h["train_loss"] for h in history])
         a.set(xlabel="epoch", ylabel="training loss", title="loss")
         b.plot(epochs, [h["train_acc"] for h in history], label="train (augmented)")
-        averaged = "test_acc_raw" in history[0]  # the run scored a weight average
-        b.plot(epochs, [h["test_acc"] for h in history],
+        scored = [h for h in history if "test_acc" in h]  # every --score-every epochs
+        averaged = "test_acc_raw" in scored[-1]  # the run scored a weight average
+        b.plot([h["epoch"] for h in scored], [h["test_acc"] for h in scored],
                label="held-out fold (weight average)" if averaged else "held-out fold")
         if averaged:
-            b.plot(epochs, [h["test_acc_raw"] for h in history], alpha=0.6,
-                   label="held-out fold (raw weights)")
+            b.plot([h["epoch"] for h in scored], [h["test_acc_raw"] for h in scored],
+                   alpha=0.6, label="held-out fold (raw weights)")
         b.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
         b.legend()
         fig.tight_layout()

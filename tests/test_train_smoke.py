@@ -245,6 +245,35 @@ def test_a_small_network_learns_five_classes_well_above_chance(esc50_root, tmp_p
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
 
 
+def test_scoring_every_kth_epoch_trains_the_same_model(esc50_root, tmp_path, monkeypatch,
+                                                       capsys):
+    """--score-every only leaves out scores: the same losses, model and fold result, and each
+    of the last epochs still scored (two of them here, rather than ten, to keep it short)."""
+    monkeypatch.setattr(train_esc50, "LAST_EPOCHS", 2)
+    common = ["--data", esc50_root, "--folds", "5", "--batch-size", "16", "--limit", "12",
+              "--epochs", "6", "--widths", "8", "16", "32", "64", "--no-progress",
+              "--cache-dir", str(tmp_path / "cache"), "--seed", "2"]
+    every = train_esc50.main(common + ["--out", str(tmp_path / "every")])
+    some = train_esc50.main(common + ["--out", str(tmp_path / "some"), "--score-every", "2"])
+    assert every["folds"]["5"]["accuracy"] == some["folds"]["5"]["accuracy"]
+    a, b = (json.loads((tmp_path / run / "fold5" / "metrics.json").read_text())
+            for run in ("every", "some"))
+    assert [h["train_loss"] for h in a] == [h["train_loss"] for h in b]
+    assert [h["epoch"] for h in b if "test_acc" in h] == [2, 4, 5, 6]
+    assert all(h["test_acc"] == a[h["epoch"] - 1]["test_acc"] for h in b if "test_acc" in h)
+    # the scoring's own time is recorded, as a part of its epoch's
+    assert all(0 < h["score_seconds"] < h["seconds"] for h in b if "test_acc" in h)
+    assert not any("score_seconds" in h for h in b if "test_acc" not in h)
+    assert (tmp_path / "some" / "fold5" / "curves.png").is_file()
+    wa, _ = load_checkpoint(tmp_path / "every" / "fold5" / "model.npz")
+    wb, _ = load_checkpoint(tmp_path / "some" / "fold5" / "model.npz")
+    for key in wa:
+        np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
+    with pytest.raises(SystemExit):
+        train_esc50.parse_args(["--score-every", "0"])
+    assert "--score-every must be a whole number of epochs >= 1, got 0" in capsys.readouterr().err
+
+
 def test_between_class_mixing_replaces_mixup_on_every_batch(esc50_root, tmp_path,
                                                             monkeypatch):
     from experiments import augment
