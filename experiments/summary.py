@@ -112,25 +112,30 @@ def frontier(rows_by_run, plot=None):
                    for run, rows in rows_by_run.items()}
     points = [(os.path.basename(os.path.normpath(run_dir)),
                float(np.mean([r["minutes"] for r in rows])),
-               float(np.mean([r["accuracy"] for r in rows])), len(rows))
+               float(np.mean([r["accuracy"] for r in rows])), len(rows),
+               # minutes compare only on the same processor, so each run names its own
+               "; ".join(dict.fromkeys(m for r in rows for m in r["machines"])) or
+               "not recorded")
               for run_dir, rows in rows_by_run.items()]
     best = [p for p in points
             if not any(q[1] <= p[1] and q[2] > p[2] or q[1] < p[1] and q[2] >= p[2]
                        for q in points)]
     lines = [f"Over fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))}, "
              "the folds every run has finished:", "",
-             "| run | folds | minutes per fold | mean accuracy | on the frontier |",
-             "|---|---|---|---|---|"]
-    for name, minutes, acc, n in sorted(points, key=lambda p: p[1]):
-        mark = "yes" if (name, minutes, acc, n) in best else "no"
-        lines.append(f"| {name} | {n} | {minutes:.1f} | {100 * acc:.2f}% | {mark} |")
+             "| run | folds | minutes per fold | mean accuracy | on the frontier | machine |",
+             "|---|---|---|---|---|---|"]
+    for point in sorted(points, key=lambda p: p[1]):
+        name, minutes, acc, n, machines = point
+        mark = "yes" if point in best else "no"
+        lines.append(f"| {name} | {n} | {minutes:.1f} | {100 * acc:.2f}% | {mark} | "
+                     f"{machines} |")
     if plot:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.scatter([p[1] for p in points], [100 * p[2] for p in points])
-        for name, minutes, acc, _ in points:
+        for name, minutes, acc, *_ in points:
             ax.annotate(name, (minutes, 100 * acc), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         best.sort(key=lambda p: p[1])

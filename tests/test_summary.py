@@ -70,10 +70,10 @@ def test_frontier_marks_the_runs_nothing_beats_and_plots_them(tmp_path, capsys):
     runs = [str(tmp_path / n) for n in ("slow_worse", "fast", "mid", "slow_better")]
     summary.main(runs + ["--plot", str(tmp_path / "frontier.png")])
     out = capsys.readouterr().out
-    assert "| fast | 1 | 30.0 | 70.00% | yes |" in out
-    assert "| mid | 1 | 60.0 | 78.00% | yes |" in out
-    assert "| slow_better | 1 | 90.0 | 80.00% | yes |" in out
-    assert "| slow_worse | 1 | 95.0 | 75.00% | no |" in out
+    assert "| fast | 1 | 30.0 | 70.00% | yes | not recorded |" in out
+    assert "| mid | 1 | 60.0 | 78.00% | yes | not recorded |" in out
+    assert "| slow_better | 1 | 90.0 | 80.00% | yes | not recorded |" in out
+    assert "| slow_worse | 1 | 95.0 | 75.00% | no | not recorded |" in out
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 
 
@@ -81,12 +81,15 @@ def test_the_frontier_compares_runs_on_the_folds_they_share(tmp_path, capsys):
     # five folds against a run that has finished two: fold 4's 0.95 must not enter
     write_run(tmp_path / "five", {f: ([a] * 3, 3000.0, None) for f, a in
                                   zip(range(1, 6), [0.80, 0.79, 0.82, 0.95, 0.79])})
-    write_run(tmp_path / "two", {1: ([0.83] * 3, 6000.0, None), 2: ([0.81] * 3, 5400.0, None)})
+    write_run(tmp_path / "two", {1: ([0.83] * 3, 6000.0, None), 2: ([0.81] * 3, 5400.0, None)},
+              machines={1: ["CPU A, 2 threads"] * 3, 2: ["CPU A, 2 threads", "CPU B, 2 threads",
+                                                        "CPU B, 2 threads"]})
     summary.main([str(tmp_path / "five"), str(tmp_path / "two")])
     out = capsys.readouterr().out
     assert "Over folds 1, 2, the folds every run has finished:" in out
-    assert "| five | 2 | 50.0 | 79.50% | yes |" in out
-    assert "| two | 2 | 95.0 | 82.00% | yes |" in out
+    assert "| five | 2 | 50.0 | 79.50% | yes | not recorded |" in out
+    # its minutes come from two processors, each named once
+    assert "| two | 2 | 95.0 | 82.00% | yes | CPU A, 2 threads; CPU B, 2 threads |" in out
     assert "| mean +- std (5 folds) | 83.00% +- 6.10 |" in out  # its own table keeps all five
     write_run(tmp_path / "other", {3: ([0.7] * 3, 60.0, None)})
     with pytest.raises(SystemExit, match="the runs share no finished fold: .*two has fold"
