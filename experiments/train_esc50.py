@@ -310,17 +310,9 @@ def train_epoch(run, epoch, args, xp):
     record = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen)
     scored = "not scored"
     if (epoch + 1) % args.score_every == 0 or epoch + 1 > tr["epochs"] - LAST_EPOCHS:
-        # Scored as it will be deployed (experiments.inference): BatchNorm folded into the
-        # convolutions, the same function with one pass fewer per convolution.
-        t_score = time.perf_counter()
-        pred, _ = evaluate(fold_batchnorm(run.final), run.x_test, xp)
-        record["test_acc"] = float((pred == run.y_test).mean())
-        scored = f"test acc {record['test_acc']:.3f}"
-        if run.ema:
-            pred_raw, _ = evaluate(fold_batchnorm(model), run.x_test, xp)
-            record["test_acc_raw"] = float((pred_raw == run.y_test).mean())
-            scored += f" (raw weights {record['test_acc_raw']:.3f})"
-        record["score_seconds"] = time.perf_counter() - t_score  # a part of the epoch's seconds
+        record.update(score_held_out(run, xp))
+        scored = f"test acc {record['test_acc']:.3f}" + (
+            f" (raw weights {record['test_acc_raw']:.3f})" if run.ema else "")
     seconds = time.perf_counter() - t0
     run.elapsed += seconds
     record.update(lr=optimizer.lr, seconds=seconds, machine=run.machine)
@@ -328,6 +320,20 @@ def train_epoch(run, epoch, args, xp):
     print(f"fold {run.fold} epoch {epoch + 1}/{tr['epochs']}: loss {loss_sum / seen:.4f} "
           f"train acc {correct / seen:.3f} {scored} "
           f"({seconds:.0f} s, {seen / seconds:.1f} clips/s)", file=sys.stderr, flush=True)
+
+
+def score_held_out(run, xp):
+    """The held-out fold's accuracy now, as deployed (experiments.inference: BatchNorm folded
+    into the convolutions, the same function with one pass fewer per convolution); with a
+    weight average, the raw weights' too; and the seconds the scoring took."""
+    t0 = time.perf_counter()
+    pred, _ = evaluate(fold_batchnorm(run.final), run.x_test, xp)
+    scores = dict(test_acc=float((pred == run.y_test).mean()))
+    if run.ema:
+        pred_raw, _ = evaluate(fold_batchnorm(run.model), run.x_test, xp)
+        scores["test_acc_raw"] = float((pred_raw == run.y_test).mean())
+    scores["score_seconds"] = time.perf_counter() - t0  # a part of the epoch's seconds
+    return scores
 
 
 def save_progress(run, epoch):
