@@ -41,6 +41,12 @@ def machines_of(history):
     return list(dict.fromkeys(h["machine"] for h in history if "machine" in h))
 
 
+def machine_text(machines):
+    """A table cell naming ``machines``, each once: minutes compare only on the same
+    processor."""
+    return "; ".join(dict.fromkeys(machines)) or "not recorded"
+
+
 def fold_rows(run_dir):
     """One dict per finished fold of ``run_dir``: accuracy, clips right of clips scored,
     minutes of training, epochs, the machines it trained on (none where its epochs do not
@@ -88,7 +94,7 @@ def fold_table(rows):
         count = f" ({r['right']}/{r['clips']})" if r["clips"] else ""
         lines.append(f"| {r['fold']} | {100 * r['accuracy']:.2f}%{count} | "
                      f"{100 * r['last10']:.3f}% | {r['minutes']:.1f} | {r['epochs']} | "
-                     f"{'; '.join(r['machines']) or 'not recorded'} |")
+                     f"{machine_text(r['machines'])} |")
     accs = np.array([r["accuracy"] for r in rows])  # host: numbers read from JSON
     minutes = np.mean([r["minutes"] for r in rows])
     folds = f"{len(rows)} fold" + ("s" if len(rows) != 1 else "")
@@ -113,9 +119,7 @@ def frontier(rows_by_run, plot=None):
     points = [(os.path.basename(os.path.normpath(run_dir)),
                float(np.mean([r["minutes"] for r in rows])),
                float(np.mean([r["accuracy"] for r in rows])), len(rows),
-               # minutes compare only on the same processor, so each run names its own
-               "; ".join(dict.fromkeys(m for r in rows for m in r["machines"])) or
-               "not recorded")
+               machine_text(m for r in rows for m in r["machines"]))
               for run_dir, rows in rows_by_run.items()]
     best = [p for p in points
             if not any(q[1] <= p[1] and q[2] > p[2] or q[1] < p[1] and q[2] >= p[2]
