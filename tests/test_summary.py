@@ -107,8 +107,9 @@ COMMITTED = sorted(d for d in os.listdir(os.path.join(ROOT, "results"))
                    if os.path.isfile(os.path.join(ROOT, "results", d, "results.json")))
 
 
-def test_the_five_fold_run_is_committed_with_all_five_folds():
-    results, rows = summary.fold_rows(os.path.join(ROOT, "results", "cpu128-5fold"))
+@pytest.mark.parametrize("name", ["cpu128-5fold", "cpu128bc-5fold"])
+def test_the_five_fold_runs_are_committed_with_all_five_folds(name):
+    results, rows = summary.fold_rows(os.path.join(ROOT, "results", name))
     assert [r["fold"] for r in rows] == [1, 2, 3, 4, 5]
 
 
