@@ -8,11 +8,12 @@
   64 mels with a 20 ms hop (1 x 64 x 251), about 7x fewer FLOPs than ``seed``.
 - ``cpu128``: the same network on 128 mels (1 x 128 x 251, the seed's frequency resolution),
   about twice the FLOPs of ``cpu``, trained for 100 epochs (the seed's count), the input
-  standardised per mel bin, Mixup in the power domain and a pitch shift of up to 4 mel bins:
-  the default on the CPU (README: its fold-1 accuracy).
+  standardised per mel bin, Mixup in the power domain and a pitch shift of up to 4 mel bins
+  (README: its 5-fold accuracy, the faster point of the accuracy/time frontier).
 - ``cpu128bc``: ``cpu128`` trained for 150 epochs with between-class mixing on every batch in
   place of Mixup (adopted on the validation fold 2, fold 1 held out: 82.25% against 75.75%,
-  epochs 141-150 82.175% against epochs 91-100 76.025%; docs/experiments.md).
+  epochs 141-150 82.175% against epochs 91-100 76.025%; docs/experiments.md): the default
+  on the CPU and the shipped model's recipe (README: its 5-fold accuracy).
 Each preset also carries its training recipe (the seed's, with the SpecAugment masks scaled to
 the input size) and ``tta_views``, the number of circular time shifts whose predictions are
 averaged when the fold is scored (1: the plain forward pass), and ``per_mel_norm``: 1

@@ -45,7 +45,7 @@ def parse_args(argv=None):
                    help="fetch the official archive into ./data/ESC-50 if it is missing")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="model + features + recipe (default: cpu128 on --device cpu, seed on gpu)")
+                   help="model + features + recipe (default: cpu128bc on --device cpu, seed on gpu)")
     p.add_argument("--pool", choices=sorted(ResNet.POOLS), default=None,
                    help="the network's global pool, overriding the preset's: avg (over "
                         "frequency and time) or time_max_mean (mean over frequency, then max + "
@@ -99,7 +99,7 @@ def parse_args(argv=None):
     if set(args.folds) & set(args.holdout):
         p.error(f"fold(s) {sorted(set(args.folds) & set(args.holdout))} are both tested "
                 "(--folds) and held out (--holdout)")
-    args.preset = args.preset or ("seed" if args.device == "gpu" else "cpu128")
+    args.preset = args.preset or ("seed" if args.device == "gpu" else "cpu128bc")
     return args
 
 

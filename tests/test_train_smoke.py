@@ -21,12 +21,12 @@ def test_two_epochs_write_results_and_the_loss_falls(esc50_root, tmp_path):
     fold = results["folds"]["1"]
     assert 0.0 <= fold["accuracy"] <= 1.0 and fold["epochs"] == 2 and fold["seconds"] > 0
     assert results["mean_accuracy"] == fold["accuracy"] and results["std_accuracy"] == 0.0
-    assert results["config"]["preset"] == "cpu128"
+    assert results["config"]["preset"] == "cpu128bc"
     history = json.loads((out / "fold1" / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_acc"] == fold["accuracy"]
-    assert "test_acc_raw" not in history[0]  # no weight average in cpu128's recipe
+    assert "test_acc_raw" not in history[0]  # no weight average in cpu128bc's recipe
     # Each epoch names the processor it ran on, so that its seconds can be compared.
     assert [h["machine"] for h in history] == [describe_device("cpu")] * 2
     assert fold["machines"] == [describe_device("cpu")]
@@ -311,7 +311,7 @@ def test_between_class_mixing_replaces_mixup_on_every_batch(esc50_root, tmp_path
 @pytest.mark.parametrize("widths", [["48", "96"], ["48", "96", "0", "384"]])
 def test_widths_must_be_one_positive_count_per_stage(widths, tmp_path):
     with pytest.raises(SystemExit, match=r"--widths: expected 4 positive channel counts \(one "
-                                         r"per stage of cpu128\), got \["):
+                                         r"per stage of cpu128bc\), got \["):
         train_esc50.main(["--widths", *widths, "--out", str(tmp_path / "run")])
 
 
