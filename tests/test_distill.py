@@ -132,7 +132,7 @@ def test_the_loss_is_given_the_teachers_rows(esc50_root, tmp_path, monkeypatch):
     train_esc50.main(["--data", esc50_root, "--cache-dir", str(tmp_path / "cache"),
                       "--no-progress", "--epochs", "1", "--batch-size", "8", "--limit", "8",
                       "--folds", "1", "--teachers", teacher, "--recipe", "distill=1",
-                      "mixup_prob=0", "--out", str(tmp_path / "student")])
+                      "mixup_prob=0", "bc_mix=0", "--out", str(tmp_path / "student")])
     rows = np.concatenate(given)
     assert rows.shape == (32, esc50.NUM_CLASSES)
     q = seen["q"]
