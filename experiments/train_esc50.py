@@ -45,7 +45,8 @@ def parse_args(argv=None):
                    help="fetch the official archive into ./data/ESC-50 if it is missing")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="model + features + recipe (default: cpu128bc on --device cpu, seed on gpu)")
+                   help="model + features + recipe (default: cpu128bc on --device cpu, "
+                        "seed on gpu)")
     p.add_argument("--pool", choices=sorted(ResNet.POOLS), default=None,
                    help="the network's global pool, overriding the preset's: avg (over "
                         "frequency and time) or time_max_mean (mean over frequency, then max + "
