@@ -7,76 +7,110 @@
 
 Any file soundfile reads, any rate, mono or stereo, any length: clips shorter than the model's
 5-second window are zero-padded; longer ones are cut into windows every --hop seconds and the
-window probabilities are averaged.  All windows of all files go through the network in batches.
-A file that cannot be read gets an error line naming it; the others are still classified and
-the exit status is 1.
+window probabilities are averaged.  Files are read and resampled block by block and their
+windows go through the network in batches of --batch, so memory is bounded by the batch, not
+by the length of a file.  A file that cannot be read gets an error line naming it; the others
+are still classified and the exit status is 1.
 """
 from scratchnet.runtime import configure
 
 configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
 
-import argparse
+import collections
 import json
 import sys
 
 import numpy as np
 
-from dsp import load_audio
+from dsp import AudioError
 
-from .inference import open_classifier
+from . import cli
+from .inference import Classifier
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.classify", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("experiments.classify", __doc__)
     p.add_argument("files", nargs="*", help="audio files")
-    p.add_argument("--checkpoint", help="model.npz from train_esc50 (default: the packaged "
-                                        "CPU-preset model trained on folds 2-5)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--checkpoint", type=cli.existing_file,
+                   help="model.npz from train_esc50 (default: the packaged CPU-preset model "
+                        "trained on folds 2-5)")
+    p.add_argument("--top-k", type=cli.positive_int, default=5,
+                   help="classes shown per file (5)")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")
     p.add_argument("--timeline", action="store_true", help="also print per-window top labels")
-    p.add_argument("--hop", type=float, default=1.0, help="seconds between windows (1.0)")
-    p.add_argument("--batch", type=int, default=64, help="windows per forward pass")
-    p.add_argument("--stream", action="store_true",
-                   help="read raw mono PCM from stdin and print a label per window")
-    p.add_argument("--stream-rate", type=int, help="stdin sample rate (default: the model's)")
-    p.add_argument("--stream-format", choices=["s16le", "f32le"], default="s16le")
+    p.add_argument("--hop", type=cli.positive_float, default=1.0,
+                   help="seconds between windows (1.0)")
+    p.add_argument("--batch", type=cli.positive_int, default=64,
+                   help="windows per forward pass (64)")
+    p.add_argument("--stream", nargs="?", const="-", metavar="SOURCE",
+                   help="classify raw mono PCM from SOURCE (a file, or - and by default "
+                        "stdin) and print a label per --hop seconds")
+    p.add_argument("--stream-rate", type=cli.positive_int,
+                   help="the stream's sample rate in Hz (default: the model's)")
+    p.add_argument("--stream-format", choices=["s16le", "f32le"], default="s16le",
+                   help="the stream's samples: 16-bit integers (s16le, the default) or 32-bit "
+                        "floats in [-1, 1] (f32le), little-endian")
     args = p.parse_args(argv)
-    if not args.files and not args.stream:
+    if args.stream is not None and args.files:
+        p.error(f"--stream reads one source; got files too ({' '.join(args.files)}): give "
+                "--stream FILE, or the files without --stream")
+    if args.stream not in (None, "-"):
+        try:
+            cli.existing_file(args.stream)
+        except Exception as e:
+            p.error(f"argument --stream: {e}")
+    if not args.files and args.stream is None:
         p.error("give audio files, or --stream to read PCM from stdin")
-    if args.top_k < 1:
-        p.error("--top-k must be at least 1")
     return args
 
 
 def classify_files(clf, paths, top_k, hop, batch, timeline):
     """Yield one result dict per path, in order: {"file", "top"[, "timeline"]} or
-    {"file", "error"}.  Windows of all readable files are batched together."""
-    loaded, windows, owners, starts = {}, [], [], []
-    for i, path in enumerate(paths):
-        try:
-            y, _ = load_audio(path, sr=clf.sr)
-        except (OSError, ValueError) as e:
-            loaded[i] = {"file": path, "error": str(e)}
-            continue
-        w, s = clf.windows(y, hop)
-        windows.append(w)
-        owners += [i] * len(w)
-        starts += s
-    probs = clf.predict(np.concatenate(windows), batch) if windows else np.zeros((0, 0))
-    owners = np.asarray(owners)  # host: a list of file indices
-    for i, path in enumerate(paths):
-        if i in loaded:
-            yield loaded[i]
-            continue
-        mine = np.flatnonzero(owners == i)
-        result = {"file": path, "top": clf.top(probs[mine].mean(axis=0), top_k)}
+    {"file", "error"}.  Each file is read block by block (Classifier.file_windows) and the
+    windows of consecutive files share batches of ``batch``."""
+    queue = collections.deque()  # files not yet reported, in order
+    windows, owners = [], []     # the batch being filled, and each window's file
+
+    def run_batch():
+        for state, probs in zip(owners, clf.predict(np.stack(windows), batch)):
+            state["probs"].append(probs)
+        windows.clear()
+        owners.clear()
+
+    def finished():
+        while queue and queue[0]["read"] and len(queue[0]["probs"]) == len(queue[0]["starts"]):
+            yield report(queue.popleft())
+
+    def report(state):
+        if "error" in state:
+            return {"file": state["file"], "error": state["error"]}
+        probs = np.stack(state["probs"])
+        result = {"file": state["file"], "top": clf.top(probs.mean(axis=0), top_k)}
         if timeline:
-            result["timeline"] = [dict(start=round(starts[j], 3),
-                                       end=round(starts[j] + clf.window / clf.sr, 3),
-                                       **clf.top(probs[j], 1)[0]) for j in mine]
-        yield result
+            result["timeline"] = [dict(start=round(s, 3), end=round(s + clf.window / clf.sr, 3),
+                                       **clf.top(p, 1)[0])
+                                  for s, p in zip(state["starts"], probs)]
+        return result
+
+    for path in paths:
+        state = dict(file=path, probs=[], starts=[], read=False)
+        queue.append(state)
+        try:
+            for start, window in clf.file_windows(path, hop):
+                state["starts"].append(start)
+                windows.append(window)
+                owners.append(state)
+                if len(windows) == batch:
+                    run_batch()
+                    yield from finished()
+        except (OSError, AudioError) as e:
+            state["error"] = str(e)
+        state["read"] = True
+        yield from finished()
+    if windows:
+        run_batch()
+    yield from finished()
 
 
 def print_result(result, as_json):
@@ -94,9 +128,10 @@ def print_result(result, as_json):
 
 def stream(clf, args, source=None):
     """Classify a live stream: every --hop seconds, the latest 5-second window (zero-padded
-    until 5 seconds have arrived) is classified and one line printed."""
+    until 5 seconds have arrived) is classified and one line printed.  Samples that cannot be
+    audio of the declared format (not finite, or floats far outside [-1, 1]) stop it with an
+    error naming the format."""
     from dsp import resample
-    source = source or sys.stdin.buffer
     rate = args.stream_rate or clf.sr
     dtype, width = (np.int16, 2) if args.stream_format == "s16le" else (np.float32, 4)
     hop = max(1, int(round(args.hop * rate)))
@@ -109,6 +144,7 @@ def stream(clf, args, source=None):
             break
         samples = np.frombuffer(chunk[:len(chunk) // width * width], dtype=dtype)
         samples = samples.astype(np.float32) / (32768.0 if dtype == np.int16 else 1.0)
+        check_stream_samples(samples, received / rate, args.stream_format)
         received += len(samples)
         buffer = np.concatenate([buffer, samples])[-window_in:]
         y = resample(buffer, rate, clf.sr) if rate != clf.sr else buffer
@@ -122,13 +158,33 @@ def stream(clf, args, source=None):
                   flush=True)
 
 
+# Float PCM is meant to lie in [-1, 1]; a little overshoot is real audio, values beyond this
+# are not (s16le read as f32le gives values like 1e-41 or 1e+30, and NaN).
+FLOAT_LIMIT = 8.0
+
+
+def check_stream_samples(samples, seconds, fmt):
+    """Raise CommandError when stream samples cannot be audio in the format ``fmt``."""
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        raise cli.CommandError(f"stream: non-finite samples (NaN or infinity) from "
+                               f"{seconds:.2f} s on: the data is not {fmt}; 16-bit PCM needs "
+                               "--stream-format s16le")
+    if fmt == "f32le" and np.abs(samples).max(initial=0.0) > FLOAT_LIMIT:
+        raise cli.CommandError(f"stream: samples up to {np.abs(samples).max():.3g} from "
+                               f"{seconds:.2f} s on, far outside the [-1, 1] of float PCM: the "
+                               "data is not f32le; 16-bit PCM needs --stream-format s16le")
+
+
 def main(argv=None):
     args = parse_args(argv)
-    clf = open_classifier(args.checkpoint, args.device)
-    if clf is None:
-        return 2
-    if args.stream:
-        stream(clf, args)
+    clf = Classifier(args.checkpoint, args.device)
+    if args.stream is not None:
+        if args.stream == "-":
+            stream(clf, args, sys.stdin.buffer)
+        else:
+            with open(args.stream, "rb") as source:
+                stream(clf, args, source)
         return 0
     failed = 0
     for result in classify_files(clf, args.files, args.top_k, args.hop, args.batch,
@@ -141,4 +197,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

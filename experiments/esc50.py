@@ -17,6 +17,9 @@ from scratchnet.runtime.backend import get_array_module, to_numpy
 
 NUM_CLASSES = 50
 CLIP_SECONDS = 5.0
+# A fold's last epochs, whose mean accuracy is reported beside its final one (a fold that
+# ends on a lucky or unlucky epoch shows it): training scores each of them.
+LAST_EPOCHS = 10
 DEFAULT_DIR = os.path.join("data", "ESC-50")
 ARCHIVE_URL = "https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -26,8 +29,9 @@ class DatasetNotFound(FileNotFoundError):
     pass
 
 
-def find_dataset(path=None):
-    """The ESC-50 root: ``path`` (from --data), else $ESC50_DIR, else ./data/ESC-50."""
+def find_dataset(path=None, download_hint=True):
+    """The ESC-50 root: ``path`` (from --data), else $ESC50_DIR, else ./data/ESC-50; the error
+    suggests --download where the command has it (``download_hint``)."""
     candidates = [("--data", path), ("$ESC50_DIR", os.environ.get("ESC50_DIR")),
                   ("default", DEFAULT_DIR)]
     for source, candidate in candidates:
@@ -40,8 +44,9 @@ def find_dataset(path=None):
                                   "expected meta/esc50.csv and audio/ inside it")
     raise DatasetNotFound(
         "ESC-50 not found: pass --data DIR, set $ESC50_DIR, or place it at ./data/ESC-50 "
-        "(meta/esc50.csv and audio/). To fetch the official archive (about 600 MB), run "
-        "with --download.")
+        "(meta/esc50.csv and audio/)." + (" To fetch the official archive (about 600 MB), "
+                                          "run train_esc50 with --download." if download_hint
+                                          else " train_esc50 --download fetches it there."))
 
 
 def read_metadata(root):
@@ -193,6 +198,17 @@ def load_features(root, features, cache_dir=None, xp=np, rows=None, progress=Tru
 def download(dest=DEFAULT_DIR, url=ARCHIVE_URL, sha256=None):
     """Fetch the official ESC-50 archive into ``dest`` (resumable, with a progress bar) and
     unpack it.  ``sha256``, when given, is checked before unpacking."""
+    parent = os.path.dirname(os.path.abspath(dest))
+    made_parent = not os.path.isdir(parent)
+    try:
+        return _download(dest, url, sha256)
+    except BaseException:
+        if made_parent and os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)  # leave no empty ./data behind a failed first download
+        raise
+
+
+def _download(dest, url, sha256):
     import shutil
     import urllib.request
     import zipfile
@@ -206,7 +222,9 @@ def download(dest=DEFAULT_DIR, url=ARCHIVE_URL, sha256=None):
     try:
         response = urllib.request.urlopen(request, timeout=60)
     except OSError as e:
-        raise ConnectionError(f"cannot download ESC-50 from {url}: {e}") from e
+        reason = getattr(e, "reason", None) or e
+        raise ConnectionError(f"cannot download ESC-50 from {url} ({reason}); check the "
+                              "network, or fetch the archive by hand and pass --data") from e
     if done and getattr(response, "status", None) != 206:  # range ignored: start again
         done = 0
     total = response.headers.get("Content-Length")

@@ -16,61 +16,55 @@ from scratchnet.runtime import configure
 
 configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
 
-import argparse
 import json
 import sys
 
-from scratchnet.runtime.backend import DeviceError
-
-from . import augment, esc50
+from . import augment, cli, esc50
 from .inference import (DEFAULT_CHECKPOINT, Classifier, ensemble_probabilities,
                         write_predictions)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", nargs="+", default=[DEFAULT_CHECKPOINT], metavar="MODEL",
+    p = cli.parser("experiments.evaluate", __doc__)
+    p.add_argument("--checkpoint", type=cli.existing_file, nargs="+",
+                   default=[DEFAULT_CHECKPOINT], metavar="MODEL",
                    help="model.npz from train_esc50 (default: the packaged model); several "
                         "score their ensemble, the networks' probabilities averaged")
-    p.add_argument("--data", help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
-    p.add_argument("--fold", type=int, help="fold to score (default: the checkpoint's test fold)")
-    p.add_argument("--tta-views", type=int, help="circular time shifts to average over")
-    p.add_argument("--max-shift", type=float, default=0.2,
-                   help="largest shift as a fraction of the clip (default 0.2, the recipes')")
+    p.add_argument("--data", type=cli.existing_dir,
+                   help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
+    p.add_argument("--fold", type=cli.fold,
+                   help="fold to score (default: the checkpoint's test fold)")
+    p.add_argument("--tta-views", type=cli.positive_int,
+                   help="circular time shifts to average over")
+    p.add_argument("--max-shift", type=cli.fraction, default=0.2,
+                   help="largest shift as a fraction of the clip, in [0, 1) (default 0.2, the "
+                        "recipes')")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--cache-dir", help="log-Mel feature cache (default ~/.cache/scratchnet)")
-    p.add_argument("--limit", type=int,
+    p.add_argument("--cache-dir", type=cli.output_dir,
+                   help="log-Mel feature cache (default ~/.cache/scratchnet)")
+    p.add_argument("--limit", type=cli.positive_int,
                    help="use only the first N clips of each fold (as train_esc50 --limit)")
-    p.add_argument("--predictions", metavar="PATH",
+    p.add_argument("--predictions", type=cli.output_file, metavar="PATH",
                    help="also write each clip's prediction there (JSON, as train_esc50's "
                         "predictions.json)")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if args.fold is not None and args.fold not in range(1, 6):
-        p.error(f"--fold must be among 1..5, got {args.fold}")
-    if args.tta_views is not None and args.tta_views < 1:
-        p.error(f"--tta-views must be at least 1, got {args.tta_views}")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        models = [Classifier(path, args.device) for path in args.checkpoint]
-        root = esc50.find_dataset(args.data)
-    except (OSError, ValueError, DeviceError) as e:
-        sys.exit(f"error: {e}")
+    models = [Classifier(path, args.device) for path in args.checkpoint]
+    root = esc50.find_dataset(args.data, download_hint=False)
     meta = models[0].meta
     for path, clf in zip(args.checkpoint[1:], models[1:]):
         if clf.meta["features"] != meta["features"]:
-            sys.exit(f"error: {path} takes other features than {args.checkpoint[0]} "
-                     f"({clf.meta['features']} against {meta['features']}); an ensemble "
-                     "scores one input")
+            raise cli.CommandError(f"{path} takes other features than {args.checkpoint[0]} "
+                                   f"({clf.meta['features']} against {meta['features']}); an "
+                                   "ensemble scores one input")
     fold = args.fold or meta.get("fold")
     if fold is None:
-        sys.exit(f"error: {args.checkpoint[0]} does not say which fold it was tested on; "
-                 "pass --fold")
+        raise cli.CommandError(f"{args.checkpoint[0]} does not say which fold it was tested "
+                               "on; pass --fold")
     for path, clf in zip(args.checkpoint, models):
         if fold in clf.meta.get("trained_on", []):
             print(f"warning: {path} was trained on fold {fold}; this is not a held-out score",
@@ -104,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

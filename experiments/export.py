@@ -11,11 +11,11 @@ from scratchnet.runtime import configure
 
 configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
 
-import argparse
-
 import numpy as np
 
 from scratchnet import load_checkpoint, save_checkpoint
+
+from . import cli
 
 
 def export(src, dst, dtype=np.float16):
@@ -27,14 +27,13 @@ def export(src, dst, dtype=np.float16):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src")
-    p.add_argument("dst")
+    p = cli.parser("experiments.export", __doc__)
+    p.add_argument("src", type=cli.existing_file, help="model.npz from train_esc50")
+    p.add_argument("dst", type=cli.output_file, help="the smaller copy to write (.npz)")
     args = p.parse_args(argv)
     export(args.src, args.dst)
     print(args.dst)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -17,7 +17,6 @@ from scratchnet.runtime import configure
 
 configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
 
-import argparse
 import json
 import os
 import sys
@@ -27,6 +26,8 @@ from collections import OrderedDict
 import numpy as np
 
 import scratchnet as sn
+
+from experiments import cli
 
 
 def toy_chain(weight=0.1, layers=5):
@@ -105,7 +106,7 @@ def load_data(args):
     """Standardised ESC-50 log-Mels (N, 1, 64, 251) and labels; training folds only."""
     from experiments import esc50
     from experiments.models import get_preset
-    root = esc50.find_dataset(args.data)
+    root = esc50.find_dataset(args.data, download_hint=False)
     feats, labels, folds = esc50.load_features(root, get_preset("cpu")["features"],
                                                args.cache_dir)
     keep = folds != 1
@@ -134,9 +135,11 @@ def plot(results, out):
     if results.get("training"):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for kind, losses in results["training"]["losses"].items():
-            smooth = np.convolve(losses, np.ones(10) / 10, mode="valid")
-            ax.plot(smooth, label=f"{kind}, depth {results['training']['depth']}")
-        ax.set(xlabel="step", ylabel="training loss (10-step mean)",
+            span = min(10, len(losses))  # a shorter run is averaged over all its steps
+            smooth = np.convolve(losses, np.ones(span) / span, mode="valid")
+            ax.plot(np.arange(span, len(losses) + 1), smooth,
+                    label=f"{kind}, depth {results['training']['depth']}")
+        ax.set(xlabel="step", ylabel=f"training loss (mean of the last {span} steps)",
                title="Training the deepest pair on ESC-50 log-Mels")
         ax.legend()
         fig.tight_layout()
@@ -144,18 +147,32 @@ def plot(results, out):
         plt.close(fig)
 
 
+def even_depth(text):
+    """A stack depth: an even number of 3x3 convolutions, two per block, at least 2."""
+    import argparse
+    value = cli.positive_int(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"expected an even number of convolutions (two per "
+                                         f"block), got {text!r}")
+    return value
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.gradient_flow", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True)
-    p.add_argument("--data")
-    p.add_argument("--cache-dir")
-    p.add_argument("--depths", type=int, nargs="+", default=[8, 16, 32, 56])
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=300, help="training steps (0: skip training)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p = cli.parser("experiments.gradient_flow", __doc__)
+    p.add_argument("--out", type=cli.output_dir, required=True, help="output directory")
+    p.add_argument("--data", type=cli.existing_dir,
+                   help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
+    p.add_argument("--cache-dir", type=cli.output_dir,
+                   help="log-Mel feature cache (default ~/.cache/scratchnet)")
+    p.add_argument("--depths", type=even_depth, nargs="+", default=[8, 16, 32, 56],
+                   help="3x3 convolutions per stack, even (8 16 32 56)")
+    p.add_argument("--width", type=cli.positive_int, default=16, help="channels (16)")
+    p.add_argument("--batch", type=cli.positive_int, default=32, help="clips per step (32)")
+    p.add_argument("--steps", type=cli.nonnegative_int, default=300,
+                   help="training steps of the deepest pair (300, about half an hour on 2 "
+                        "cores; 0: skip training)")
+    p.add_argument("--lr", type=cli.positive_float, default=1e-3, help="learning rate (1e-3)")
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
@@ -204,4 +221,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -7,8 +7,9 @@ import os
 import numpy as np
 
 from dsp import LogMel
-from scratchnet import load_checkpoint
-from scratchnet.runtime.backend import DeviceError, check_device, to_numpy
+from dsp.io import audio_blocks
+from scratchnet import CheckpointError, load_checkpoint
+from scratchnet.runtime.backend import check_device, to_numpy
 from scratchnet.fusion import fold_batchnorm
 from scratchnet.losses import log_softmax
 
@@ -62,6 +63,36 @@ def write_predictions(path, files, targets, probs):
         json.dump(rows, f, indent=0)
 
 
+def hop_samples(hop_seconds, sr):
+    """The hop in samples; a hop that rounds to no sample is refused, not silently widened."""
+    hop = int(round(hop_seconds * sr))
+    if hop < 1:
+        raise ValueError(f"hop of {hop_seconds} s is less than one sample at {sr} Hz")
+    return hop
+
+
+def sliding_windows(blocks, n, hop):
+    """Yield (start sample, window of n samples) over a signal given as consecutive blocks:
+    windows every ``hop`` samples, plus one ending at the last sample when they miss it; a
+    signal of at most n samples gives one window, zero-padded.  Holds at most a window and a
+    block."""
+    held, held_from, total, start = np.zeros(0, dtype=np.float32), 0, 0, 0
+    last = None  # the start of the last window given
+    for block in blocks:
+        held = np.concatenate([held, np.asarray(block, dtype=np.float32)])  # host: audio
+        total += len(block)
+        while start + n <= total:
+            yield start, held[start - held_from:start - held_from + n].copy()
+            last, start = start, start + hop
+        # Keep what the next window, or the one ending at the last sample, may need.
+        keep_from = max(held_from, min(start, total - n))
+        held, held_from = held[keep_from - held_from:], keep_from
+    if total <= n:
+        yield 0, np.pad(held, (0, n - total))
+    elif last != total - n:
+        yield total - n, held[total - n - held_from:].copy()
+
+
 class Classifier:
     """Log-Mel front end + ResNet from a checkpoint written by ``train_esc50`` (model.npz)."""
 
@@ -75,8 +106,8 @@ class Classifier:
         state, meta = load_checkpoint(path)
         for key in ("features", "model", "normalization", "classes"):
             if key not in meta:
-                raise ValueError(f"{path}: not a classifier checkpoint (no {key!r} in its "
-                                 "metadata); use a model.npz written by train_esc50")
+                raise CheckpointError(f"{path}: not a classifier checkpoint (no {key!r} in "
+                                      "its metadata); use a model.npz written by train_esc50")
         self.xp = check_device(device)
         self.meta = meta
         self.classes = meta["classes"]
@@ -86,8 +117,12 @@ class Classifier:
         self.normalization = meta["normalization"]
         # The time shifts whose predictions the model's reported accuracy averaged, if any.
         self.shifts = meta.get("test_time_shifts", [0])
-        model = build_model(meta["model"], len(self.classes)).to(device)
-        model.load_state_dict(state)
+        try:
+            model = build_model(meta["model"], len(self.classes)).to(device)
+            model.load_state_dict(state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: its weights do not fit the network its metadata "
+                                  f"describes ({e})") from e
         # Inference only: every BatchNorm folded into the convolution before it (the same
         # function, one pass fewer per convolution; scratchnet.fusion).
         self.model = fold_batchnorm(model)
@@ -98,8 +133,24 @@ class Classifier:
         x = self.features(self.xp.asarray(clips, dtype=self.xp.float32))
         return (standardise(x, self.normalization) if standardised else x)[:, None]
 
-    def predict(self, clips, batch=64):
-        """Class probabilities (B, K) for 5-second clips (B, window), computed in batches."""
+    def predict(self, clips, batch=64, hop_seconds=1.0):
+        """Class probabilities for audio at the model's rate, computed in batches.
+
+        ``clips`` (B, samples) of 5-second clips gives (B, K), a shorter clip zero-padded as
+        in training; a 1-D clip of any length gives (K,), the mean over its windows every
+        ``hop_seconds`` (:meth:`windows`), as ``classify`` scores a file."""
+        clips = np.asarray(clips, dtype=np.float32)  # host: audio comes from the host
+        if clips.ndim == 1:
+            return self.predict(self.windows(clips, hop_seconds)[0], batch).mean(axis=0)
+        if clips.ndim != 2:
+            raise ValueError(f"predict takes a clip (samples,) or a batch of clips (B, "
+                             f"samples), got shape {clips.shape}")
+        if clips.shape[1] > self.window:
+            raise ValueError(f"predict: clips of {clips.shape[1]} samples are longer than the "
+                             f"model's {self.window} ({CLIP_SECONDS:g} s at {self.sr} Hz); "
+                             "pass each as a 1-D array to average its windows")
+        if clips.shape[1] < self.window:  # zero-padded, as training pads short clips
+            clips = np.pad(clips, ((0, 0), (0, self.window - clips.shape[1])))
         out = [evaluate(self.model, self.logmel(clips[s:s + batch]), self.xp, self.shifts,
                         batch)[1] for s in range(0, len(clips), batch)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
@@ -108,25 +159,17 @@ class Classifier:
         """Split audio into model-sized windows: a short clip is zero-padded to one window; a
         long one gives windows every ``hop_seconds`` plus one ending at the last sample.
         Returns (windows (W, window), start times in seconds)."""
-        n = self.window
-        if len(y) <= n:
-            return np.pad(y, (0, n - len(y)))[None], [0.0]
-        hop = max(1, int(round(hop_seconds * self.sr)))
-        starts = list(range(0, len(y) - n + 1, hop))
-        if starts[-1] != len(y) - n:
-            starts.append(len(y) - n)
-        return np.stack([y[s:s + n] for s in starts]), [s / self.sr for s in starts]
+        pairs = list(sliding_windows([y], self.window, hop_samples(hop_seconds, self.sr)))
+        return np.stack([w for _, w in pairs]), [s / self.sr for s, _ in pairs]
+
+    def file_windows(self, path, hop_seconds, block_seconds=30.0):
+        """Yield (start in seconds, window) for every window of an audio file, as
+        :meth:`windows` cuts the whole file, reading and resampling it block by block:
+        memory is bounded by the block, not by the file's length."""
+        blocks = audio_blocks(path, sr=self.sr, block_seconds=block_seconds)
+        for start, w in sliding_windows(blocks, self.window, hop_samples(hop_seconds, self.sr)):
+            yield start / self.sr, w
 
     def top(self, probs, k):
         order = np.argsort(probs)[::-1][:k]
         return [{"label": self.classes[i], "prob": round(float(probs[i]), 4)} for i in order]
-
-
-def open_classifier(checkpoint, device):
-    """A Classifier, or None after printing why it could not be opened (for the CLIs)."""
-    import sys
-    try:
-        return Classifier(checkpoint, device)
-    except (OSError, ValueError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None

@@ -26,6 +26,8 @@ learning's gain-aware ratio (``augment.between_class``) in place of Mixup (0: Mi
 ``distill``: the weight beta of the teachers' averaged probabilities in each training
 target (0: the labels alone; ``experiments.distill``, with ``--teachers``).
 """
+import json
+
 from scratchnet import ResNet
 
 PRESETS = {
@@ -71,6 +73,95 @@ def get_preset(name):
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+def parse_recipe(items, train):
+    """["mixup_prob=1", ...] -> {"mixup_prob": 1.0}, checked against the recipe's keys and
+    keeping each value's type (numbers stay numbers)."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--recipe expects KEY=VALUE, got {item!r}")
+        if key not in train:
+            raise ValueError(f"--recipe: unknown key {key!r}; the recipe has "
+                             f"{', '.join(sorted(train))}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"--recipe {key}: expected a number, got {text!r}")
+        out[key] = value
+    return out
+
+
+def check_recipe(train, teachers=()):
+    """Raise ValueError naming the first entry of a training recipe that cannot train."""
+    for key, least in (("tta_views", 1), ("spec_masks", 0), ("freq_shift", 0)):
+        value = train[key]
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"--recipe {key}: expected a whole number >= {least}, "
+                             f"got {value}")
+    for key in ("epochs", "batch_size"):
+        if not isinstance(train[key], int) or train[key] < 1:
+            raise ValueError(f"{key}: expected a whole number >= 1, got {train[key]}")
+    for key in ("mixup_prob", "warmup"):
+        if not 0 <= train[key] <= 1:
+            raise ValueError(f"--recipe {key}: expected a number in [0, 1], got {train[key]}")
+    for key in ("lr", "max_lr"):
+        if not train[key] > 0:
+            raise ValueError(f"--recipe {key}: expected a learning rate > 0, got {train[key]}")
+    for key in ("weight_decay", "mixup_alpha", "clip_norm", "freq_mask", "time_mask",
+                "time_shift"):
+        if not train[key] >= 0:
+            raise ValueError(f"--recipe {key}: expected a number >= 0, got {train[key]}")
+    if not 0 <= train["label_smoothing"] < 1:
+        raise ValueError(f"--recipe label_smoothing: expected a number in [0, 1), got "
+                         f"{train['label_smoothing']}")
+    if not 0 <= train["ema_decay"] < 1:
+        raise ValueError(f"--recipe ema_decay: expected a number in [0, 1) (0: no weight "
+                         f"average), got {train['ema_decay']}")
+    if not 0 <= train["distill"] <= 1:
+        raise ValueError(f"--recipe distill: expected a weight in [0, 1], got "
+                         f"{train['distill']}")
+    if bool(train["distill"]) != bool(teachers):
+        raise ValueError("distillation needs both --teachers MODEL ... and --recipe "
+                         "distill=BETA (0 < BETA <= 1)")
+    for key in ("bc_mix", "per_mel_norm", "mixup_power"):
+        if train[key] not in (0, 1):
+            raise ValueError(f"--recipe {key}: expected 0 or 1, got {train[key]}")
+    if train["bc_mix"] and not train["mixup_power"]:
+        raise ValueError("--recipe bc_mix=1 mixes clips as sounds, by their powers: it "
+                         "needs mixup_power=1")
+
+
+def run_config(preset, epochs=None, batch_size=None, pool=None, deltas=None, widths=None,
+               dropout=None, recipe=(), teachers=()):
+    """A new {features, model, train} dict: the preset with the command's overrides, checked
+    (ValueError naming the first bad one)."""
+    cfg = json.loads(json.dumps(get_preset(preset)))  # a deep copy; the presets stay as they are
+    model, train = cfg["model"], cfg["train"]
+    if epochs is not None:
+        train["epochs"] = epochs
+    if batch_size is not None:
+        train["batch_size"] = batch_size
+    if pool is not None:
+        model["pool"] = pool
+    if deltas is not None:
+        model["deltas"] = deltas
+    if widths is not None:
+        if len(widths) != len(model["depths"]) or min(widths) < 1:
+            raise ValueError(f"--widths: expected {len(model['depths'])} positive channel "
+                             f"counts (one per stage of {preset}), got {list(widths)}")
+        model["widths"] = list(widths)
+    if dropout is not None:
+        if not 0.0 <= dropout < 1.0:  # also false for NaN
+            raise ValueError(f"--dropout: expected a probability in [0, 1), got {dropout}")
+        model["dropout"] = dropout
+    train.update(parse_recipe(recipe, train))
+    check_recipe(train, teachers)
+    return cfg
 
 
 def build_model(model_config, num_classes=50, seed=0, input_grad=True):

@@ -9,21 +9,20 @@ and ``predictions.json``), and each fold is checked to be scored at the end of i
 its single-view accuracy must be its last epoch's held-out accuracy (no epoch picked), over
 as many epochs as the schedule has.
 """
-import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
+from . import cli
+from .esc50 import LAST_EPOCHS
+from .report import machines_of
+
 # An official ESC-50 fold holds 400 clips (8 per class); a run with --limit holds fewer.
 CLIPS_PER_FOLD = 400
-# A fold's last epochs, whose mean accuracy is reported beside its final one (a fold that
-# ends on a lucky or unlucky epoch shows it); train_esc50 scores each of them.
-LAST_EPOCHS = 10
 
 
-class SummaryError(Exception):
+class SummaryError(cli.CommandError):
     """A run whose files are missing or disagree (reported as one ``error:`` line)."""
 
 
@@ -33,12 +32,6 @@ def read_json(path):
             return json.load(f)
     except FileNotFoundError:
         raise SummaryError(f"{path} is missing: is this a train_esc50 output folder?")
-
-
-def machines_of(history):
-    """The machines a fold's epochs record, each once, in the order they first trained it (a
-    fold run in pieces may move between machines; epochs before 2026-12-06 record none)."""
-    return list(dict.fromkeys(h["machine"] for h in history if "machine" in h))
 
 
 def machine_text(machines):
@@ -153,21 +146,19 @@ def frontier(rows_by_run, plot=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.summary", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="train_esc50 output folders (--out)")
-    p.add_argument("--plot", help="with several runs: write the frontier as this PNG")
+    p = cli.parser("experiments.summary", __doc__)
+    p.add_argument("runs", nargs="+", type=cli.existing_dir,
+                   help="train_esc50 output folders (--out)")
+    p.add_argument("--plot", type=cli.output_file,
+                   help="with several runs: write the frontier as this PNG")
     args = p.parse_args(argv)
-    try:
-        rows_by_run = {run: fold_rows(run)[1] for run in args.runs}  # each run read once
-        text = "\n\n".join(f"{run}:\n\n{fold_table(rows)}" for run, rows in rows_by_run.items())
-        if len(args.runs) > 1 or args.plot:
-            text += "\n\n" + frontier(rows_by_run, args.plot)
-    except SummaryError as e:
-        sys.exit(f"error: {e}")
+    rows_by_run = {run: fold_rows(run)[1] for run in args.runs}  # each run read once
+    text = "\n\n".join(f"{run}:\n\n{fold_table(rows)}" for run, rows in rows_by_run.items())
+    if len(args.runs) > 1 or args.plot:
+        text += "\n\n" + frontier(rows_by_run, args.plot)
     print(text)
     return text
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -10,7 +10,6 @@ from scratchnet.runtime import configure
 
 configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
 
-import argparse
 import base64
 import html
 import os
@@ -18,26 +17,35 @@ import sys
 
 import numpy as np
 
-from dsp import load_audio
+from dsp import AudioError
+from dsp.mel import mel_frequencies
 from scratchnet.runtime.backend import to_numpy
 
-from .inference import open_classifier, probabilities
+from . import cli
+from .inference import Classifier, probabilities
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.visualize", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="+")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--checkpoint")
+    p = cli.parser("experiments.visualize", __doc__)
+    p.add_argument("files", nargs="+", help="audio files (the first 5 s of each is shown)")
+    p.add_argument("--out", type=cli.output_dir, required=True, help="output directory")
+    p.add_argument("--checkpoint", type=cli.existing_file,
+                   help="model.npz from train_esc50 (default: the packaged model)")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--channels", type=int, default=8, help="feature maps shown per stage")
+    p.add_argument("--channels", type=cli.positive_int, default=8,
+                   help="feature maps shown per stage (8)")
     return p.parse_args(argv)
 
 
-def analyse(clf, y):
-    """Run the first window of y through the model; return the pieces the figure shows."""
-    window = clf.windows(y, 5.0)[0][:1]
+def first_window(clf, path):
+    """The file's first model window (zero-padded when shorter), read block by block: a long
+    file is not loaded whole to show its first seconds."""
+    return next(iter(clf.file_windows(path, 5.0, block_seconds=10.0)))[1]
+
+
+def analyse(clf, window):
+    """Run one window through the model; return the pieces the figure shows."""
+    window = window[None]
     x = clf.logmel(window)
     logits, stages = clf.model.forward_features(x)
     return dict(window=window[0], logmel=to_numpy(clf.logmel(window, standardised=False))[0, 0],
@@ -45,34 +53,58 @@ def analyse(clf, y):
                 probs=probabilities(logits)[0])
 
 
+def mel_axis(ax, clf, bands):
+    """Label a mel-band axis of ``bands`` rows in Hz, at the bands' centre frequencies."""
+    f = clf.meta["features"]
+    centres = mel_frequencies(f["n_mels"] + 2, f["fmin"], f["fmax"] or f["sr"] / 2)[1:-1]
+    ticks = np.linspace(0, f["n_mels"] - 1, 5).round().astype(int)
+    ax.set_yticks(ticks * bands / f["n_mels"], [f"{centres[t]:.0f}" for t in ticks])
+
+
 def figure(clf, name, parts, channels, path):
+    """The waveform, the log-Mel input, the strongest feature maps of every stage (each
+    spanning the input's time and frequency, time across and frequency up) and the top-5."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     stages = parts["stages"]
     rows = 2 + len(stages)
-    fig = plt.figure(figsize=(14, 2.4 * rows))
+    fig = plt.figure(figsize=(14, 2.6 * rows))
     grid = fig.add_gridspec(rows, channels)
+    seconds = len(parts["window"]) / clf.sr
     ax = fig.add_subplot(grid[0, :channels // 2])
     t = np.arange(len(parts["window"])) / clf.sr
     ax.plot(t, parts["window"], lw=0.4)
-    ax.set(title=f"waveform: {name}", xlabel="s", xlim=(0, t[-1]))
+    ax.set(title=f"waveform: {name}", xlabel="time (s)", ylabel="amplitude", xlim=(0, seconds))
     ax = fig.add_subplot(grid[0, channels // 2 + 1:])  # room for the labels
     top = clf.top(parts["probs"], 5)
     ax.barh([e["label"] for e in top][::-1], [e["prob"] for e in top][::-1])
-    ax.set(title="top-5 prediction", xlim=(0, 1))
+    ax.set(title="top-5 prediction", xlabel="probability", xlim=(0, 1))
     ax = fig.add_subplot(grid[1, :])
-    ax.imshow(parts["logmel"], origin="lower", aspect="auto", cmap="magma")
-    ax.set(title="log-Mel input (dB)", ylabel="mel band", xlabel="frame")
+    logmel = parts["logmel"]
+    image = ax.imshow(logmel, origin="lower", aspect="auto", cmap="magma",
+                      extent=(0, seconds, 0, logmel.shape[0]))
+    fig.colorbar(image, ax=ax, pad=0.01, label="power (dB)")
+    mel_axis(ax, clf, logmel.shape[0])
+    ax.set(title="log-Mel input", ylabel="frequency (Hz, mel scale)", xlabel="time (s)")
     for r, (stage, maps) in enumerate(stages.items(), start=2):
         strongest = np.argsort(maps.mean(axis=(1, 2)))[::-1][:channels]
         for c, ch in enumerate(strongest):
             ax = fig.add_subplot(grid[r, c])
-            ax.imshow(maps[ch], origin="lower", aspect="auto", cmap="viridis")
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title(f"{stage} ch {ch}", fontsize=7)
+            # Each map covers the input's 5 s and its frequency range, at its own resolution.
+            image = ax.imshow(maps[ch], origin="lower", aspect="auto", cmap="viridis",
+                              extent=(0, seconds, 0, maps.shape[1]))
+            ax.set_title(f"{stage} ch {ch} ({maps.shape[1]}x{maps.shape[2]})", fontsize=7)
+            ax.tick_params(labelsize=6)
+            if c == 0:
+                mel_axis(ax, clf, maps.shape[1])
+                ax.set_ylabel("Hz", fontsize=7)
+            else:
+                ax.set_yticks([])
+            ax.set_xlabel("time (s)", fontsize=6)
+        fig.colorbar(image, ax=ax, pad=0.02, fraction=0.08).set_label("activation", fontsize=6)
     # tight_layout would squeeze the 8 small panels of a row; fixed margins keep them wide.
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.97, bottom=0.03, hspace=0.7, wspace=0.12)
+    fig.subplots_adjust(left=0.06, right=0.97, top=0.97, bottom=0.03, hspace=0.9, wspace=0.15)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
@@ -97,19 +129,16 @@ def write_html(entries, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    clf = open_classifier(args.checkpoint, args.device)
-    if clf is None:
-        return 2
+    clf = Classifier(args.checkpoint, args.device)
     os.makedirs(args.out, exist_ok=True)
     entries, failed = [], 0
     for path in args.files:
         try:
-            y, _ = load_audio(path, sr=clf.sr)
-        except (OSError, ValueError) as e:
+            parts = analyse(clf, first_window(clf, path))
+        except (OSError, AudioError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
-        parts = analyse(clf, y)
         stem = os.path.splitext(os.path.basename(path))[0]
         png = os.path.join(args.out, f"{stem}.png")
         figure(clf, os.path.basename(path), parts, args.channels, png)
@@ -123,4 +152,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {
     "scratchnet.runtime.backend": ["DeviceError", "get_array_module", "gpu_available",
                                    "to_device", "to_numpy"],
-    "scratchnet.checkpoint": ["load_checkpoint", "save_checkpoint"],
+    "scratchnet.checkpoint": ["CheckpointError", "load_checkpoint", "save_checkpoint"],
     "scratchnet.layers": ["BasicBlock", "BatchNorm2d", "Conv2d", "Dropout", "Flatten",
                           "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Parameter", "ReLU",
                           "ResNet", "Sequential", "TimeDeltas", "TimeMaxMeanPool"],

@@ -8,6 +8,12 @@ import numpy as np
 from .runtime.backend import to_numpy
 
 _META_KEY = "__meta__"
+_ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive of .npy files
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint: truncated, corrupt or of another kind; the
+    message names the file and which of these it is."""
 
 
 def save_checkpoint(path, state, meta=None):
@@ -35,13 +41,30 @@ def save_checkpoint(path, state, meta=None):
 
 
 def load_checkpoint(path):
-    """Return (state, meta) from a file written by :func:`save_checkpoint`."""
+    """Return (state, meta) from a file written by :func:`save_checkpoint`.
+
+    A missing file raises FileNotFoundError; one that is not an .npz archive, a truncated or
+    corrupt one, or an .npz without this module's metadata raises :class:`CheckpointError`
+    naming the file and the problem."""
+    import zipfile
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head != _ZIP_MAGIC:
+        raise CheckpointError(f"{path} is not a checkpoint: not an .npz archive "
+                              f"({'empty' if not head else 'it starts with ' + repr(head)})")
     try:
         with np.load(path, allow_pickle=False) as f:
+            if _META_KEY not in f.files:
+                raise CheckpointError(f"{path} is an .npz archive but not a scratchnet "
+                                      "checkpoint (it has no metadata entry)")
             state = {k: f[k] for k in f.files if k != _META_KEY}
-            meta = json.loads(str(f[_META_KEY])) if _META_KEY in f.files else {}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {path} is not a readable .npz file: {e}") from e
+            meta = json.loads(str(f[_META_KEY]))
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") \
+            from e
     return state, meta

@@ -26,6 +26,10 @@ class SoftmaxCrossEntropy:
         self.label_smoothing = label_smoothing
         self._cache = None
 
+    def __call__(self, logits, targets):
+        """``loss_fn(logits, targets)``: the forward pass, as a layer is called."""
+        return self.forward(logits, targets)
+
     def targets_distribution(self, targets, n, k, dtype, xp):
         """The smoothed target rows q (N, K) for integer labels or probability rows."""
         if not hasattr(targets, "ndim"):
@@ -73,6 +77,9 @@ class SoftmaxCrossEntropy:
         return loss
 
     def backward(self):
-        xp = get_array_module(self._cache[0])
-        logp, q = self._cache
+        if self._cache is None:
+            raise RuntimeError("SoftmaxCrossEntropy.backward: no forward pass to go back "
+                               "through; call loss_fn(logits, targets) before each backward()")
+        (logp, q), self._cache = self._cache, None
+        xp = get_array_module(logp)
         return (xp.exp(logp) - q) / logp.shape[0]

@@ -38,16 +38,31 @@ def views_of(flat, params):
     return views
 
 
+def parameters_of(params):
+    """The Parameters an optimiser updates: a model's (anything with ``parameters()``), or an
+    iterable of Parameters, checked so that a mistake is named here and not in a step."""
+    if hasattr(params, "parameters") and callable(params.parameters):
+        params = params.parameters()
+    params = list(params)
+    if not params:
+        raise ValueError("optimiser got an empty parameter list")
+    for i, p in enumerate(params):
+        if not (hasattr(p, "data") and hasattr(p, "grad")):
+            raise TypeError(f"optimiser parameter {i} is a {type(p).__name__}, not a "
+                            "Parameter: pass a model or model.parameters()")
+    return params
+
+
 class Optimizer:
-    """``flat`` (default: on the GPU only) runs each step over flat buffers of all the
-    parameters (:func:`flatten`); the CPU keeps its per-tensor passes (AdamW's in cache-sized
-    blocks).  The updates are the same numbers either way; the clipped norm, one sum instead
-    of a sum of per-tensor sums, agrees to rounding."""
+    """``params``: a model, or its ``parameters()``.  ``flat`` (default: on the GPU only) runs
+    each step over flat buffers of all the parameters (:func:`flatten`); the CPU keeps its
+    per-tensor passes (AdamW's in cache-sized blocks).  The updates are the same numbers either
+    way; the clipped norm, one sum instead of a sum of per-tensor sums, agrees to rounding."""
 
     def __init__(self, params, lr, flat=None):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("optimiser got an empty parameter list")
+        self.params = parameters_of(params)
+        if not lr >= 0:  # also false for NaN
+            raise ValueError(f"learning rate must be >= 0, got {lr}")
         self.lr = lr
         self.step_count = 0
         if flat is None:
@@ -66,11 +81,12 @@ class Optimizer:
             p.zero_grad()
 
     def state_dict(self):
-        return {"lr": self.lr, "step_count": self.step_count, "buffers": self._buffers()}
+        """The step count, learning rate and state buffers (live arrays: save, do not keep)."""
+        return {"lr": self.lr, "step_count": self.step_count, "buffers": self.state_buffers()}
 
     def load_state_dict(self, state):
         self.lr, self.step_count = state["lr"], state["step_count"]
-        mine = self._buffers()
+        mine = self.state_buffers()
         if len(mine) != len(state["buffers"]):
             raise ValueError("optimiser state does not match the parameters")
         for dst, src in zip(mine, state["buffers"]):
@@ -78,7 +94,8 @@ class Optimizer:
                 raise ValueError("optimiser state does not match the parameter shapes")
             dst[...] = get_array_module(dst).asarray(src)
 
-    def _buffers(self):
+    def state_buffers(self):
+        """The arrays the update keeps between steps (momentum, moments), in a fixed order."""
         return []
 
 
@@ -97,7 +114,7 @@ class SGD(Optimizer):
             self._flat_velocity = get_array_module(self._flat[0]).zeros_like(self._flat[0])
             self.velocity = views_of(self._flat_velocity, self.params)
 
-    def _buffers(self):
+    def state_buffers(self):
         return self.velocity
 
     def step(self):
@@ -163,7 +180,7 @@ class AdamW(Optimizer):
             self._flat_m, self._flat_v = xp.zeros_like(self._flat[0]), xp.zeros_like(self._flat[0])
             self.m, self.v = views_of(self._flat_m, self.params), views_of(self._flat_v, self.params)
 
-    def _buffers(self):
+    def state_buffers(self):
         return self.m + self.v
 
     def step(self):

@@ -62,3 +62,25 @@ def xp(request):
     if request.param == "numpy":
         return np
     return request.getfixturevalue("standin") if request.param == "cupy-standin" else real_cupy()
+
+
+@pytest.fixture
+def refused(capsys):
+    """``refused(main, argv, pattern)``: the command, run as from the shell
+    (experiments.cli.run), exits with a non-zero status and one ``error:`` line on stderr that
+    matches ``pattern``, with no traceback; returns (status, that line)."""
+    import re
+
+    from experiments import cli
+
+    def check(main, argv, pattern):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            cli.run(main, argv)
+        err = capsys.readouterr().err
+        assert info.value.code not in (0, None), err
+        assert "Traceback" not in err, err
+        last = err.strip().splitlines()[-1]
+        assert "error:" in last and re.search(pattern, last), err
+        return info.value.code, last
+    return check

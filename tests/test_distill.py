@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import augment, distill, esc50, train_esc50
+from experiments import augment, distill, esc50, fold_run, train_esc50
 
 
 def test_distilled_targets_mix_the_label_with_the_teachers_probabilities(rng):
@@ -73,7 +73,7 @@ def test_teachers_score_clips_as_their_own_runs_scored_them(esc50_root, tmp_path
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
 def test_a_student_learns_from_the_averaged_teachers(esc50_root, tmp_path, monkeypatch,
-                                                     device, request):
+                                                     device, request, refused):
     if device == "gpu":
         request.getfixturevalue("standin")
     teachers = [str(_teacher(esc50_root, tmp_path, 1, s) / "model.npz") for s in (0, 1)]
@@ -97,20 +97,19 @@ def test_a_student_learns_from_the_averaged_teachers(esc50_root, tmp_path, monke
     history = json.loads((out / "fold1" / "metrics.json").read_text())
     assert np.isfinite(history[0]["train_loss"])
     # A teacher that saw the student's test fold is refused, naming it.
-    with pytest.raises(SystemExit, match="a teacher must have seen exactly the student's "
-                                         "training folds"):
-        train_esc50.main(common + ["--folds", "2", "--teachers", teachers[0], "--recipe",
-                                   "distill=0.5", "--out", str(tmp_path / "leak")])
-    with pytest.raises(SystemExit, match="was trained on other features"):
-        train_esc50.main(common + ["--folds", "1", "--teachers", teachers[0], "--recipe",
-                                   "distill=0.5", "--preset", "cpu", "--out",
-                                   str(tmp_path / "other-input")])
-    with pytest.raises(SystemExit, match="distillation needs both --teachers"):
-        train_esc50.main(common + ["--folds", "1", "--teachers", teachers[0],
-                                   "--out", str(tmp_path / "no-weight")])
-    with pytest.raises(SystemExit, match="distill: expected a weight in \\[0, 1\\]"):
-        train_esc50.main(common + ["--folds", "1", "--teachers", teachers[0], "--recipe",
-                                   "distill=2", "--out", str(tmp_path / "too-heavy")])
+    refused(train_esc50.main, common + ["--folds", "2", "--teachers", teachers[0], "--recipe",
+                                        "distill=0.5", "--out", str(tmp_path / "leak")],
+            "a teacher must have seen exactly the student's training folds")
+    refused(train_esc50.main, common + ["--folds", "1", "--teachers", teachers[0], "--recipe",
+                                        "distill=0.5", "--preset", "cpu", "--out",
+                                        str(tmp_path / "other-input")],
+            "was trained on other features")
+    refused(train_esc50.main, common + ["--folds", "1", "--teachers", teachers[0],
+                                        "--out", str(tmp_path / "no-weight")],
+            "distillation needs both --teachers")
+    refused(train_esc50.main, common + ["--folds", "1", "--teachers", teachers[0], "--recipe",
+                                        "distill=2", "--out", str(tmp_path / "too-heavy")],
+            "distill: expected a weight in \\[0, 1\\]")
 
 
 def test_the_loss_is_given_the_teachers_rows(esc50_root, tmp_path, monkeypatch):
@@ -119,12 +118,12 @@ def test_the_loss_is_given_the_teachers_rows(esc50_root, tmp_path, monkeypatch):
     teacher = str(_teacher(esc50_root, tmp_path, 1, 0) / "model.npz")
     given = []
 
-    class Recorded(train_esc50.SoftmaxCrossEntropy):
+    class Recorded(fold_run.SoftmaxCrossEntropy):
         def forward(self, logits, targets):
             given.append(np.array(targets, copy=True))
             return super().forward(logits, targets)
 
-    monkeypatch.setattr(train_esc50, "SoftmaxCrossEntropy", Recorded)
+    monkeypatch.setattr(fold_run, "SoftmaxCrossEntropy", Recorded)
     seen = {}
     real = distill.teacher_probabilities
     monkeypatch.setattr(distill, "teacher_probabilities",
@@ -141,7 +140,8 @@ def test_the_loss_is_given_the_teachers_rows(esc50_root, tmp_path, monkeypatch):
     np.testing.assert_allclose(np.sort(rows, axis=0), np.sort(q, axis=0), rtol=1e-6)
 
 
-def test_evaluate_scores_an_ensemble_by_its_averaged_probabilities(esc50_root, tmp_path):
+def test_evaluate_scores_an_ensemble_by_its_averaged_probabilities(esc50_root, tmp_path,
+                                                                   refused):
     from experiments import evaluate
     from experiments.inference import Classifier, evaluate as probabilities_of
     models = [str(_teacher(esc50_root, tmp_path, 2, s) / "model.npz") for s in (0, 1)]
@@ -170,5 +170,6 @@ def test_evaluate_scores_an_ensemble_by_its_averaged_probabilities(esc50_root, t
     train_esc50.main(["--data", esc50_root, "--cache-dir", str(tmp_path / "cache"),
                       "--no-progress", "--folds", "2", "--epochs", "1", "--batch-size", "8",
                       "--limit", "8", "--preset", "cpu", "--out", str(other)])
-    with pytest.raises(SystemExit, match="takes other features than"):
-        evaluate.main(common + ["--checkpoint", models[0], str(other / "fold2" / "model.npz")])
+    refused(evaluate.main, common + ["--checkpoint", models[0],
+                                     str(other / "fold2" / "model.npz")],
+            "takes other features than")

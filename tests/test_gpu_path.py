@@ -226,7 +226,7 @@ def test_a_training_epoch_reads_the_device_twice_and_no_step_reads_it(standin, t
     """Each read of a device value makes the host wait for the GPU.  A training epoch reads
     two (the summed loss and the correct count, once each); its steps read none.  Scoring is
     left out here (it reads each batch's probabilities)."""
-    from experiments import train_esc50
+    from experiments import fold_run
     from experiments.models import PRESETS
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((40, 16, 24)).astype(np.float32)
@@ -236,12 +236,10 @@ def test_a_training_epoch_reads_the_device_twice_and_no_step_reads_it(standin, t
                           stem_pool=True, dropout=0.2),
                train=dict(PRESETS["cpu"]["train"], epochs=2, batch_size=8, mixup_prob=0.5,
                           freq_mask=4, time_mask=6, freq_shift=2, ema_decay=0.9))
-    args = train_esc50.parse_args(["--out", str(tmp_path), "--no-progress", "--device", "gpu"])
-    run = train_esc50.set_up_fold(1, feats, labels, folds, cfg, args, standin)
-    monkeypatch.setattr(train_esc50, "evaluate", lambda model, x, xp: (np.zeros(len(x)), None))
-    monkeypatch.setattr(train_esc50, "fold_batchnorm", lambda model: model)
+    data = fold_run.fold_data(1, feats, labels, folds, cfg, [], [], "gpu", standin)
+    run = fold_run.set_up(1, data, cfg, str(tmp_path), 0, "gpu", [])
     for epoch in range(2):
         before = standin.reads
-        train_esc50.train_epoch(run, epoch, args, standin)
+        fold_run.train_epoch(run, epoch, standin, progress=False, score=False)
         assert standin.reads - before == 2, standin.reads - before
     assert run.steps_per_epoch == 4 and len(run.history) == 2

@@ -110,16 +110,15 @@ def test_stream_prints_a_label_per_window(checkpoint, monkeypatch, capsys):
     assert all(len(x["top"]) == 1 for x in lines)
 
 
-def test_not_a_classifier_checkpoint(tmp_path, capsys):
+def test_not_a_classifier_checkpoint(tmp_path, refused):
     bad = tmp_path / "bad.npz"
     save_checkpoint(bad, {"w": np.zeros(2)}, {})
-    assert classify.main(["x.wav", "--checkpoint", str(bad)]) == 2
-    assert "not a classifier checkpoint" in capsys.readouterr().err
+    assert refused(classify.main, ["x.wav", "--checkpoint", str(bad)],
+                   "not a classifier checkpoint")[0] == 1
     from experiments import evaluate
-    with pytest.raises(SystemExit, match="error: .*not a classifier checkpoint"):
-        evaluate.main(["--checkpoint", str(bad)])
-    with pytest.raises(SystemExit, match="checkpoint not found: .*nowhere.npz"):
-        evaluate.main(["--checkpoint", str(tmp_path / "nowhere.npz")])
+    refused(evaluate.main, ["--checkpoint", str(bad)], "error: .*not a classifier checkpoint")
+    assert refused(evaluate.main, ["--checkpoint", str(tmp_path / "nowhere.npz")],
+                   "argument --checkpoint: no such file: .*nowhere.npz")[0] == 2
 
 
 needs_packaged = pytest.mark.skipif(not os.path.isfile(DEFAULT_CHECKPOINT),

@@ -215,7 +215,7 @@ def test_flat_buffers_give_the_per_tensor_numbers_bit_for_bit(make):
             for p in params:
                 p.grad[...] = rng.standard_normal(p.shape)
             opt.step()
-        runs.append([p.data.copy() for p in params] + [b.copy() for b in opt._buffers()])
+        runs.append([p.data.copy() for p in params] + [b.copy() for b in opt.state_buffers()])
     for x, y in zip(*runs):
         np.testing.assert_array_equal(x, y)
 
@@ -243,7 +243,7 @@ def test_flat_state_loads_in_place():
     params = _conv_and_linear_params(0)
     opt = sn.AdamW(params, lr=0.01, flat=True)
     state = {"lr": 0.5, "step_count": 7, "buffers": [np.full(b.shape, 2.0, np.float32)
-                                                      for b in opt._buffers()]}
+                                                      for b in opt.state_buffers()]}
     opt.load_state_dict(state)
     assert opt.step_count == 7 and (opt._flat_m == 2.0).all() and (opt._flat_v == 2.0).all()
     params[0].zero_grad()

@@ -103,13 +103,12 @@ def test_split_layers_match_one_call_bit_for_bit(monkeypatch, all_shifted):
         np.testing.assert_array_equal(a, b)
 
 
-def test_command_line_tools_name_a_bad_thread_setting(monkeypatch, tmp_path, capsys):
+def test_command_line_tools_name_a_bad_thread_setting(monkeypatch, tmp_path, refused):
     from experiments import evaluate, train_esc50
     from scratchnet.runtime.backend import DeviceError, check_device
     monkeypatch.setenv("SCRATCHNET_THREADS", "many")
     with pytest.raises(DeviceError, match="SCRATCHNET_THREADS must be a whole number"):
         check_device("cpu")  # where every tool asks for its device, before any work
-    with pytest.raises(SystemExit, match="SCRATCHNET_THREADS must be a whole number"):
-        train_esc50.main(["--out", str(tmp_path / "run")])
-    with pytest.raises(SystemExit, match="SCRATCHNET_THREADS must be a whole number"):
-        evaluate.main([])
+    refused(train_esc50.main, ["--out", str(tmp_path / "run")],
+            "SCRATCHNET_THREADS must be a whole number")
+    refused(evaluate.main, [], "SCRATCHNET_THREADS must be a whole number")

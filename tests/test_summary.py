@@ -77,7 +77,7 @@ def test_frontier_marks_the_runs_nothing_beats_and_plots_them(tmp_path, capsys):
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 
 
-def test_the_frontier_compares_runs_on_the_folds_they_share(tmp_path, capsys):
+def test_the_frontier_compares_runs_on_the_folds_they_share(tmp_path, capsys, refused):
     # five folds against a run that has finished two: fold 4's 0.95 must not enter
     write_run(tmp_path / "five", {f: ([a] * 3, 3000.0, None) for f, a in
                                   zip(range(1, 6), [0.80, 0.79, 0.82, 0.95, 0.79])})
@@ -92,15 +92,14 @@ def test_the_frontier_compares_runs_on_the_folds_they_share(tmp_path, capsys):
     assert "| two | 2 | 95.0 | 82.00% | yes | CPU A, 2 threads; CPU B, 2 threads |" in out
     assert "| mean +- std (5 folds) | 83.00% +- 6.10 |" in out  # its own table keeps all five
     write_run(tmp_path / "other", {3: ([0.7] * 3, 60.0, None)})
-    with pytest.raises(SystemExit, match="the runs share no finished fold: .*two has fold"
-                                         r"\(s\) 1, 2; .*other has fold\(s\) 3"):
-        summary.main([str(tmp_path / "two"), str(tmp_path / "other")])
+    refused(summary.main, [str(tmp_path / "two"), str(tmp_path / "other")],
+            r"the runs share no finished fold: .*two has fold\(s\) 1, 2; .*other has "
+            r"fold\(s\) 3")
 
 
-def test_a_folder_without_results_is_one_error_line(tmp_path):
-    with pytest.raises(SystemExit, match="results.json is missing: is this a train_esc50 "
-                                         "output folder"):
-        summary.main([str(tmp_path)])
+def test_a_folder_without_results_is_one_error_line(tmp_path, refused):
+    refused(summary.main, [str(tmp_path)],
+            "results.json is missing: is this a train_esc50 output folder")
 
 
 COMMITTED = sorted(d for d in os.listdir(os.path.join(ROOT, "results"))
@@ -141,7 +140,7 @@ def test_a_five_fold_run_is_its_presets_configuration_on_every_fold(name):
     the preset's features, network and recipe (keys added since count at their original
     values), seed 0, every clip, no fold held out and no teachers."""
     from experiments.models import PRESETS
-    from experiments.train_esc50 import with_added_keys
+    from experiments.run_folder import with_added_keys
     config = summary.read_json(os.path.join(ROOT, "results", name, "results.json"))["config"]
     preset = name[:-len("-5fold")]
     assert config["preset"] == preset and config["seed"] == 0 and config["limit"] is None

@@ -7,7 +7,7 @@ import pytest
 from scratchnet import load_checkpoint, save_checkpoint
 from scratchnet.runtime.backend import describe_device
 
-from experiments import train_esc50
+from experiments import esc50, models, train_esc50
 
 
 def test_two_epochs_write_results_and_the_loss_falls(esc50_root, tmp_path):
@@ -75,37 +75,41 @@ def test_weight_average_is_scored_and_saved_beside_the_raw_weights(esc50_root, t
 
 def test_recipe_overrides_are_checked():
     train = {"mixup_prob": 0.3, "ema_decay": 0.999, "epochs": 100}
-    assert train_esc50.parse_recipe(["mixup_prob=1", "ema_decay=0"], train) == \
+    assert models.parse_recipe(["mixup_prob=1", "ema_decay=0"], train) == \
         {"mixup_prob": 1, "ema_decay": 0}
     for bad, message in [("mixup=1", "unknown key 'mixup'"), ("mixup_prob", "KEY=VALUE"),
                          ("mixup_prob=high", "expected a number")]:
         with pytest.raises(ValueError, match=message):
-            train_esc50.parse_recipe([bad], train)
+            models.parse_recipe([bad], train)
 
 
-def test_resume_refuses_a_checkpoint_written_with_other_settings(esc50_root, tmp_path):
-    def run(*extra, epochs=2):
-        return train_esc50.main(["--data", esc50_root, "--folds", "4", "--batch-size", "16",
-                                 "--limit", "12", "--epochs", str(epochs), "--no-progress",
-                                 "--cache-dir", str(tmp_path / "cache"),
-                                 "--out", str(tmp_path / "run"), *extra])
+def test_resume_refuses_a_checkpoint_written_with_other_settings(esc50_root, tmp_path,
+                                                                 refused):
+    def argv(*extra, epochs=2):
+        return ["--data", esc50_root, "--folds", "4", "--batch-size", "16", "--limit", "12",
+                "--epochs", str(epochs), "--no-progress", "--cache-dir", str(tmp_path / "cache"),
+                "--out", str(tmp_path / "run"), *extra]
 
-    run("--stop-after", "1")
-    with pytest.raises(SystemExit, match=r"train\.ema_decay: 0\.0 -> 0\.9; "
-                                         r"train\.mixup_prob: 0\.3 -> 1\)"):
-        run("--resume", "--recipe", "ema_decay=0.9", "mixup_prob=1")
-    with pytest.raises(SystemExit, match=r"\(train\.epochs: 2 -> 3\)"):
-        run("--resume", epochs=3)
-    with pytest.raises(SystemExit, match=r"\(data\.trained_on: \[1, 2, 3, 5\] -> \[2, 3, 5\]\)"):
-        run("--resume", "--holdout", "1")
-    assert run("--resume")["folds"]["4"]["epochs"] == 2  # the original settings go on
+    train_esc50.main(argv("--stop-after", "1"))
+    refused(train_esc50.main, argv("--resume", "--recipe", "ema_decay=0.9", "mixup_prob=1"),
+            r"train\.ema_decay: 0\.0 -> 0\.9; train\.mixup_prob: 0\.3 -> 1\)")
+    refused(train_esc50.main, argv("--resume", epochs=3), r"\(train\.epochs: 2 -> 3\)")
+    refused(train_esc50.main, argv("--resume", "--holdout", "1"),
+            r"\(data\.holdout: \[\] -> \[1\]\)")
+    refused(train_esc50.main, argv("--resume", "--seed", "3"), r"\(seed: 0 -> 3\)")
+    # and a fold's checkpoint from other settings is refused too (an --out whose run.json
+    # was lost, or a fold folder copied in)
+    (tmp_path / "run" / "run.json").unlink()
+    refused(train_esc50.main, argv("--resume", "--holdout", "1"),
+            r"\(data\.trained_on: \[1, 2, 3, 5\] -> \[2, 3, 5\]\)")
+    assert train_esc50.main(argv("--resume"))["folds"]["4"]["epochs"] == 2  # the original go on
 
 
-def test_too_few_training_clips_is_one_error_line(esc50_root, tmp_path):
-    with pytest.raises(SystemExit, match="fold 1: 4 training clips, fewer than one batch of 16"):
-        train_esc50.main(["--data", esc50_root, "--folds", "1", "--batch-size", "16",
-                          "--limit", "1", "--no-progress", "--cache-dir", str(tmp_path / "c"),
-                          "--out", str(tmp_path / "run")])
+def test_too_few_training_clips_is_one_error_line(esc50_root, tmp_path, refused):
+    refused(train_esc50.main, ["--data", esc50_root, "--folds", "1", "--batch-size", "16",
+                               "--limit", "1", "--no-progress", "--cache-dir",
+                               str(tmp_path / "c"), "--out", str(tmp_path / "run")],
+            "fold 1: 4 training clips, fewer than one batch of 16")
 
 
 def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_path,
@@ -162,19 +166,19 @@ def test_recipe_options_and_evaluate_reproducing_the_fold_score(esc50_root, tmp_
                                             "number >= 0, got -1"),
                                            ("freq_shift=1.5", "freq_shift: expected a whole "
                                             "number >= 0, got 1.5")])
-def test_counted_recipe_entries_must_be_whole_numbers(item, message, tmp_path):
-    with pytest.raises(SystemExit, match=message):
-        train_esc50.main(["--recipe", item, "--out", str(tmp_path / "run")])
+def test_counted_recipe_entries_must_be_whole_numbers(item, message, tmp_path, refused):
+    assert refused(train_esc50.main, ["--recipe", item, "--out", str(tmp_path / "run")],
+                   message)[0] == 2
 
 
 @pytest.mark.parametrize("p", ["1", "-0.1", "nan"])
-def test_dropout_must_be_a_probability_below_one(p, tmp_path):
-    with pytest.raises(SystemExit, match=f"--dropout: expected a probability in \\[0, 1\\), "
-                                         f"got {p}"):
-        train_esc50.main(["--dropout", p, "--out", str(tmp_path / "run")])
+def test_dropout_must_be_a_probability_below_one(p, tmp_path, refused):
+    assert refused(train_esc50.main, ["--dropout", p, "--out", str(tmp_path / "run")],
+                   f"--dropout: expected a probability in \\[0, 1\\), got {p}")[0] == 2
 
 
-def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(esc50_root, tmp_path):
+def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(esc50_root, tmp_path,
+                                                                  refused):
     """A checkpoint written before spec_masks, freq_shift and --pool existed trained with one
     band per axis, no pitch shift and the average pool: resuming it with those goes on, with
     others (the preset's freq_shift=4 among them) is refused as a change."""
@@ -190,12 +194,15 @@ def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(esc50_root, t
     del meta["config"]["train"]["spec_masks"]
     del meta["config"]["train"]["freq_shift"]
     save_checkpoint(path, state, meta)
-    with pytest.raises(SystemExit, match=r"\(train\.freq_shift: 0 -> 4\)"):
-        run("--resume")                                       # cpu128 shifts by up to 4 now
-    with pytest.raises(SystemExit, match=r"\(train\.spec_masks: 1 -> 2\)"):
-        run("--resume", "--recipe", "spec_masks=2", "freq_shift=0")
-    with pytest.raises(SystemExit, match=r"\(model\.pool: avg -> time_max_mean\)"):
-        run("--resume", "--pool", "time_max_mean", "--recipe", "freq_shift=0")
+    (tmp_path / "run" / "run.json").unlink()  # as a run recorded before run.json existed
+
+    def refused_with(*extra, message):
+        refused(lambda argv: run(*argv), ["--resume", *extra], message)
+    refused_with(message=r"\(train\.freq_shift: 0 -> 4\)")  # cpu128 shifts by up to 4 now
+    refused_with("--recipe", "spec_masks=2", "freq_shift=0",
+                 message=r"\(train\.spec_masks: 1 -> 2\)")
+    refused_with("--pool", "time_max_mean", "--recipe", "freq_shift=0",
+                 message=r"\(model\.pool: avg -> time_max_mean\)")
     resumed = run("--resume", "--pool", "avg", "--recipe", "freq_shift=0")  # the old ones, named
     assert resumed["folds"]["4"]["epochs"] == 2
 
@@ -249,7 +256,7 @@ def test_scoring_every_kth_epoch_trains_the_same_model(esc50_root, tmp_path, mon
                                                        capsys):
     """--score-every only leaves out scores: the same losses, model and fold result, and each
     of the last epochs still scored (two of them here, rather than ten, to keep it short)."""
-    monkeypatch.setattr(train_esc50, "LAST_EPOCHS", 2)
+    monkeypatch.setattr(esc50, "LAST_EPOCHS", 2)
     common = ["--data", esc50_root, "--folds", "5", "--batch-size", "16", "--limit", "12",
               "--epochs", "6", "--widths", "8", "16", "32", "64", "--no-progress",
               "--cache-dir", str(tmp_path / "cache"), "--seed", "2"]
@@ -271,11 +278,12 @@ def test_scoring_every_kth_epoch_trains_the_same_model(esc50_root, tmp_path, mon
         np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
     with pytest.raises(SystemExit):
         train_esc50.parse_args(["--score-every", "0"])
-    assert "--score-every must be a whole number of epochs >= 1, got 0" in capsys.readouterr().err
+    assert "argument --score-every: expected a whole number >= 1, got '0'" in \
+        capsys.readouterr().err
 
 
 def test_between_class_mixing_replaces_mixup_on_every_batch(esc50_root, tmp_path,
-                                                            monkeypatch):
+                                                            monkeypatch, refused):
     from experiments import augment
     calls = {"between_class": [], "mixup": 0}
     real = augment.between_class
@@ -300,19 +308,18 @@ def test_between_class_mixing_replaces_mixup_on_every_batch(esc50_root, tmp_path
     assert np.all(np.isfinite(gains)) and np.ptp(gains) > 3.0  # clips differ in loudness
     history = json.loads((tmp_path / "run" / "fold1" / "metrics.json").read_text())
     assert np.isfinite(history[0]["train_loss"])
-    with pytest.raises(SystemExit, match="bc_mix=1 mixes clips as sounds, by their powers: "
-                                         "it needs mixup_power=1"):
-        train_esc50.main(common + ["--out", str(tmp_path / "run2"), "--recipe", "bc_mix=1",
-                                   "mixup_power=0"])
-    with pytest.raises(SystemExit, match="bc_mix: expected 0 \\(Mixup\\) or 1"):
-        train_esc50.main(common + ["--out", str(tmp_path / "run3"), "--recipe", "bc_mix=2"])
+    refused(train_esc50.main, common + ["--out", str(tmp_path / "run2"), "--recipe",
+                                        "bc_mix=1", "mixup_power=0"],
+            "bc_mix=1 mixes clips as sounds, by their powers: it needs mixup_power=1")
+    refused(train_esc50.main, common + ["--out", str(tmp_path / "run3"), "--recipe",
+                                        "bc_mix=2"], "bc_mix: expected 0 or 1, got 2")
 
 
 @pytest.mark.parametrize("widths", [["48", "96"], ["48", "96", "0", "384"]])
-def test_widths_must_be_one_positive_count_per_stage(widths, tmp_path):
-    with pytest.raises(SystemExit, match=r"--widths: expected 4 positive channel counts \(one "
-                                         r"per stage of cpu128bc\), got \["):
-        train_esc50.main(["--widths", *widths, "--out", str(tmp_path / "run")])
+def test_widths_must_be_one_positive_count_per_stage(widths, tmp_path, refused):
+    refused(train_esc50.main, ["--widths", *widths, "--out", str(tmp_path / "run")],
+            r"--widths: expected 4 positive channel counts \(one per stage of cpu128bc\), got "
+            r"\[|argument --widths: expected a whole number >= 1, got '0'")
 
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])

@@ -21,5 +21,5 @@ class ReLU(Layer):
         return y
 
     def backward(self, dy):
-        (trained, saved), self._cache = self._cache, None
+        trained, saved = self.saved()
         return masked(dy, saved if trained else saved > 0)

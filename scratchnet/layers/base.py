@@ -38,9 +38,20 @@ class Layer:
     attributes named in ``_buffers``."""
 
     _buffers = ()
+    _cache = None  # what forward keeps for backward (handed over once: :meth:`saved`)
 
     def __init__(self):
         self.training = True
+
+    def saved(self):
+        """What the last forward kept for backward, released as it is handed over: a backward
+        with no forward before it, or a second one after it, is an error that says so rather
+        than a gradient of stale or missing inputs."""
+        cache, self._cache = self._cache, None
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: no forward pass to go back "
+                               "through; call forward(x) before each backward(dy)")
+        return cache
 
     def __call__(self, x):
         return self.forward(x)

@@ -71,7 +71,7 @@ class BatchNorm2d(Layer):
         return from_channels_matrix(y, x.shape)
 
     def backward(self, dy):
-        (trained, saved, inv_std, shape), self._cache = self._cache, None
+        trained, saved, inv_std, shape = self.saved()
         dy2 = channels_matrix(dy)  # saved: c = x - mu (training) or x (eval)
         if not trained:  # eval: y = gamma * (x - running_mean) * inv_std + beta
             self.bias.grad += column_sums(dy2)

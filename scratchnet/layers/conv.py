@@ -95,11 +95,10 @@ class Conv2d(Layer):
         return y
 
     def backward(self, dy):
-        dx, dw, db = conv2d_backward(dy, self._cache, self.needs_input_grad)
+        dx, dw, db = conv2d_backward(dy, self.saved(), self.needs_input_grad)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
-        self._cache = None
         return dx
 
     def __repr__(self):

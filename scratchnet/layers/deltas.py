@@ -72,8 +72,7 @@ class TimeDeltas(Layer):
         return xp.concatenate(blocks, axis=1)
 
     def backward(self, dy):
-        d, channels = self._cache
-        self._cache = None
+        d, channels = self.saved()
         g = [dy[:, k * channels:(k + 1) * channels] for k in range(self.order + 1)]
         dx = g[-1]
         for k in range(self.order - 1, -1, -1):

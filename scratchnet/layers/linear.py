@@ -13,34 +13,29 @@ class Linear(Layer):
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(uniform_fan_in((out_features, in_features), in_features, rng))
         self.bias = Parameter(uniform_fan_in((out_features,), in_features, rng)) if bias else None
-        self._x = None
 
     def forward(self, x):
         check_input(x, 2, "Linear", self.in_features)
-        self._x = x
+        self._cache = x
         y = x @ self.weight.data.T
         if self.bias is not None:
             y += self.bias.data
         return y
 
     def backward(self, dy):
-        self.weight.grad += dy.T @ self._x
+        x = self.saved()
+        self.weight.grad += dy.T @ x
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=0)
-        self._x = None
         return dy @ self.weight.data
 
 
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...); backward reshapes the gradient back."""
 
-    def __init__(self):
-        super().__init__()
-        self._shape = None
-
     def forward(self, x):
-        self._shape = x.shape
+        self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
-        return dy.reshape(self._shape)
+        return dy.reshape(self.saved())

@@ -54,14 +54,12 @@ class MaxPool2d(Layer):
         return y
 
     def backward(self, dy):
-        (dx, self._cache) = max_pool_backward(dy, self._cache), None
-        return dx
+        return max_pool_backward(dy, self.saved())
 
     def backward_into(self, dx, dy):
         """Add dL/dx into dx (an NCHW view of channels-last memory) instead of a new array:
         for the Stem, whose BatchNorm gradient already holds the terms without dy."""
-        max_pool_backward(dy, self._cache, into=dx)
-        self._cache = None
+        max_pool_backward(dy, self.saved(), into=dx)
         return dx
 
 
@@ -69,18 +67,14 @@ class GlobalAvgPool2d(Layer):
     """y[n, c] = (1 / (H W)) sum_{i, j} x[n, c, i, j]  ->  (N, C).
     Backward: every pixel contributed with weight 1/(H W): dx[n, c, i, j] = dy[n, c] / (H W)."""
 
-    def __init__(self):
-        super().__init__()
-        self._shape = None
-
     def forward(self, x):
         check_input(x, 4, "GlobalAvgPool2d")
-        self._shape = x.shape
+        self._cache = x.shape
         return x.mean(axis=(2, 3))
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        n, c, h, w = self._shape
+        n, c, h, w = self.saved()
         dx = xp.empty((n, h, w, c), dtype=dy.dtype)
         dx[...] = (dy / (h * w))[:, None, None, :]
         return dx.transpose(0, 3, 1, 2)
@@ -119,7 +113,7 @@ class TimeMaxMeanPool(Layer):
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        (winner, (n, c, f, t)), self._cache = self._cache, None
+        winner, (n, c, f, t) = self.saved()
         at_winner = xp.arange(t) == winner[:, :, None]          # (N, C, T)
         dm = dy[:, :, None] * (at_winner + dy.dtype.type(1.0 / t))
         # Channels-last memory behind an NCHW view, like the convolutions' maps.
