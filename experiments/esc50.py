@@ -195,13 +195,13 @@ def load_features(root, features, cache_dir=None, xp=np, rows=None, progress=Tru
     return feats, labels, folds
 
 
-def download(dest=DEFAULT_DIR, url=ARCHIVE_URL, sha256=None):
+def download(dest=DEFAULT_DIR, url=None, sha256=None):
     """Fetch the official ESC-50 archive into ``dest`` (resumable, with a progress bar) and
     unpack it.  ``sha256``, when given, is checked before unpacking."""
     parent = os.path.dirname(os.path.abspath(dest))
     made_parent = not os.path.isdir(parent)
     try:
-        return _download(dest, url, sha256)
+        return _download(dest, url or ARCHIVE_URL, sha256)
     except BaseException:
         if made_parent and os.path.isdir(parent) and not os.listdir(parent):
             os.rmdir(parent)  # leave no empty ./data behind a failed first download
