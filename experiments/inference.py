@@ -87,7 +87,7 @@ def sliding_windows(blocks, n, hop):
         # Keep what the next window, or the one ending at the last sample, may need.
         keep_from = max(held_from, min(start, total - n))
         held, held_from = held[keep_from - held_from:], keep_from
-    if total <= n:
+    if last is None:  # shorter than a window
         yield 0, np.pad(held, (0, n - total))
     elif last != total - n:
         yield total - n, held[total - n - held_from:].copy()
