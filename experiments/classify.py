@@ -41,8 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--timeline", action="store_true", help="also print per-window top labels")
     p.add_argument("--hop", type=cli.positive_float, default=1.0,
                    help="seconds between windows (1.0)")
-    p.add_argument("--batch", type=cli.positive_int, default=64,
-                   help="windows per forward pass (64)")
+    p.add_argument("--batch", type=cli.positive_int, default=16,
+                   help="windows per forward pass (16: the peak memory grows with it, and "
+                        "larger batches measured no faster; docs/usage.md)")
     p.add_argument("--stream", nargs="?", const="-", metavar="SOURCE",
                    help="classify raw mono PCM from SOURCE (a file, or - and by default "
                         "stdin) and print a label per --hop seconds")

@@ -72,6 +72,7 @@ def main(argv=None):
     rows = esc50.read_metadata(root)
     if args.limit:
         rows = esc50.first_of_each_fold(rows, args.limit)
+    rows = [r for r in rows if r["fold"] == fold]  # each clip's features are its own alone
     xp = models[0].xp
     feats, labels, folds = esc50.load_features(root, meta["features"], args.cache_dir, xp,
                                                rows, progress=not args.no_progress)

@@ -157,7 +157,7 @@ def even_depth(text):
     return value
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = cli.parser("experiments.gradient_flow", __doc__)
     p.add_argument("--out", type=cli.output_dir, required=True, help="output directory")
     p.add_argument("--data", type=cli.existing_dir,
@@ -173,7 +173,11 @@ def main(argv=None):
                         "cores; 0: skip training)")
     p.add_argument("--lr", type=cli.positive_float, default=1e-3, help="learning rate (1e-3)")
     p.add_argument("--seed", type=cli.nonnegative_int, default=0)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
     toy = toy_chain()

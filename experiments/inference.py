@@ -133,7 +133,7 @@ class Classifier:
         x = self.features(self.xp.asarray(clips, dtype=self.xp.float32))
         return (standardise(x, self.normalization) if standardised else x)[:, None]
 
-    def predict(self, clips, batch=64, hop_seconds=1.0):
+    def predict(self, clips, batch=16, hop_seconds=1.0):
         """Class probabilities for audio at the model's rate, computed in batches.
 
         ``clips`` (B, samples) of 5-second clips gives (B, K), a shorter clip zero-padded as

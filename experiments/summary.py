@@ -145,13 +145,17 @@ def frontier(rows_by_run, plot=None):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = cli.parser("experiments.summary", __doc__)
     p.add_argument("runs", nargs="+", type=cli.existing_dir,
                    help="train_esc50 output folders (--out)")
     p.add_argument("--plot", type=cli.output_file,
                    help="with several runs: write the frontier as this PNG")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     rows_by_run = {run: fold_rows(run)[1] for run in args.runs}  # each run read once
     text = "\n\n".join(f"{run}:\n\n{fold_table(rows)}" for run, rows in rows_by_run.items())
     if len(args.runs) > 1 or args.plot:
