@@ -243,3 +243,13 @@ def test_a_training_epoch_reads_the_device_twice_and_no_step_reads_it(standin, t
         fold_run.train_epoch(run, epoch, standin, progress=False, score=False)
         assert standin.reads - before == 2, standin.reads - before
     assert run.steps_per_epoch == 4 and len(run.history) == 2
+
+
+def test_the_gpu_check_does_not_call_skipped_gpu_tests_passed(monkeypatch):
+    """Without a GPU every test on real CuPy skips and pytest passes: the check must say its
+    GPU tests did not run, not that they passed."""
+    from benchmarks import gpu_check
+    from scratchnet.runtime import backend
+    monkeypatch.setattr(backend, "_cupy", None)
+    record = gpu_check.run_tests(timeout=60)
+    assert not record["ok"] and "would only skip" in record["summary"]
