@@ -68,23 +68,25 @@ def figure(clf, name, parts, channels, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     stages = parts["stages"]
-    rows = 2 + len(stages)
-    fig = plt.figure(figsize=(14, 2.6 * rows))
-    grid = fig.add_gridspec(rows, channels)
+    heights = [2.4, 2.4] + [1.6] * len(stages)
+    fig = plt.figure(figsize=(14, sum(heights)))
+    # A narrow last column holds each row's colour scale.
+    grid = fig.add_gridspec(len(heights), channels + 1, height_ratios=heights,
+                            width_ratios=[1] * channels + [0.06])
     seconds = len(parts["window"]) / clf.sr
     ax = fig.add_subplot(grid[0, :channels // 2])
     t = np.arange(len(parts["window"])) / clf.sr
     ax.plot(t, parts["window"], lw=0.4)
     ax.set(title=f"waveform: {name}", xlabel="time (s)", ylabel="amplitude", xlim=(0, seconds))
-    ax = fig.add_subplot(grid[0, channels // 2 + 1:])  # room for the labels
+    ax = fig.add_subplot(grid[0, channels // 2 + 1:channels])  # room for the labels
     top = clf.top(parts["probs"], 5)
     ax.barh([e["label"] for e in top][::-1], [e["prob"] for e in top][::-1])
     ax.set(title="top-5 prediction", xlabel="probability", xlim=(0, 1))
-    ax = fig.add_subplot(grid[1, :])
+    ax = fig.add_subplot(grid[1, :channels])
     logmel = parts["logmel"]
     image = ax.imshow(logmel, origin="lower", aspect="auto", cmap="magma",
                       extent=(0, seconds, 0, logmel.shape[0]))
-    fig.colorbar(image, ax=ax, pad=0.01, label="power (dB)")
+    fig.colorbar(image, cax=fig.add_subplot(grid[1, channels]), label="power (dB)")
     mel_axis(ax, clf, logmel.shape[0])
     ax.set(title="log-Mel input", ylabel="frequency (Hz, mel scale)", xlabel="time (s)")
     for r, (stage, maps) in enumerate(stages.items(), start=2):
@@ -94,6 +96,7 @@ def figure(clf, name, parts, channels, path):
             # Each map covers the input's 5 s and its frequency range, at its own resolution.
             image = ax.imshow(maps[ch], origin="lower", aspect="auto", cmap="viridis",
                               extent=(0, seconds, 0, maps.shape[1]))
+            ax.set_box_aspect(maps.shape[1] / maps.shape[2])  # square cells: its true shape
             ax.set_title(f"{stage} ch {ch} ({maps.shape[1]}x{maps.shape[2]})", fontsize=7)
             ax.tick_params(labelsize=6)
             if c == 0:
@@ -102,9 +105,11 @@ def figure(clf, name, parts, channels, path):
             else:
                 ax.set_yticks([])
             ax.set_xlabel("time (s)", fontsize=6)
-        fig.colorbar(image, ax=ax, pad=0.02, fraction=0.08).set_label("activation", fontsize=6)
+        scale = fig.colorbar(image, cax=fig.add_subplot(grid[r, channels]))  # the last map's
+        scale.set_label("activation", fontsize=6)
+        scale.ax.tick_params(labelsize=6)
     # tight_layout would squeeze the 8 small panels of a row; fixed margins keep them wide.
-    fig.subplots_adjust(left=0.06, right=0.97, top=0.97, bottom=0.03, hspace=0.9, wspace=0.15)
+    fig.subplots_adjust(left=0.06, right=0.95, top=0.97, bottom=0.03, hspace=0.8, wspace=0.15)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
