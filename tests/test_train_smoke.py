@@ -339,3 +339,19 @@ def test_the_cpu128bc_preset_trains_on_either_device(esc50_root, tmp_path, devic
     assert results["folds"]["1"]["accuracy"] == history[-1]["test_acc"]
     expected = "cupy stand-in" if device == "gpu" else describe_device("cpu")
     assert results["folds"]["1"]["machines"] == [expected]
+
+
+def test_resuming_a_finished_run_reports_its_folds_again(esc50_root, tmp_path, capsys):
+    """--resume on a run whose folds are finished trains nothing and prints their mean, not
+    null; a fold not yet run is trained beside them."""
+    common = ["--data", esc50_root, "--epochs", "1", "--batch-size", "8", "--limit", "4",
+              "--preset", "cpu", "--widths", "4", "4", "4", "4", "--no-progress",
+              "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
+    first = train_esc50.main(common + ["--folds", "2"])
+    again = train_esc50.main(common + ["--folds", "2", "--resume"])
+    assert again["mean_accuracy"] == first["mean_accuracy"] is not None
+    assert "fold 2: finished earlier" in capsys.readouterr().err
+    both = train_esc50.main(common + ["--folds", "2", "3", "--resume"])
+    assert set(both["folds"]) == {"2", "3"} and both["folds"]["2"] == first["folds"]["2"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["mean_accuracy"] == both["mean_accuracy"]
