@@ -25,7 +25,7 @@ import numpy as np
 from dsp import AudioError
 
 from . import cli
-from .inference import Classifier
+from .inference import Classifier, hop_samples
 
 
 def parse_args(argv=None):
@@ -135,7 +135,7 @@ def stream(clf, args, source=None):
     from dsp import resample
     rate = args.stream_rate or clf.sr
     dtype, width = (np.int16, 2) if args.stream_format == "s16le" else (np.float32, 4)
-    hop = max(1, int(round(args.hop * rate)))
+    hop = hop_samples(args.hop, rate)
     window_in = int(round(5.0 * rate))
     buffer = np.zeros(0, dtype=np.float32)
     received = 0
@@ -180,6 +180,10 @@ def check_stream_samples(samples, seconds, fmt):
 def main(argv=None):
     args = parse_args(argv)
     clf = Classifier(args.checkpoint, args.device)
+    try:  # the hop in samples depends on the model's rate, known once it is loaded
+        hop_samples(args.hop, args.stream_rate or clf.sr)
+    except ValueError as e:
+        raise cli.CommandError(f"--hop: {e}") from e
     if args.stream is not None:
         if args.stream == "-":
             stream(clf, args, sys.stdin.buffer)

@@ -57,6 +57,7 @@ def write_predictions(path, files, targets, probs):
     two scorings of a model can be compared clip by clip."""
     import json
     pred = probs.argmax(axis=1)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     rows = [dict(file=str(f), target=int(t), predicted=int(k), probability=float(p[k]))
             for f, t, k, p in zip(files, targets, pred, probs)]
     with open(path, "w") as f:

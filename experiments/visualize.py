@@ -25,6 +25,9 @@ from . import cli
 from .inference import Classifier, probabilities
 
 
+MAX_CHANNELS = 32  # panels per row that a 14-inch figure still shows
+
+
 def parse_args(argv=None):
     p = cli.parser("experiments.visualize", __doc__)
     p.add_argument("files", nargs="+", help="audio files (the first 5 s of each is shown)")
@@ -33,8 +36,12 @@ def parse_args(argv=None):
                    help="model.npz from train_esc50 (default: the packaged model)")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--channels", type=cli.positive_int, default=8,
-                   help="feature maps shown per stage (8)")
-    return p.parse_args(argv)
+                   help=f"feature maps shown per stage (8; at most {MAX_CHANNELS})")
+    args = p.parse_args(argv)
+    if args.channels > MAX_CHANNELS:
+        p.error(f"argument --channels: at most {MAX_CHANNELS} maps fit a row, got "
+                f"{args.channels}")
+    return args
 
 
 def first_window(clf, path):

@@ -74,6 +74,8 @@ CASES = [
     ("hop 0", classify.main, ["--hop", "0", "{wav}"], 2, "--hop: expected a number > 0"),
     ("hop -1", classify.main, ["--hop", "-1", "{wav}"], 2, "--hop: expected a number > 0"),
     ("hop not finite", classify.main, ["--hop", "nan", "{wav}"], 2, "--hop: expected a number"),
+    ("hop below one sample", classify.main, ["--hop", "1e-9", "{wav}"], 1,
+     "--hop: hop of 1e-09 s is less than one sample at 16000 Hz"),
     ("top-k 0", classify.main, ["--top-k", "0", "{wav}"], 2, "--top-k: expected a whole"),
     ("batch 0", classify.main, ["--batch", "0", "{wav}"], 2, "--batch: expected a whole"),
     ("nothing to classify", classify.main, [], 2, "give audio files, or --stream"),
@@ -119,6 +121,8 @@ CASES = [
      "--out: .* is a file"),
     ("visualize no channels", visualize.main, ["{wav}", "--out", "{tmp}/v", "--channels", "0"],
      2, "--channels: expected a whole number >= 1"),
+    ("visualize too many maps", visualize.main,
+     ["{wav}", "--out", "{tmp}/v", "--channels", "500"], 2, "--channels: at most 32"),
     ("visualize an undecodable file", visualize.main, ["{garbage}", "--out", "{tmp}/v"], 1,
      "cannot decode audio"),
     # gradient_flow
@@ -206,6 +210,15 @@ def test_a_bad_input_is_one_named_error(name, main, argv, status, pattern, made,
     got, line = refused(main, argv, pattern)
     assert got == status, line
     assert sorted(os.listdir(tmp_path)) == before, "a refused command left files behind"
+
+
+def test_debug_shows_the_traceback(made):
+    """--debug keeps the exception, for a bug report."""
+    from experiments import cli
+    from scratchnet import CheckpointError
+    paths, _ = made
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        cli.run(classify.main, ["--debug", "--checkpoint", paths["garbage"], paths["wav"]])
 
 
 def test_there_are_at_least_forty_cases():
