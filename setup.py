@@ -9,13 +9,14 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["scratchnet", "scratchnet.*", "dsp", "dsp.*",
                                     "experiments", "experiments.*"]),
-    package_data={"experiments": ["checkpoints/*.npz"]},
+    package_data={"experiments": ["checkpoints/*.npz", "serve/assets/*"]},
     python_requires=">=3.9",
     install_requires=["numpy>=1.22", "scipy>=1.8", "soundfile>=0.12", "matplotlib>=3.5",
                       "tqdm>=4.60"],
     extras_require={
         "gpu": ["cupy-cuda12x"],
-        "test": ["pytest>=7"],
+        # playwright drives the system's Chromium in the web app's browser test.
+        "test": ["pytest>=7", "playwright>=1.40"],
         # Outside references for benchmarks and skipped-if-missing tests only.
         "bench": ["torch", "librosa", "threadpoolctl"],
     },

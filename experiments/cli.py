@@ -79,6 +79,13 @@ def existing_dir(text):
     return text
 
 
+def existing_path(text):
+    """A file or a folder that exists."""
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text!r}")
+    return text
+
+
 def output_dir(text):
     """A folder that exists and is writable, or can be made: its nearest existing ancestor is
     a writable folder.  Nothing is created here (a command refused later leaves no trace)."""

@@ -89,14 +89,29 @@ def figure(clf, name, parts, channels, path):
     top = clf.top(parts["probs"], 5)
     ax.barh([e["label"] for e in top][::-1], [e["prob"] for e in top][::-1])
     ax.set(title="top-5 prediction", xlabel="probability", xlim=(0, 1))
-    ax = fig.add_subplot(grid[1, :channels])
-    logmel = parts["logmel"]
+    draw_logmel(fig.add_subplot(grid[1, :channels]), fig.add_subplot(grid[1, channels]), clf,
+                parts["logmel"], seconds)
+    draw_feature_maps(fig, grid, 2, clf, stages, channels, seconds)
+    # tight_layout would squeeze the 8 small panels of a row; fixed margins keep them wide.
+    fig.subplots_adjust(left=0.06, right=0.95, top=0.97, bottom=0.03, hspace=0.8, wspace=0.15)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def draw_logmel(ax, cax, clf, logmel, seconds, title="log-Mel input"):
+    """A log-Mel image in dB on ``ax``, time in seconds across, frequency in Hz up, and its
+    colour scale on ``cax``."""
     image = ax.imshow(logmel, origin="lower", aspect="auto", cmap="magma",
                       extent=(0, seconds, 0, logmel.shape[0]))
-    fig.colorbar(image, cax=fig.add_subplot(grid[1, channels]), label="power (dB)")
+    ax.figure.colorbar(image, cax=cax, label="power (dB)")
     mel_axis(ax, clf, logmel.shape[0])
-    ax.set(title="log-Mel input", ylabel="frequency (Hz, mel scale)", xlabel="time (s)")
-    for r, (stage, maps) in enumerate(stages.items(), start=2):
+    ax.set(title=title, ylabel="frequency (Hz, mel scale)", xlabel="time (s)")
+
+
+def draw_feature_maps(fig, grid, first_row, clf, stages, channels, seconds):
+    """The ``channels`` most active maps of each stage, a row per stage from ``first_row`` of
+    ``grid`` (whose last column holds each row's colour scale)."""
+    for r, (stage, maps) in enumerate(stages.items(), start=first_row):
         strongest = np.argsort(maps.mean(axis=(1, 2)))[::-1][:channels]
         for c, ch in enumerate(strongest):
             ax = fig.add_subplot(grid[r, c])
@@ -115,9 +130,18 @@ def figure(clf, name, parts, channels, path):
         scale = fig.colorbar(image, cax=fig.add_subplot(grid[r, channels]))  # the last map's
         scale.set_label("activation", fontsize=6)
         scale.ax.tick_params(labelsize=6)
-    # tight_layout would squeeze the 8 small panels of a row; fixed margins keep them wide.
-    fig.subplots_adjust(left=0.06, right=0.95, top=0.97, bottom=0.03, hspace=0.8, wspace=0.15)
-    fig.savefig(path, dpi=80)
+
+
+def feature_maps_figure(clf, stages, channels, seconds, out):
+    """The feature-map rows alone, saved as PNG to ``out`` (a path or a binary file)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(14, 1.6 * len(stages)))
+    grid = fig.add_gridspec(len(stages), channels + 1, width_ratios=[1] * channels + [0.06])
+    draw_feature_maps(fig, grid, 0, clf, stages, channels, seconds)
+    fig.subplots_adjust(left=0.06, right=0.95, top=0.95, bottom=0.08, hspace=0.9, wspace=0.15)
+    fig.savefig(out, dpi=80, format="png")
     plt.close(fig)
 
 
