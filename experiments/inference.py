@@ -11,6 +11,7 @@ from dsp.io import audio_blocks
 from scratchnet import CheckpointError, load_checkpoint
 from scratchnet.runtime.backend import check_device, to_numpy
 from scratchnet.fusion import fold_batchnorm
+from scratchnet.quantize import quantized_structure
 from scratchnet.losses import log_softmax
 
 from .esc50 import CLIP_SECONDS, standardise
@@ -110,6 +111,7 @@ class Classifier:
                 raise CheckpointError(f"{path}: not a classifier checkpoint (no {key!r} in "
                                       "its metadata); use a model.npz written by train_esc50")
         self.xp = check_device(device)
+        self.path = path
         self.meta = meta
         self.classes = meta["classes"]
         self.features = LogMel(**meta["features"])
@@ -120,13 +122,17 @@ class Classifier:
         self.shifts = meta.get("test_time_shifts", [0])
         try:
             model = build_model(meta["model"], len(self.classes)).to(device)
-            model.load_state_dict(state)
+            if "quantization" in meta:  # an int8 model: the folded network's int8 shells
+                self.model = quantized_structure(fold_batchnorm(model), meta["quantization"])
+                self.model.load_state_dict(state)
+            else:
+                model.load_state_dict(state)
+                # Inference only: every BatchNorm folded into the convolution before it (the
+                # same function, one pass fewer per convolution; scratchnet.fusion).
+                self.model = fold_batchnorm(model)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: its weights do not fit the network its metadata "
                                   f"describes ({e})") from e
-        # Inference only: every BatchNorm folded into the convolution before it (the same
-        # function, one pass fewer per convolution; scratchnet.fusion).
-        self.model = fold_batchnorm(model)
 
     def logmel(self, clips, standardised=True):
         """(B, window) audio -> (B, 1, n_mels, frames) log-Mels on the device, standardised

@@ -1,0 +1,231 @@
+"""INT8 post-training quantisation of a network whose BatchNorms are folded into its
+convolutions (``scratchnet.fold_batchnorm``).
+
+Weights: symmetric int8, one scale per output channel,
+    s_w[o] = max_j |W[o, j]| / 127,    Wq[o, j] = round(W[o, j] / s_w[o])  in [-127, 127].
+Why per channel: folding multiplies row o of W by its BatchNorm's gamma[o] / sigma[o], and these
+factors differ between channels by one or two orders of magnitude.  With one scale for the
+tensor the largest row would set it, and a row 100 times smaller would be rounded to a handful
+of levels; with a scale per row every row keeps a relative rounding error of at most
+1 / (2 * 127) of its own largest weight.
+
+Activations: one scale per tensor, from calibration clips,
+    x ~ s_x q,   q = clip(round(x / s_x), lo, hi),
+with q unsigned, [0, 255] and zero point 0, where the input is a ReLU's output (x >= 0: the
+sign bit would be wasted), and signed, [-127, 127], elsewhere (the standardised log-Mel).
+s_x = t / hi for a clipping threshold t, chosen by one of three rules:
+``max`` (t = max |x|: no clipping, the coarsest steps), ``percentile`` (t = the 99.99th
+percentile of |x|: the rare largest values are clipped), ``mse`` (the t that minimises the
+mean squared error of quantising the calibration values, clipping and rounding together).
+
+The quantised dot product.  With y[o] = sum_j W[o, j] x_j + b[o] (K terms),
+    y[o] ~ s_w[o] s_x sum_j Wq[o, j] q_j + b[o],
+where the sum is over integers: int8 x int8 products accumulated exactly, |sum| <= K 127 255
+< 2^31 for K < 66,000.  Its rounding error: writing W = s_w (Wq + e_w) and x = s_x (q + e_x)
+with |e_w|, |e_x| <= 1/2 (inside the clipping range),
+    y - y_q = s_w s_x sum_j (Wq_j e_x,j + q_j e_w,j + e_w,j e_x,j),
+a sum of K terms of mean about zero; for independent errors, uniform with variance 1/12, its
+standard deviation is about s_w s_x sqrt(K / 12 (mean Wq^2 + mean q^2)): it grows as sqrt(K)
+while a sum of aligned terms grows as K, which is why wide layers quantise well.
+
+The integer sums are computed here as a GEMM of float arrays holding the integers, which is
+exact while every partial sum is an integer below 2^24 in float32 (K 127 qmax < 2^24: the
+stem's 7 x 7 x 1 and the 3 x 3 x 32 convolutions) and below 2^53 in float64 (every layer
+here); a BLAS GEMM is the fastest integer GEMM NumPy has.  One requantisation per layer:
+the integer sum times s_x s_w[o], plus the bias, in float32.  The residual additions, ReLUs and
+pools run in float32 between the quantised layers (they are additions, comparisons and means:
+exact or cheap there), and each quantised layer quantises its own input.
+"""
+import copy
+
+import numpy as np
+
+from .kernels.im2col import conv2d_reference
+from .layers.base import Layer
+from .layers.conv import Conv2d
+from .layers.linear import Linear
+from .runtime.backend import get_array_module, to_numpy
+
+METHODS = ("max", "percentile", "mse")
+PERCENTILE = 99.99
+SAMPLES_PER_LAYER = 1 << 18  # calibration values kept per layer for percentile and mse
+
+
+def quantize_weight(w):
+    """(Wq int8, s_w float32 per output channel) of a weight (C_out, ...)."""
+    xp = get_array_module(w)
+    peak = xp.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+    scale = xp.where(peak > 0, peak / 127.0, 1.0).astype(xp.float32)
+    q = xp.rint(w / scale.reshape((-1,) + (1,) * (w.ndim - 1)))
+    return xp.clip(q, -127, 127).astype(xp.int8), scale
+
+
+def activation_range(unsigned):
+    return (0, 255) if unsigned else (-127, 127)
+
+
+def quantize_activation(x, scale, unsigned):
+    """q = clip(round(x / s), lo, hi), as uint8 (unsigned) or int8."""
+    xp = get_array_module(x)
+    lo, hi = activation_range(unsigned)
+    q = xp.clip(xp.rint(x / scale), lo, hi)
+    return q.astype(xp.uint8 if unsigned else xp.int8)
+
+
+def exact_dtype(terms, unsigned):
+    """The float dtype whose GEMM sums ``terms`` products of int8 weights and activations
+    exactly (every partial sum an integer below 2^24, or 2^53)."""
+    bound = terms * 127 * activation_range(unsigned)[1]
+    return np.float32 if bound < 2 ** 24 else np.float64
+
+
+class QuantizedConv2d(Layer):
+    """y = s_x s_w[o] (Wq * q)[o] + b[o],  q = quantize(x, s_x): a folded Conv2d in int8
+    (inference only).  Buffers: ``weight_q`` (int8), ``weight_scale`` (per output channel),
+    ``bias``, ``input_scale`` (a 0-d array)."""
+
+    _buffers = ("weight_q", "weight_scale", "bias", "input_scale")
+
+    def __init__(self, conv, input_scale=1.0, unsigned=True):
+        super().__init__()
+        xp = get_array_module(conv.weight.data)
+        self.weight_q, self.weight_scale = quantize_weight(conv.weight.data)
+        self.bias = (conv.bias.data if conv.bias is not None
+                     else xp.zeros(conv.out_channels, xp.float32)).astype(xp.float32)
+        self.input_scale = xp.asarray(input_scale, dtype=xp.float32)
+        self.unsigned, self.stride, self.padding = unsigned, conv.stride, conv.padding
+        self.training = False
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        q = quantize_activation(x, self.input_scale, self.unsigned)
+        dtype = exact_dtype(self.weight_q[0].size, self.unsigned)
+        acc = conv2d_reference(q.astype(dtype), self.weight_q.astype(dtype), None, self.stride,
+                               self.padding)
+        scale = (self.input_scale * self.weight_scale).astype(xp.float32)
+        return acc.astype(xp.float32) * scale[:, None, None] + self.bias[:, None, None]
+
+    def backward(self, dy):
+        raise RuntimeError("QuantizedConv2d is for inference; train the float model")
+
+
+class QuantizedLinear(Layer):
+    """y = s_x s_w[o] (q Wq^T)[o] + b[o]: a Linear layer in int8 (inference only)."""
+
+    _buffers = ("weight_q", "weight_scale", "bias", "input_scale")
+
+    def __init__(self, linear, input_scale=1.0, unsigned=True):
+        super().__init__()
+        xp = get_array_module(linear.weight.data)
+        self.weight_q, self.weight_scale = quantize_weight(linear.weight.data)
+        self.bias = (linear.bias.data if linear.bias is not None
+                     else xp.zeros(linear.out_features, xp.float32)).astype(xp.float32)
+        self.input_scale = xp.asarray(input_scale, dtype=xp.float32)
+        self.unsigned = unsigned
+        self.training = False
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        q = quantize_activation(x, self.input_scale, self.unsigned)
+        dtype = exact_dtype(self.weight_q.shape[1], self.unsigned)
+        acc = q.astype(dtype) @ self.weight_q.astype(dtype).T
+        scale = (self.input_scale * self.weight_scale).astype(xp.float32)
+        return acc.astype(xp.float32) * scale + self.bias
+
+    def backward(self, dy):
+        raise RuntimeError("QuantizedLinear is for inference; train the float model")
+
+
+def weighted_layers(model, prefix=""):
+    """[(dotted name, owner, attribute, layer)] of every Conv2d and Linear in ``model``."""
+    found = []
+    for name, child in model.named_children():
+        if isinstance(child, (Conv2d, Linear)):
+            found.append((prefix + name, model, name, child))
+        else:
+            found += weighted_layers(child, prefix + name + ".")
+    return found
+
+
+def calibration_inputs(model, batches, names):
+    """For each layer named in ``names``: (max |x|, min x, a sample of at most
+    SAMPLES_PER_LAYER input values), over the batches ``batches`` run through ``model``."""
+    layers = {name: layer for name, _, _, layer in weighted_layers(model) if name in names}
+    seen = {name: dict(peak=0.0, low=np.inf, values=[]) for name in layers}
+    rng = np.random.default_rng(0)
+
+    def recording(name, layer):
+        forward = layer.forward
+
+        def forward_and_record(x):
+            values = to_numpy(x).ravel()
+            record = seen[name]
+            record["peak"] = max(record["peak"], float(np.abs(values).max()))
+            record["low"] = min(record["low"], float(values.min()))
+            keep = min(len(values), SAMPLES_PER_LAYER // max(1, len(batches)))
+            record["values"].append(rng.choice(values, keep, replace=False))
+            return forward(x)
+        return forward_and_record
+
+    for name, layer in layers.items():
+        layer.forward = recording(name, layer)
+    try:
+        for x in batches:
+            model.forward(x)
+    finally:
+        for layer in layers.values():
+            del layer.forward  # the class's method again
+    return {name: (r["peak"], r["low"], np.concatenate(r["values"])) for name, r in seen.items()}
+
+
+def choose_scale(peak, values, method, unsigned):
+    """s_x = t / hi for the clipping threshold t of ``method`` (see the module docstring)."""
+    hi = activation_range(unsigned)[1]
+    if peak == 0:
+        return 1.0
+    if method == "max":
+        return peak / hi
+    magnitudes = np.abs(values.astype(np.float64))
+    if method == "percentile":
+        return max(float(np.percentile(magnitudes, PERCENTILE)), peak / (4 * hi)) / hi
+    if method == "mse":
+        lo = activation_range(unsigned)[0]
+        best, best_error = peak / hi, np.inf
+        for t in np.linspace(0.05, 1.0, 96) * peak:
+            s = t / hi
+            error = np.mean((values - s * np.clip(np.rint(values / s), lo, hi)) ** 2)
+            if error < best_error:
+                best, best_error = s, error
+        return best
+    raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
+
+
+def quantize_model(folded, calibration_batches, method="mse", keep_float=()):
+    """An int8 copy of the BatchNorm-folded ``folded``: every Conv2d and Linear not named in
+    ``keep_float`` becomes a QuantizedConv2d / QuantizedLinear whose input scale comes from the
+    calibration batches by ``method``.  Returns (model, spec); ``spec`` (JSON) with the
+    model's architecture rebuilds the structure for loading (:func:`quantized_structure`)."""
+    names = [name for name, _, _, _ in weighted_layers(folded) if name not in keep_float]
+    stats = calibration_inputs(folded, calibration_batches, set(names))
+    model = copy.deepcopy(folded)
+    spec = dict(method=method, layers={}, float_layers=sorted(keep_float))
+    for name, owner, attr, layer in weighted_layers(model):
+        if name not in stats:
+            continue
+        peak, low, values = stats[name]
+        unsigned = low >= 0
+        scale = choose_scale(peak, values, method, unsigned)
+        kind = QuantizedConv2d if isinstance(layer, Conv2d) else QuantizedLinear
+        setattr(owner, attr, kind(layer, scale, unsigned))
+        spec["layers"][name] = dict(unsigned=bool(unsigned))
+    return model.eval(), spec
+
+
+def quantized_structure(folded, spec):
+    """``folded`` with the layers named in ``spec`` replaced by quantised shells, ready for
+    ``load_state_dict`` of a saved int8 model."""
+    for name, owner, attr, layer in weighted_layers(folded):
+        if name in spec["layers"]:
+            kind = QuantizedConv2d if isinstance(layer, Conv2d) else QuantizedLinear
+            setattr(owner, attr, kind(layer, 1.0, spec["layers"][name]["unsigned"]))
+    return folded.eval()
