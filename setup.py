@@ -15,8 +15,11 @@ setup(
                       "tqdm>=4.60"],
     extras_require={
         "gpu": ["cupy-cuda12x"],
-        # playwright drives the system's Chromium in the web app's browser test.
-        "test": ["pytest>=7", "playwright>=1.40"],
+        # ONNX export and running it (experiments.export, experiments.monitor --onnx).
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # playwright drives the system's Chromium in the web app's browser test; the export
+        # tests need the export extra.
+        "test": ["pytest>=7", "playwright>=1.40", "onnx>=1.14", "onnxruntime>=1.16"],
         # Outside references for benchmarks and skipped-if-missing tests only.
         "bench": ["torch", "librosa", "threadpoolctl"],
     },

@@ -156,49 +156,67 @@ def resampling_context(orig_sr, target_sr):
 def audio_blocks(path, sr=None, block_seconds=30.0):
     """Yield a file's mono float32 samples, resampled to ``sr`` (None keeps the file's rate),
     in consecutive blocks of about ``block_seconds``: concatenated they are
-    ``load_audio(path, sr)[0]`` to float rounding, while memory holds one block at a time.
-
-    Resampling a block alone would filter its edges against zeros.  Each block is therefore
-    resampled with ``context`` input samples of its neighbours on each side
-    (:func:`resampling_context`), and only its own outputs are kept: the polyphase filter's
-    output n depends only on the inputs within its reach of time n / sr, all of which the
-    block and its context hold.  Blocks start at multiples of ``down`` input samples, where
-    an output sample falls.  Errors are :func:`load_audio`'s, each naming the file.
+    ``load_audio(path, sr)[0]`` to float rounding, while memory holds one block at a time
+    (:func:`resample_blocks`).  Errors are :func:`load_audio`'s, each naming the file.
     """
     path = check_audio_path(path)
     try:
         file_sr, frames = read_frames(path, 1 << 16)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise AudioError(f"{path}: cannot decode audio ({e})") from e
-    target = file_sr if sr is None else int(sr)
-    up, down, context = resampling_context(file_sr, target)
-    if target == file_sr:
-        context = 0
-    step = down * max(1, int(block_seconds * file_sr) // down)  # input samples per block
-    pending, base, start, total = [], 0, 0, 0  # input from `base` on; next block's start
-    try:
+    total = 0
+
+    def mono():
+        nonlocal total
         for data in frames:
             if not np.all(np.isfinite(data)):
                 raise AudioError(f"{path}: contains NaN or infinite samples")
-            pending.append(data.mean(axis=1))
             total += len(data)
-            # Every whole block whose right context has arrived.
-            while total >= start + step + context:
-                signal = np.concatenate(pending)
-                yield _block(signal, base, start, start + step, context, up, down, file_sr,
-                             target)
-                start += step
-                new_base = max(0, start - context)
-                pending, base = [signal[new_base - base:]], new_base
+            yield data.mean(axis=1)
+
+    try:
+        yield from resample_blocks(mono(), file_sr, file_sr if sr is None else int(sr),
+                                   int(block_seconds * file_sr))
     except AudioError:
         raise
     except Exception as e:
         raise AudioError(f"{path}: cannot decode audio ({e})") from e
     if total == 0:
         raise AudioError(f"{path}: contains no samples")
+
+
+def resample_blocks(blocks, orig_sr, target_sr, block_samples):
+    """Resample a signal that arrives as consecutive 1-D blocks (of any sizes), yielding
+    blocks of about ``block_samples`` input samples: concatenated, exactly what
+    :func:`resample` gives on the whole signal.
+
+    Resampling a block alone would filter its edges against zeros.  Each block is therefore
+    resampled with ``context`` input samples of its neighbours on each side
+    (:func:`resampling_context`), and only its own outputs are kept: the polyphase filter's
+    output n depends only on the inputs within its reach of time n / sr, all of which the
+    block and its context hold.  Blocks start at multiples of ``down`` input samples, where
+    an output sample falls.  A block is given once its right context has arrived, so a live
+    stream lags by that context (tens of samples).
+    """
+    up, down, context = resampling_context(orig_sr, target_sr)
+    if target_sr == orig_sr:
+        context = 0
+    step = down * max(1, block_samples // down)  # input samples per block
+    pending, base, start, total = [], 0, 0, 0  # input from `base` on; next block's start
+    for data in blocks:
+        pending.append(np.asarray(data, dtype=np.float32))  # host: audio
+        total += len(data)
+        # Every whole block whose right context has arrived.
+        while total >= start + step + context:
+            signal = np.concatenate(pending)
+            yield _block(signal, base, start, start + step, context, up, down, orig_sr,
+                         target_sr)
+            start += step
+            new_base = max(0, start - context)
+            pending, base = [signal[new_base - base:]], new_base
     if total > start:  # the last block: nothing to its right but the zeros resampling assumes
-        yield _block(np.concatenate(pending), base, start, total, 0, up, down, file_sr, target,
-                     last=True)
+        yield _block(np.concatenate(pending), base, start, total, 0, up, down, orig_sr,
+                     target_sr, last=True)
 
 
 def _block(signal, base, start, end, context, up, down, file_sr, target, last=False):
