@@ -102,7 +102,10 @@ def main(argv=None):
     # The most agreement; among equals, the probabilities closest to float32's.
     best = max(methods, key=lambda m: (tried[m]["agreement"], -tried[m]["mean_prob_change"]))
     chosen = tried[best]
-    meta = dict(clf.meta, stored_dtype="int8", quantization=dict(
+    # The source's accuracy is the float model's; the int8 model's own is evaluate's to give.
+    meta = {k: v for k, v in clf.meta.items() if k != "accuracy"}
+    meta = dict(meta, float_accuracy=clf.meta.get("accuracy"), stored_dtype="int8",
+                quantization=dict(
         chosen["spec"], calibration_clips=args.calibration_clips,
         check_clips=args.check_clips, calibrated_on=clf.meta["trained_on"], seed=args.seed,
         agreement={m: tried[m]["agreement"] for m in methods},

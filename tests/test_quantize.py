@@ -126,6 +126,7 @@ def test_quantize_command_calibrates_on_training_folds_and_classify_runs_it(
     assert summary["agreement"] >= 0.9 and summary["layers_int8"] == 21
     state, meta = sn.load_checkpoint(out)
     assert meta["stored_dtype"] == "int8" and meta["fold"] == 1
+    assert "accuracy" not in meta and meta["float_accuracy"] == 0.8275  # not the int8's own
     assert meta["trained_on"] == [2, 3, 4, 5] and len(meta["classes"]) == 50
     assert meta["quantization"]["calibrated_on"] == [2, 3, 4, 5]
     assert meta["quantization"]["method"] in quantize.METHODS

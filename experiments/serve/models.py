@@ -93,7 +93,8 @@ def card(path):
     features = meta["features"]
     return dict(file=os.path.basename(path), preset=meta.get("preset"),
                 fold=meta.get("fold"), trained_on=meta.get("trained_on"),
-                accuracy=meta.get("accuracy"), protocol=meta.get("protocol"),
+                accuracy=meta.get("accuracy"), float_accuracy=meta.get("float_accuracy"),
+                protocol=meta.get("protocol"),
                 date=meta.get("date"), stored=meta.get("stored_dtype", "float32"),
                 classes=len(meta["classes"]), sample_rate=features["sr"],
                 n_mels=features["n_mels"], widths=meta["model"].get("widths"))

@@ -15,6 +15,8 @@ function showCard(model) {
     ["file", model.file], ["preset", model.preset], ["trained on folds", model.trained_on],
     ["tested on fold", model.fold],
     ["accuracy", model.accuracy == null ? null : (100 * model.accuracy).toFixed(2) + "%"],
+    ["float model's accuracy", model.float_accuracy == null ? null :
+      (100 * model.float_accuracy).toFixed(2) + "%"],
     ["protocol", model.protocol], ["date", model.date], ["stored as", model.stored],
     ["input", `${model.n_mels} mel bands at ${model.sample_rate} Hz`],
     ["classes", model.classes]];
