@@ -32,16 +32,26 @@ The integer sums are computed here as a GEMM of float arrays holding the integer
 exact while every partial sum is an integer below 2^24 in float32 (K 127 qmax < 2^24: the
 stem's 7 x 7 x 1 and the 3 x 3 x 32 convolutions) and below 2^53 in float64 (every layer
 here); a BLAS GEMM is the fastest integer GEMM NumPy has.  One requantisation per layer:
-the integer sum times s_x s_w[o], plus the bias, in float32.  The residual additions, ReLUs and
-pools run in float32 between the quantised layers (they are additions, comparisons and means:
-exact or cheap there), and each quantised layer quantises its own input.
+the integer sum times s_x s_w[o], plus the bias.
+
+In a residual network every tensor between the layers is held quantised too, so that a
+runtime can keep the whole network in integers (experiments.deploy.onnx_graph):
+- the stem's output and each block's output pass a :class:`FakeQuantize` (uint8, after the
+  ReLU); the next block's first convolution and its shortcut (identity or 1x1 convolution)
+  read that tensor, with that scale;
+- a block's second convolution and its 1x1 shortcut requantise their outputs (int8: they
+  are signed before the addition), so the residual addition adds two quantised tensors;
+- the pool averages the last block's quantised output, and the classifier quantises the
+  result.
+Between these points the arithmetic (the addition, the ReLU, the max-pool, the mean) runs in
+float32 on the dequantised values s q, where it is exact or rounds once.
 """
 import copy
 
 import numpy as np
 
 from .kernels.im2col import conv2d_reference
-from .layers.base import Layer
+from .layers.base import Layer, Sequential
 from .layers.conv import Conv2d
 from .layers.linear import Linear
 from .runtime.backend import get_array_module, to_numpy
@@ -79,20 +89,49 @@ def exact_dtype(terms, unsigned):
     return np.float32 if bound < 2 ** 24 else np.float64
 
 
+def fake_quantize(x, scale, unsigned):
+    """s q(x): x rounded to its quantisation grid, in float32."""
+    xp = get_array_module(x)
+    return quantize_activation(x, scale, unsigned).astype(xp.float32) * scale
+
+
+class FakeQuantize(Layer):
+    """y = s clip(round(x / s), lo, hi): a tensor held quantised between layers (unsigned
+    after a ReLU).  Buffer: ``scale`` (a 0-d array)."""
+
+    _buffers = ("scale",)
+
+    def __init__(self, scale=None, unsigned=True):
+        super().__init__()
+        self.active = scale is not None  # inactive (the identity) while calibrating
+        self.scale = np.asarray(scale or 1.0, dtype=np.float32)  # host: .to() moves it
+        self.unsigned = unsigned
+        self.training = False
+
+    def forward(self, x):
+        return fake_quantize(x, self.scale, self.unsigned) if self.active else x
+
+    def backward(self, dy):
+        raise RuntimeError("FakeQuantize is for inference; train the float model")
+
+
 class QuantizedConv2d(Layer):
     """y = s_x s_w[o] (Wq * q)[o] + b[o],  q = quantize(x, s_x): a folded Conv2d in int8
-    (inference only).  Buffers: ``weight_q`` (int8), ``weight_scale`` (per output channel),
-    ``bias``, ``input_scale`` (a 0-d array)."""
+    (inference only); with an ``output_scale`` > 0 its output is requantised (int8, signed).
+    Buffers: ``weight_q`` (int8), ``weight_scale`` (per output channel), ``bias``,
+    ``input_scale`` and ``output_scale`` (0-d arrays)."""
 
-    _buffers = ("weight_q", "weight_scale", "bias", "input_scale")
+    _buffers = ("weight_q", "weight_scale", "bias", "input_scale", "output_scale")
 
-    def __init__(self, conv, input_scale=1.0, unsigned=True):
+    def __init__(self, conv, input_scale=1.0, unsigned=True, output_scale=None):
         super().__init__()
         xp = get_array_module(conv.weight.data)
         self.weight_q, self.weight_scale = quantize_weight(conv.weight.data)
         self.bias = (conv.bias.data if conv.bias is not None
                      else xp.zeros(conv.out_channels, xp.float32)).astype(xp.float32)
         self.input_scale = xp.asarray(input_scale, dtype=xp.float32)
+        self.requantize = output_scale is not None  # known on the host: no device read
+        self.output_scale = xp.asarray(output_scale or 0.0, dtype=xp.float32)
         self.unsigned, self.stride, self.padding = unsigned, conv.stride, conv.padding
         self.training = False
 
@@ -103,7 +142,10 @@ class QuantizedConv2d(Layer):
         acc = conv2d_reference(q.astype(dtype), self.weight_q.astype(dtype), None, self.stride,
                                self.padding)
         scale = (self.input_scale * self.weight_scale).astype(xp.float32)
-        return acc.astype(xp.float32) * scale[:, None, None] + self.bias[:, None, None]
+        y = acc.astype(xp.float32) * scale[:, None, None] + self.bias[:, None, None]
+        if self.requantize:
+            y = fake_quantize(y, self.output_scale, unsigned=False)
+        return y
 
     def backward(self, dy):
         raise RuntimeError("QuantizedConv2d is for inference; train the float model")
@@ -136,35 +178,75 @@ class QuantizedLinear(Layer):
         raise RuntimeError("QuantizedLinear is for inference; train the float model")
 
 
-def weighted_layers(model, prefix=""):
-    """[(dotted name, owner, attribute, layer)] of every Conv2d and Linear in ``model``."""
+def named_layers(model, prefix=""):
+    """[(dotted name, owner, attribute, layer)] of every layer below ``model``, in order."""
     found = []
     for name, child in model.named_children():
-        if isinstance(child, (Conv2d, Linear)):
-            found.append((prefix + name, model, name, child))
-        else:
-            found += weighted_layers(child, prefix + name + ".")
+        found.append((prefix + name, model, name, child))
+        found += named_layers(child, prefix + name + ".")
     return found
 
 
-def calibration_inputs(model, batches, names):
-    """For each layer named in ``names``: (max |x|, min x, a sample of at most
-    SAMPLES_PER_LAYER input values), over the batches ``batches`` run through ``model``."""
-    layers = {name: layer for name, _, _, layer in weighted_layers(model) if name in names}
-    seen = {name: dict(peak=0.0, low=np.inf, values=[]) for name in layers}
+def weighted_layers(model):
+    """The Conv2d and Linear layers (or their quantised forms) of ``model``."""
+    kinds = (Conv2d, Linear, QuantizedConv2d, QuantizedLinear)
+    return [entry for entry in named_layers(model) if isinstance(entry[3], kinds)]
+
+
+def insert_fake_quantizers(model):
+    """Put a FakeQuantize after the stem and after every residual block of a ResNet (see the
+    module docstring); returns [(its name, the block it feeds or None)] in order."""
+    from .layers.residual import BasicBlock
+    points = []
+    stem = getattr(model, "stem", None)
+    if isinstance(stem, Sequential) and "quant" not in stem._order:
+        stem.quant = FakeQuantize()
+        stem._order.append("quant")
+        points.append("stem.quant")
+    for name, stage in model.named_children():
+        if not (isinstance(stage, Sequential) and len(stage) and
+                all(isinstance(b, BasicBlock) for b in stage)):
+            continue
+        order = []
+        for k in stage._order:
+            order += [k, k + "q"]
+            setattr(stage, k + "q", FakeQuantize())
+            points.append(f"{name}.{k}q")
+        stage._order = order
+    feeds = []
+    blocks = [n for n, _, _, layer in named_layers(model) if isinstance(layer, BasicBlock)]
+    for i, point in enumerate(points):  # each point feeds the next block, the last none
+        feeds.append((point, blocks[i] if i < len(blocks) else None))
+    return feeds
+
+
+def record(model, batches, inputs, outputs):
+    """{(name, "in" or "out"): (max |x|, min x, a sample of at most SAMPLES_PER_LAYER
+    values)} of the named layers' inputs and outputs over ``batches`` run through
+    ``model``."""
+    layers = {name: layer for name, _, _, layer in named_layers(model)
+              if name in inputs or name in outputs}
+    seen = {}
     rng = np.random.default_rng(0)
+
+    def note(key, x):
+        values = to_numpy(x).ravel()
+        entry = seen.setdefault(key, dict(peak=0.0, low=np.inf, values=[]))
+        entry["peak"] = max(entry["peak"], float(np.abs(values).max()))
+        entry["low"] = min(entry["low"], float(values.min()))
+        keep = min(len(values), SAMPLES_PER_LAYER // max(1, len(batches)))
+        entry["values"].append(rng.choice(values, keep, replace=False))
 
     def recording(name, layer):
         forward = layer.forward
 
         def forward_and_record(x):
-            values = to_numpy(x).ravel()
-            record = seen[name]
-            record["peak"] = max(record["peak"], float(np.abs(values).max()))
-            record["low"] = min(record["low"], float(values.min()))
-            keep = min(len(values), SAMPLES_PER_LAYER // max(1, len(batches)))
-            record["values"].append(rng.choice(values, keep, replace=False))
-            return forward(x)
+            if name in inputs:
+                note((name, "in"), x)
+            y = forward(x)
+            if name in outputs:
+                note((name, "out"), y)
+            return y
         return forward_and_record
 
     for name, layer in layers.items():
@@ -175,7 +257,7 @@ def calibration_inputs(model, batches, names):
     finally:
         for layer in layers.values():
             del layer.forward  # the class's method again
-    return {name: (r["peak"], r["low"], np.concatenate(r["values"])) for name, r in seen.items()}
+    return {key: (e["peak"], e["low"], np.concatenate(e["values"])) for key, e in seen.items()}
 
 
 def choose_scale(peak, values, method, unsigned):
@@ -200,32 +282,75 @@ def choose_scale(peak, values, method, unsigned):
     raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
 
 
+def block_parts(model, block_name):
+    """The names of a block's first convolution, second convolution and 1x1 shortcut
+    convolution (None without one)."""
+    block = dict((n, layer) for n, _, _, layer in named_layers(model))[block_name]
+    shortcut = f"{block_name}.downsample.0" if block.downsample is not None else None
+    return f"{block_name}.conv1", f"{block_name}.conv2", shortcut
+
+
 def quantize_model(folded, calibration_batches, method="mse", keep_float=()):
     """An int8 copy of the BatchNorm-folded ``folded``: every Conv2d and Linear not named in
-    ``keep_float`` becomes a QuantizedConv2d / QuantizedLinear whose input scale comes from the
+    ``keep_float`` becomes a QuantizedConv2d / QuantizedLinear, and in a ResNet the tensors
+    between the blocks are held quantised (module docstring); every scale comes from the
     calibration batches by ``method``.  Returns (model, spec); ``spec`` (JSON) with the
     model's architecture rebuilds the structure for loading (:func:`quantized_structure`)."""
-    names = [name for name, _, _, _ in weighted_layers(folded) if name not in keep_float]
-    stats = calibration_inputs(folded, calibration_batches, set(names))
     model = copy.deepcopy(folded)
-    spec = dict(method=method, layers={}, float_layers=sorted(keep_float))
-    for name, owner, attr, layer in weighted_layers(model):
-        if name not in stats:
-            continue
-        peak, low, values = stats[name]
-        unsigned = low >= 0
-        scale = choose_scale(peak, values, method, unsigned)
-        kind = QuantizedConv2d if isinstance(layer, Conv2d) else QuantizedLinear
-        setattr(owner, attr, kind(layer, scale, unsigned))
-        spec["layers"][name] = dict(unsigned=bool(unsigned))
+    feeds = insert_fake_quantizers(model)
+    quantised = [name for name, _, _, _ in weighted_layers(model) if name not in keep_float]
+    shared, outputs = {}, set()  # layers whose input scale is a point's; requantised outputs
+    for point, block in feeds:
+        if block is not None:
+            first, second, shortcut = block_parts(model, block)
+            shared.update({first: point, shortcut: point})
+            outputs.update({second, shortcut} - {None})
+    outputs &= set(quantised)
+    stats = record(model, calibration_batches, set(quantised) | {p for p, _ in feeds},
+                   outputs)
+    spec = dict(method=method, layers={}, points={}, float_layers=sorted(keep_float))
+    scales = {}
+    for point, _ in feeds:
+        peak, low, values = stats[(point, "in")]
+        scales[point] = choose_scale(peak, values, method, unsigned=True)  # after a ReLU
+        spec["points"][point] = dict(unsigned=True)
+    layers = dict((n, (owner, attr, layer)) for n, owner, attr, layer in named_layers(model))
+    for point, _ in feeds:
+        owner, attr, _ = layers[point]
+        setattr(owner, attr, FakeQuantize(scales[point], unsigned=True))
+    for name in quantised:
+        owner, attr, layer = layers[name]
+        if name in shared:  # reads a held tensor: its scale, so its quantiser is exact
+            scale, unsigned = scales[shared[name]], True
+        else:
+            peak, low, values = stats[(name, "in")]
+            unsigned = low >= 0
+            scale = choose_scale(peak, values, method, unsigned)
+        if isinstance(layer, Conv2d):
+            out = None
+            if name in outputs:
+                peak, _, values = stats[(name, "out")]
+                out = choose_scale(peak, values, method, unsigned=False)
+            setattr(owner, attr, QuantizedConv2d(layer, scale, unsigned, out))
+        else:
+            setattr(owner, attr, QuantizedLinear(layer, scale, unsigned))
+        spec["layers"][name] = dict(unsigned=bool(unsigned), requantize=name in outputs)
     return model.eval(), spec
 
 
 def quantized_structure(folded, spec):
     """``folded`` with the layers named in ``spec`` replaced by quantised shells, ready for
     ``load_state_dict`` of a saved int8 model."""
-    for name, owner, attr, layer in weighted_layers(folded):
-        if name in spec["layers"]:
-            kind = QuantizedConv2d if isinstance(layer, Conv2d) else QuantizedLinear
-            setattr(owner, attr, kind(layer, 1.0, spec["layers"][name]["unsigned"]))
+    if spec.get("points"):
+        insert_fake_quantizers(folded)
+    for name, owner, attr, layer in named_layers(folded):
+        if name in spec.get("points", {}):
+            setattr(owner, attr, FakeQuantize(1.0, spec["points"][name]["unsigned"]))
+        elif name in spec["layers"]:
+            entry = spec["layers"][name]
+            if isinstance(layer, Conv2d):
+                setattr(owner, attr, QuantizedConv2d(
+                    layer, 1.0, entry["unsigned"], 1.0 if entry.get("requantize") else None))
+            else:
+                setattr(owner, attr, QuantizedLinear(layer, 1.0, entry["unsigned"]))
     return folded.eval()

@@ -81,6 +81,14 @@ def test_a_quantised_network_tracks_its_float_original(rng, tmp_path):
     assert set(spec["layers"]) == {name for name, *_ in quantize.weighted_layers(folded)}
     assert not spec["layers"]["stem.conv"]["unsigned"]        # the input is signed
     assert spec["layers"]["layer1.0.conv1"]["unsigned"] and spec["layers"]["fc"]["unsigned"]
+    # the tensors between blocks are held quantised, and each block reads them at their scale
+    assert list(spec["points"]) == ["stem.quant", "layer1.0q", "layer2.0q"]
+    assert float(model.layer1[0].conv1.input_scale) == float(model.stem.quant.scale)
+    assert float(model.layer2[0].downsample[0].input_scale) == \
+        float(getattr(model.layer1, "0q").scale)
+    assert spec["layers"]["layer1.0.conv2"]["requantize"]
+    assert spec["layers"]["layer2.0.downsample.0"]["requantize"]
+    assert not spec["layers"]["layer1.0.conv1"]["requantize"]
     logits = model.forward(x)
     # int8 noise, not a wrong answer: a signal-to-noise ratio above 26 dB (a wrong scale, a
     # lost bias or a misread zero point costs all of it)
@@ -149,3 +157,14 @@ def test_a_quantised_model_is_not_quantised_again(tmp_path, refused, esc50_root)
     refused(command.main, [str(out), str(tmp_path / "again.npz")], "already quantised")
     refused(command.main, [DEFAULT_CHECKPOINT, str(out), "--calibration-clips", "0"],
             "--calibration-clips: expected a whole number >= 1")
+
+
+def test_a_quantised_network_runs_on_the_device(standin, rng):
+    """The int8 layers on CuPy arrays (the strict stand-in): the same numbers as on NumPy."""
+    folded = small_folded()
+    calibration = [rng.standard_normal((8, 1, 16, 20)).astype(np.float32)]
+    model, _ = quantize.quantize_model(folded, calibration, "max")
+    x = rng.standard_normal((4, 1, 16, 20)).astype(np.float32)
+    on_host = model.forward(x)
+    on_device = model.to("gpu").forward(standin.asarray(x))
+    np.testing.assert_allclose(standin.asnumpy(on_device), on_host, rtol=1e-6, atol=1e-6)

@@ -17,10 +17,13 @@ a cross-correlation of xpad with the kernels w[n] cos(2 pi k n / n_fft) (the rea
 output channels are the real and imaginary parts.  A device then needs only onnxruntime and
 an audio buffer; the caller windows longer audio.
 
-An int8 model (scratchnet.quantize) becomes a QDQ graph: each quantised layer's input passes
+An int8 model (scratchnet.quantize) becomes a QDQ graph of the same computation: every
+quantised tensor (a layer's input, a requantised output, a tensor held between blocks) passes
 QuantizeLinear -> DequantizeLinear with its calibrated scale (uint8 after a ReLU, int8
-otherwise), its weights are int8 behind a per-channel DequantizeLinear and its bias int32 at
-scale s_x s_w[o]; onnxruntime fuses these into integer kernels where the pattern allows it.
+otherwise), the weights are int8 behind a per-channel DequantizeLinear and the biases int32
+at scale s_x s_w[o].  onnxruntime fuses each DequantizeLinear -> op -> QuantizeLinear into an
+integer kernel (QLinearConv, QLinearAdd, QLinearGlobalAveragePool, a uint8 MaxPool); the
+classifier, whose output is not quantised, stays a float Gemm of the dequantised weights.
 The class names go in the model's metadata_props under "classes", as a JSON list.
 """
 import json
@@ -33,7 +36,7 @@ from scratchnet.fusion import FoldedBatchNorm
 from scratchnet.layers import (BasicBlock, Conv2d, Dropout, GlobalAvgPool2d, Linear,
                                MaxPool2d, ReLU, Sequential, TimeDeltas, TimeMaxMeanPool)
 from scratchnet.layers.deltas import delta_matrix
-from scratchnet.quantize import QuantizedConv2d, QuantizedLinear
+from scratchnet.quantize import FakeQuantize, QuantizedConv2d, QuantizedLinear
 from scratchnet.runtime.backend import to_numpy
 
 OPSET = 17
@@ -151,9 +154,28 @@ def network(g, layer, x):
         shortcut = x if layer.downsample is None else network(g, layer.downsample, x)
         return g.op("Relu", [g.op("Add", [y, shortcut])])
     if isinstance(layer, Sequential):  # the network, the stem, a stage
-        for child in layer:
-            x = network(g, child, x)
+        children = list(layer)
+        i = 0
+        while i < len(children):
+            window = children[i:i + 3]
+            if [type(c) for c in window[:2]] == [MaxPool2d, ReLU]:
+                # max and ReLU commute, and so do max and a (monotone) quantiser: the ReLU,
+                # and the quantiser that follows, go before the pool, so that the
+                # convolution before them can end in integers.
+                x = network(g, window[1], x)
+                held = len(window) == 3 and isinstance(window[2], FakeQuantize)
+                if held:
+                    x = network(g, window[2], x)
+                x = network(g, window[0], x)
+                if held:
+                    x = network(g, window[2], x)
+                i += 3 if held else 2
+                continue
+            x = network(g, children[i], x)
+            i += 1
         return x
+    if isinstance(layer, FakeQuantize):
+        return quantize_dequantize(g, x, float(to_numpy(layer.scale)), layer.unsigned)
     if isinstance(layer, (FoldedBatchNorm, Dropout)):  # folded away; eval mode
         return x
     if isinstance(layer, ReLU):
@@ -166,8 +188,11 @@ def network(g, layer, x):
             kernel = layer.kernel_size
         w, b = weights(g, layer)
         p = layer.padding
-        return g.op("Conv", [x, w, b], "conv", strides=[layer.stride] * 2,
-                    pads=[p, p, p, p], kernel_shape=list(kernel))
+        y = g.op("Conv", [x, w, b], "conv", strides=[layer.stride] * 2, pads=[p, p, p, p],
+                 kernel_shape=list(kernel))
+        if getattr(layer, "requantize", False):  # its output held in int8
+            y = quantize_dequantize(g, y, float(to_numpy(layer.output_scale)), False)
+        return y
     if isinstance(layer, MaxPool2d):
         p = layer.padding
         return g.op("MaxPool", [x], kernel_shape=[layer.kernel_size] * 2,
