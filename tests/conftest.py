@@ -37,6 +37,11 @@ def standin(monkeypatch):
     import cupy_standin
     import scratchnet.runtime.backend as backend
     monkeypatch.setitem(sys.modules, "cupy", cupy_standin)
+    for name in ("cupyx", "cupyx.scipy", "cupyx.scipy.special"):
+        module = cupy_standin
+        for part in name.split("."):
+            module = getattr(module, part)
+        monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(backend, "_cupy", cupy_standin)
     return cupy_standin
 

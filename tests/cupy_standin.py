@@ -258,6 +258,18 @@ def _numpy_namespace(source, name):
 
 
 fft = _numpy_namespace(np.fft, "cupy.fft")
+
+
+def _special():
+    """cupyx.scipy.special: SciPy's special functions on device arrays."""
+    import scipy.special
+    return _numpy_namespace(scipy.special, "cupyx.scipy.special")
+
+
+# cupyx, CuPy's SciPy-like companion, as the fixtures install it beside ``cupy``.
+cupyx = types.ModuleType("cupyx")
+cupyx.scipy = types.ModuleType("cupyx.scipy")
+cupyx.scipy.special = _special()
 linalg = _numpy_namespace(np.linalg, "cupy.linalg")
 lib = types.ModuleType("cupy.lib")
 lib.stride_tricks = types.ModuleType("cupy.lib.stride_tricks")

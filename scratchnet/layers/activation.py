@@ -1,5 +1,8 @@
-"""Rectified linear unit."""
+"""Activations: the rectified linear unit, and GELU for the transformer."""
+import numpy as np
+
 from ..kernels.elementwise import masked, rectify
+from ..runtime.backend import erf, get_array_module
 from .base import Layer
 
 
@@ -23,3 +26,23 @@ class ReLU(Layer):
     def backward(self, dy):
         trained, saved = self.saved()
         return masked(dy, saved if trained else saved > 0)
+
+
+class GELU(Layer):
+    """y = x Phi(x) = (x / 2) (1 + erf(x / sqrt(2))), the exact form (PyTorch's default),
+    Phi the standard normal CDF: the input scaled by the probability that a standard normal
+    variable lies below it, a smooth ReLU that lets small negative values through.
+
+    Backward.  d/dx [x Phi(x)] = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi),
+    so dx = dy (Phi(x) + x phi(x)).  Forward keeps x."""
+
+    def forward(self, x):
+        self._cache = x
+        return 0.5 * x * (1.0 + erf(x * (1.0 / np.sqrt(2.0))))
+
+    def backward(self, dy):
+        x = self.saved()
+        xp = get_array_module(x)
+        cdf = 0.5 * (1.0 + erf(x * (1.0 / np.sqrt(2.0))))
+        pdf = xp.exp(-0.5 * x * x) * (1.0 / np.sqrt(2.0 * np.pi))
+        return dy * (cdf + x * pdf)

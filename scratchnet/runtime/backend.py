@@ -122,3 +122,13 @@ def as_strided(x, shape, strides):
     if get_array_module(x) is np:
         return np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
     return _cupy.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+
+
+def erf(x):
+    """The error function, element-wise, on the array's device: SciPy's on the host, CuPy's
+    (cupyx.scipy.special) on the GPU.  GELU's exact form needs it; NumPy has none."""
+    if get_array_module(x) is np:
+        from scipy.special import erf as host_erf
+        return host_erf(x)
+    from cupyx.scipy.special import erf as device_erf
+    return device_erf(x)
