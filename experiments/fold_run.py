@@ -17,7 +17,8 @@ from typing import Any, Optional
 import numpy as np
 
 from dsp.mel import mel_frequencies
-from scratchnet import AdamW, OneCycleLR, SoftmaxCrossEntropy, load_checkpoint, save_checkpoint
+from scratchnet import (AdamW, Dropout, OneCycleLR, SoftmaxCrossEntropy, load_checkpoint,
+                        save_checkpoint)
 from scratchnet.averaging import ExponentialMovingAverage
 from scratchnet.fusion import fold_batchnorm
 from scratchnet.runtime.backend import describe_device
@@ -204,7 +205,11 @@ def train_epoch(run, epoch, xp, progress=True, score=True):
     t0 = time.perf_counter()
     # One generator per (seed, fold, epoch): a resumed run draws the same numbers.
     rng = np.random.default_rng([run.seed, run.fold, epoch])
-    model.dropout.reseed(run.seed * 100003 + run.fold * 1009 + epoch)
+    # Every dropout's masks from (seed, fold, epoch) too: the first as it always was, the
+    # others (a transformer's) offset from it.
+    dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
+    for i, dropout in enumerate(dropouts):
+        dropout.reseed(run.seed * 100003 + run.fold * 1009 + epoch + 7919 * i)
     order = rng.permutation(len(run.data.train_idx))
     loss_sum, correct, seen = 0.0, 0, 0
     bar = tqdm(range(run.steps_per_epoch), desc=f"fold {run.fold} epoch {epoch + 1}/"

@@ -28,7 +28,7 @@ target (0: the labels alone; ``experiments.distill``, with ``--teachers``).
 """
 import json
 
-from scratchnet import ResNet
+from scratchnet import AudioSpectrogramTransformer, ResNet
 
 PRESETS = {
     "seed": dict(
@@ -67,6 +67,18 @@ PRESETS["cpu128"] = dict(
 PRESETS["cpu128bc"] = dict(
     PRESETS["cpu128"],
     train=dict(PRESETS["cpu128"]["train"], epochs=150, bc_mix=1))
+
+
+# An Audio Spectrogram Transformer sized for 2 cores, on cpu128's input (128 mels x 251
+# frames): 16 x 16 patches at stride 16 (8 x 15 = 120 tokens), 4 pre-norm layers of width 128
+# with 4 heads, GELU MLPs of 512; trained with cpu128bc's between-class mixing and
+# augmentations, at a transformer's learning rates (peak 1e-3) and weight decay (0.05).
+# Its recipe awaits its validation run (docs/experiments.md, 2026-12-07).
+PRESETS["ast-tiny"] = dict(
+    features=dict(PRESETS["cpu128"]["features"]),
+    model=dict(kind="ast", input_size=[128, 251], dim=128, depth=4, heads=4, mlp_ratio=4,
+               patch=16, patch_stride=16, dropout=0.1, head_dropout=0.0),
+    train=dict(PRESETS["cpu128bc"]["train"], lr=1e-4, max_lr=1e-3, weight_decay=0.05))
 
 
 def get_preset(name):
@@ -146,6 +158,9 @@ def run_config(preset, epochs=None, batch_size=None, pool=None, deltas=None, wid
         train["epochs"] = epochs
     if batch_size is not None:
         train["batch_size"] = batch_size
+    if model.get("kind") == "ast" and any(v is not None for v in (pool, deltas, widths)):
+        raise ValueError(f"--pool, --deltas and --widths shape a ResNet; {preset} is an Audio "
+                         "Spectrogram Transformer")
     if pool is not None:
         model["pool"] = pool
     if deltas is not None:
@@ -165,7 +180,15 @@ def run_config(preset, epochs=None, batch_size=None, pool=None, deltas=None, wid
 
 
 def build_model(model_config, num_classes=50, seed=0, input_grad=True):
-    """A ResNet from a preset's ``model`` entry (as stored in checkpoints).  Training passes
-    input_grad=False: the gradient w.r.t. the log-Mel input is never needed there."""
+    """The network of a preset's ``model`` entry (as stored in checkpoints): a ResNet, or with
+    ``kind="ast"`` an Audio Spectrogram Transformer.  Training passes input_grad=False: the
+    gradient w.r.t. the log-Mel input is never needed there."""
+    config = dict(model_config)
+    kind = config.pop("kind", "resnet")
+    if kind == "ast":
+        return AudioSpectrogramTransformer(in_channels=1, num_classes=num_classes, seed=seed,
+                                           input_grad=input_grad, **config)
+    if kind != "resnet":
+        raise ValueError(f"unknown model kind {kind!r}: expected 'resnet' or 'ast'")
     return ResNet(in_channels=1, num_classes=num_classes, seed=seed, input_grad=input_grad,
-                  **model_config)
+                  **config)

@@ -3,8 +3,9 @@
     python -m experiments.visualize dog.wav rain.flac --out viz/
 
 Each figure shows the waveform, the log-Mel input, the feature maps of every stage (the most
-active channels, by mean activation) and the top-5 prediction bars.  The HTML page embeds the
-figures as base64 PNGs, so any browser opens it without a server.
+active channels, by mean activation), for a transformer where each layer's class token looks
+on the log-Mel image, and the top-5 prediction bars.  The HTML page embeds the figures as
+base64 PNGs, so any browser opens it without a server.
 """
 from scratchnet.runtime import configure
 
@@ -55,9 +56,11 @@ def analyse(clf, window):
     window = window[None]
     x = clf.logmel(window)
     logits, stages = clf.model.forward_features(x)
+    # A transformer's class token: where each layer looks on the log-Mel image.
+    attention = [to_numpy(m)[0] for m in getattr(clf.model, "attention_maps", list)()]
     return dict(window=window[0], logmel=to_numpy(clf.logmel(window, standardised=False))[0, 0],
                 stages={k: to_numpy(v)[0] for k, v in stages.items()},
-                probs=probabilities(logits)[0])
+                attention=attention, probs=probabilities(logits)[0])
 
 
 def mel_axis(ax, clf, bands):
@@ -75,7 +78,7 @@ def figure(clf, name, parts, channels, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     stages = parts["stages"]
-    heights = [2.4, 2.4] + [1.6] * len(stages)
+    heights = [2.4, 2.4] + [1.6] * len(stages) + ([1.8] if parts.get("attention") else [])
     fig = plt.figure(figsize=(14, sum(heights)))
     # A narrow last column holds each row's colour scale.
     grid = fig.add_gridspec(len(heights), channels + 1, height_ratios=heights,
@@ -92,6 +95,8 @@ def figure(clf, name, parts, channels, path):
     draw_logmel(fig.add_subplot(grid[1, :channels]), fig.add_subplot(grid[1, channels]), clf,
                 parts["logmel"], seconds)
     draw_feature_maps(fig, grid, 2, clf, stages, channels, seconds)
+    if parts.get("attention"):
+        draw_attention(fig, grid, 2 + len(stages), clf, parts["attention"], channels, seconds)
     # tight_layout would squeeze the 8 small panels of a row; fixed margins keep them wide.
     fig.subplots_adjust(left=0.06, right=0.95, top=0.97, bottom=0.03, hspace=0.8, wspace=0.15)
     fig.savefig(path, dpi=80)
@@ -132,6 +137,28 @@ def draw_feature_maps(fig, grid, first_row, clf, stages, channels, seconds):
         scale.ax.tick_params(labelsize=6)
 
 
+def draw_attention(fig, grid, row, clf, maps, channels, seconds):
+    """Each layer's class-token attention over the patches (F', T'), on the log-Mel image's
+    axes: where the layer looks, in time and frequency."""
+    n_mels = clf.meta["features"]["n_mels"]
+    for c, a in enumerate(maps[:channels]):
+        ax = fig.add_subplot(grid[row, c])
+        image = ax.imshow(a, origin="lower", aspect="auto", cmap="inferno",
+                          extent=(0, seconds, 0, n_mels))
+        ax.set_box_aspect(a.shape[0] / a.shape[1])  # square cells, as the feature maps
+        ax.set_title(f"layer {c + 1} attention ({a.shape[0]}x{a.shape[1]})", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if c == 0:
+            mel_axis(ax, clf, n_mels)
+            ax.set_ylabel("Hz", fontsize=7)
+        else:
+            ax.set_yticks([])
+        ax.set_xlabel("time (s)", fontsize=6)
+    scale = fig.colorbar(image, cax=fig.add_subplot(grid[row, channels]))
+    scale.set_label("attention weight", fontsize=6)
+    scale.ax.tick_params(labelsize=6)
+
+
 def feature_maps_figure(clf, stages, channels, seconds, out):
     """The feature-map rows alone, saved as PNG to ``out`` (a path or a binary file)."""
     import matplotlib
@@ -141,6 +168,19 @@ def feature_maps_figure(clf, stages, channels, seconds, out):
     grid = fig.add_gridspec(len(stages), channels + 1, width_ratios=[1] * channels + [0.06])
     draw_feature_maps(fig, grid, 0, clf, stages, channels, seconds)
     fig.subplots_adjust(left=0.06, right=0.95, top=0.95, bottom=0.08, hspace=0.9, wspace=0.15)
+    fig.savefig(out, dpi=80, format="png")
+    plt.close(fig)
+
+
+def attention_figure(clf, maps, channels, seconds, out):
+    """The attention row alone, saved as PNG to ``out`` (a path or a binary file)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(14, 1.9))
+    grid = fig.add_gridspec(1, channels + 1, width_ratios=[1] * channels + [0.06])
+    draw_attention(fig, grid, 0, clf, maps, channels, seconds)
+    fig.subplots_adjust(left=0.06, right=0.95, top=0.85, bottom=0.2, wspace=0.15)
     fig.savefig(out, dpi=80, format="png")
     plt.close(fig)
 

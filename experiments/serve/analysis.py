@@ -19,8 +19,8 @@ CHANNELS = 8  # feature maps shown per stage
 
 
 def analyse(clf, path, hop=1.0, top_k=5):
-    """{"top", "timeline", "duration", "pictures": {"waveform", "logmel", "feature_maps"}}
-    for the audio file at ``path``."""
+    """{"top", "timeline", "duration", "pictures": {"waveform", "logmel", "feature_maps"[,
+    "attention"]}} for the audio file at ``path``."""
     result = next(classify_files(clf, [path], top_k, hop, 16, timeline=True))
     if "error" in result:
         raise ValueError(result["error"])
@@ -32,6 +32,9 @@ def analyse(clf, path, hop=1.0, top_k=5):
                     logmel=png(logmel_figure, clf, logmel, seconds),
                     feature_maps=png(visualize.feature_maps_figure, clf, parts["stages"],
                                      CHANNELS, clf.window / clf.sr))  # the first window
+    if parts["attention"]:  # a transformer: where its class token looks, layer by layer
+        pictures["attention"] = png(visualize.attention_figure, clf, parts["attention"],
+                                    CHANNELS, clf.window / clf.sr)
     return dict(top=result["top"], timeline=result["timeline"], duration=round(seconds, 3),
                 pictures=pictures)
 

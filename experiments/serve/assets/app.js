@@ -61,6 +61,8 @@ function showResult(name, result) {
   $("waveform").src = result.pictures.waveform;
   $("logmel").src = result.pictures.logmel;
   $("maps").src = result.pictures.feature_maps;
+  $("attention-part").hidden = !result.pictures.attention;
+  if (result.pictures.attention) $("attention").src = result.pictures.attention;
   $("timeline").tBodies[0].replaceChildren(...result.timeline.map((w) => {
     const tr = document.createElement("tr");
     for (const text of [`${w.start.toFixed(2)}-${w.end.toFixed(2)}`, w.label,
