@@ -45,7 +45,10 @@ def export_onnx(src, dst):
                                "\".[export]\"") from None
     from .deploy.onnx_graph import classifier_graph
     from .inference import Classifier
-    model = classifier_graph(Classifier(src))
+    try:
+        model = classifier_graph(Classifier(src))
+    except ValueError as e:  # a layer or front end the graph builder does not know
+        raise cli.CommandError(f"{src}: {e}") from e
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, dst)
     return dst

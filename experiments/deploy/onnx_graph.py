@@ -210,7 +210,8 @@ def network(g, layer, x):
         return g.op("Gemm", [x, w, b], "fc", transB=1)
     if isinstance(layer, TimeDeltas):
         raise NotImplementedError("TimeDeltas needs the input's frame count: see time_deltas")
-    raise ValueError(f"ONNX export does not know the layer {type(layer).__name__}")
+    raise ValueError(f"ONNX export does not know the layer {type(layer).__name__} (it "
+                     "exports the ResNets, float and int8)")
 
 
 def time_deltas(g, layer, x, frames):
