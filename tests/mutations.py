@@ -47,7 +47,7 @@ MUTATIONS = [
     ("slaney_area_norm", "dsp/mel.py",
      "weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]",
      "weights *= (1.0 / (edges[2:] - edges[:-2]))[:, None]", ["tests/test_dsp.py"]),
-    ("shifted_kernel_not_flipped", "scratchnet/kernels/convolution.py",
+    ("shifted_kernel_not_flipped", "scratchnet/kernels/shifted.py",
      "flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)",
      "flipped = w.transpose(1, 0, 2, 3)",
      ["tests/test_gradients.py", "tests/test_shifted.py"]),

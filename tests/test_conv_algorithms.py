@@ -16,6 +16,7 @@ CASES = [
     ("bias_column", 1, 9, 8, 3, 2, 1), ("bias_column", 1, 16, 13, 7, 2, 3),
     ("shifted", 3, 9, 11, 3, 1, 1), ("shifted", 2, 6, 7, 5, 1, 2),
     ("short", 3, 2, 7, 3, 1, 1), ("short", 3, 1, 5, 3, 1, 1), ("short", 2, 3, 6, 5, 1, 2),
+    ("reference", 3, 7, 6, 3, 2, 1), ("reference", 2, 6, 7, 3, 1, 1),
 ]
 
 
@@ -63,3 +64,18 @@ def test_the_reference_is_the_direct_sum(rng):
             window = xpad[:, :, s * i:s * i + 3, s * j:s * j + 2]
             np.testing.assert_allclose(y[:, :, i, j],
                                        np.einsum("ncab,ocab->no", window, w) + b, rtol=1e-12)
+
+
+def test_every_algorithm_is_one_module_with_one_signature():
+    """The dispatcher is a table: each name the policy can give has a module with
+    forward(x, w, b, stride, padding) -> (y, saved) and backward(dy, saved,
+    needs_input_grad) -> (dx, dw, db)."""
+    import inspect
+
+    from scratchnet.kernels.convolution import ALGORITHMS
+    assert set(ALGORITHMS) == set(conv_policy.ALGORITHMS)
+    for name, module in ALGORITHMS.items():
+        assert list(inspect.signature(module.forward).parameters) == \
+            ["x", "w", "b", "stride", "padding"], name
+        assert list(inspect.signature(module.backward).parameters) == \
+            ["dy", "saved", "needs_input_grad"], name

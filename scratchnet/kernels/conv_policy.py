@@ -11,7 +11,8 @@ they differ in speed only, and which one is fastest depends on the device:
                    matrix;
     "short"        a stride-1 "same" convolution on a map of at most p + 1 rows, whose output
                    rows all read every input row: one shared patch matrix
-                   (scratchnet.kernels.short_maps).
+                   (scratchnet.kernels.short_maps);
+    "reference"    the plain patch GEMM and col2im every other is tested against.
 
 A policy is a function of the convolution's geometry that names one of them.  The CPU's is
 tuned to its BLAS (``cpu_tuned``); the GPU takes the plain GEMM everywhere (``plain_gemm``):
@@ -27,7 +28,7 @@ import numpy as np
 from .shifted import grid_waste
 from .short_maps import is_short
 
-ALGORITHMS = ("im2col", "bias_column", "shifted", "short")
+ALGORITHMS = ("im2col", "bias_column", "shifted", "short", "reference")
 
 # On maps under MIN_PIXELS pixels, or whose grid wastes more than MAX_WASTE of its positions
 # on zero columns, the k*k short GEMMs lose to im2col's one (docs/speed.md, "Rows outermost").
@@ -56,7 +57,7 @@ def gridded(g):
 
 def can_run(algorithm, g):
     """Whether ``algorithm`` can compute a convolution of geometry ``g``."""
-    if algorithm == "im2col":
+    if algorithm in ("im2col", "reference"):
         return True
     if algorithm == "bias_column":
         return g.in_channels == 1 and g.bias and g.kernel[0] * g.kernel[1] > 1

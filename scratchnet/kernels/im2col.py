@@ -21,6 +21,8 @@ im2col: dL/dx = P^T (dL/dcols).  For a fixed kernel offset (a, b) the pixels rea
 different output positions are distinct (they are a strided grid), so P^T is kh*kw strided
 slice-adds, each touching every index at most once: no ``add.at`` and no loop over pixels.
 """
+from typing import NamedTuple
+
 from ..runtime.backend import as_strided, get_array_module
 from ..runtime.parallel import parallel_slices
 
@@ -153,6 +155,41 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     parallel_slices(scatter_add, n, cols.size, xp)
     dx = dx[:, padding:padding + h, padding:padding + w]
     return dx.transpose(0, 3, 1, 2)
+
+
+def weight_matrix(w):
+    """(C_out, C_in, kh, kw) -> Wm (C_out, kh*kw*C_in) in im2col's (a, b, c) column order: a view
+    of channels-last weight memory (scratchnet.layers.conv.channels_last_weight), else a copy."""
+    return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
+def output_rows(dy):
+    """dL/dy (N, C_out, Ho, Wo) as the rows of the patch matrix's product: (N*Ho*Wo, C_out)."""
+    xp = get_array_module(dy)
+    return xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, dy.shape[1])
+
+
+class Saved(NamedTuple):
+    """What the reference's backward reads: the input, weight, bias presence, stride and
+    padding (the reference rebuilds its patches)."""
+    x: object
+    weight: object
+    has_bias: bool
+    stride: int
+    padding: int
+
+
+def forward(x, w, b, stride, padding):
+    """The reference as a convolution algorithm: (y, saved) (scratchnet.kernels.convolution)."""
+    return conv2d_reference(x, w, b, stride, padding), Saved(x, w, b is not None, stride,
+                                                              padding)
+
+
+def backward(dy, saved, needs_input_grad=True):
+    """(dL/dx or None, dL/dW, dL/db or None) of :func:`forward`."""
+    dx, dw, db = conv2d_reference_backward(dy, saved.x, saved.weight, saved.stride,
+                                           saved.padding)
+    return dx if needs_input_grad else None, dw, db if saved.has_bias else None
 
 
 def conv2d_reference(x, w, b, stride=1, padding=0):

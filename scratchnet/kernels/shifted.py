@@ -48,8 +48,11 @@ dL/dW_a^T = Q[(i0_a+a-p) R : (i1_a+a-p) R]^T dY[i0_a R : i1_a R]  (k*C_in, C_out
 dL/dx is the correlation of dy with the flipped, channel-transposed kernel at padding
 k-1-p = p (Conv2d derives it): the same shifted sum over dy's grid.
 """
+from typing import NamedTuple
+
 from ..runtime.backend import as_strided, get_array_module
 from ..runtime.parallel import parallel_slices
+from .im2col import output_rows
 
 try:
     from scipy.linalg.blas import get_blas_funcs
@@ -225,3 +228,37 @@ def crop(y, n, h, w, bias=None):
 
     parallel_slices(copy, n, out.size, xp)
     return out
+
+
+class Saved(NamedTuple):
+    """The input's grid, its shape, the weight (a reference), the bias presence, padding."""
+    grid: object
+    x_shape: tuple
+    weight: object
+    has_bias: bool
+    padding: int
+
+
+def forward(x, w, b, stride, padding):
+    """(y (N, C_out, H, W), channels-last behind the NCHW view; saved), for stride 1 and
+    "same" padding (conv_policy.can_run says where)."""
+    n, _, h, wd = x.shape
+    grid = to_grid(x, padding)
+    y = crop(correlate_shifted(grid, h, w), n, h, wd, b)
+    return y.transpose(0, 3, 1, 2), Saved(grid, x.shape, w, b is not None, padding)
+
+
+def backward(dy, saved, needs_input_grad=True):
+    """(dL/dx or None, dL/dW, dL/db or None): dy on its own grid serves both dL/dW (dY at
+    the grid positions) and dL/dx (the shifted sum over it with the flipped kernel)."""
+    w, p = saved.weight, saved.padding
+    n, c, h, wd = saved.x_shape
+    kh = w.shape[2]
+    db = output_rows(dy).sum(axis=0) if saved.has_bias else None
+    dy_grid = to_grid(dy, kh - 1 - p)
+    dw = weight_gradient_shifted(saved.grid, dy_grid, h, kh)
+    dx = None
+    if needs_input_grad:
+        flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out, kh, kw)
+        dx = crop(correlate_shifted(dy_grid, h, flipped), n, h, wd).transpose(0, 3, 1, 2)
+    return dx, dw.transpose(0, 3, 1, 2), db

@@ -30,9 +30,11 @@ Backward.  Each Y_i is linear in P and in Wm_i, so with dY_i the gradient of out
 and dL/dx adds dL/dP back onto the pixels it copied: for each column offset b,
     dxh[n, r, j + b, c] += dP[(n, j), (r, b, c)].
 """
+from typing import NamedTuple
+
 from . import shifted
 from ..runtime.backend import get_array_module
-from .im2col import patch_matrix
+from .im2col import output_rows, patch_matrix, weight_matrix
 
 
 def is_short(h, k, padding):
@@ -103,3 +105,35 @@ def input_gradient_short(dy, weight_matrix, c, k, padding):
     for b in range(k):
         dxh[:, :, b:b + w] += d_patches[:, :, :, b].transpose(0, 2, 1, 3)
     return xp.ascontiguousarray(dxh[:, :, padding:padding + w]).transpose(0, 3, 1, 2)
+
+
+class Saved(NamedTuple):
+    """The shared patches, the input's shape, the weight (a reference), the bias presence,
+    padding."""
+    patches: object
+    x_shape: tuple
+    weight: object
+    has_bias: bool
+    padding: int
+
+
+def forward(x, w, b, stride, padding):
+    """(y (N, C_out, H, W), channels-last behind the NCHW view; saved), for stride-1 "same"
+    convolutions on maps of at most p + 1 rows (conv_policy.can_run says where)."""
+    n, _, h, wd = x.shape
+    kh = w.shape[2]
+    patches = row_window_patches(x, kh, padding)
+    y = correlate_short(patches, weight_matrix(w), n, h, wd, kh, padding)
+    if b is not None:
+        y += b
+    return y.transpose(0, 3, 1, 2), Saved(patches, x.shape, w, b is not None, padding)
+
+
+def backward(dy, saved, needs_input_grad=True):
+    """(dL/dx or None, dL/dW, dL/db or None), from the shared patches (module docstring)."""
+    w, p = saved.weight, saved.padding
+    c_out, c, kh, kw = w.shape
+    db = output_rows(dy).sum(axis=0) if saved.has_bias else None
+    dw = weight_gradient_short(saved.patches, dy, kh, p).reshape(c_out, kh, kw, c)
+    dx = input_gradient_short(dy, weight_matrix(w), c, kh, p) if needs_input_grad else None
+    return dx, dw.transpose(0, 3, 1, 2), db
