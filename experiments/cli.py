@@ -121,6 +121,14 @@ def parser(prog, doc):
     return p
 
 
+def data_arguments(p):
+    """--data and --cache-dir, as every command that reads ESC-50 has them."""
+    p.add_argument("--data", type=existing_dir,
+                   help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
+    p.add_argument("--cache-dir", type=output_dir,
+                   help="log-Mel feature cache (default ~/.cache/scratchnet)")
+
+
 def expected_errors():
     """The exceptions that mean "the input or the machine", not "a bug": each module that
     defines one keeps it, so they are gathered here when a command fails."""

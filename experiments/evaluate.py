@@ -30,8 +30,7 @@ def parse_args(argv=None):
                    default=[DEFAULT_CHECKPOINT], metavar="MODEL",
                    help="model.npz from train_esc50 (default: the packaged model); several "
                         "score their ensemble, the networks' probabilities averaged")
-    p.add_argument("--data", type=cli.existing_dir,
-                   help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
+    cli.data_arguments(p)
     p.add_argument("--fold", type=cli.fold,
                    help="fold to score (default: the checkpoint's test fold)")
     p.add_argument("--tta-views", type=cli.positive_int,
@@ -40,8 +39,6 @@ def parse_args(argv=None):
                    help="largest shift as a fraction of the clip, in [0, 1) (default 0.2, the "
                         "recipes')")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--cache-dir", type=cli.output_dir,
-                   help="log-Mel feature cache (default ~/.cache/scratchnet)")
     p.add_argument("--limit", type=cli.positive_int,
                    help="use only the first N clips of each fold (as train_esc50 --limit)")
     p.add_argument("--predictions", type=cli.output_file, metavar="PATH",

@@ -160,10 +160,7 @@ def even_depth(text):
 def parse_args(argv=None):
     p = cli.parser("experiments.gradient_flow", __doc__)
     p.add_argument("--out", type=cli.output_dir, required=True, help="output directory")
-    p.add_argument("--data", type=cli.existing_dir,
-                   help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
-    p.add_argument("--cache-dir", type=cli.output_dir,
-                   help="log-Mel feature cache (default ~/.cache/scratchnet)")
+    cli.data_arguments(p)
     p.add_argument("--depths", type=even_depth, nargs="+", default=[8, 16, 32, 56],
                    help="3x3 convolutions per stack, even (8 16 32 56)")
     p.add_argument("--width", type=cli.positive_int, default=16, help="channels (16)")

@@ -39,10 +39,7 @@ def parse_args(argv=None):
                         "clips)")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="LAYER",
                    help="layers left in float32, by name (e.g. stem.conv fc)")
-    p.add_argument("--data", type=cli.existing_dir,
-                   help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
-    p.add_argument("--cache-dir", type=cli.output_dir,
-                   help="log-Mel feature cache (default ~/.cache/scratchnet)")
+    cli.data_arguments(p)
     p.add_argument("--seed", type=cli.nonnegative_int, default=0,
                    help="which training clips are drawn (0)")
     p.add_argument("--no-progress", action="store_true")

@@ -36,8 +36,7 @@ from .models import PRESETS, run_config
 
 def parse_args(argv=None):
     p = cli.parser("experiments.train_esc50", __doc__)
-    p.add_argument("--data", type=cli.existing_dir,
-                   help="ESC-50 root (default: $ESC50_DIR, else ./data/ESC-50)")
+    cli.data_arguments(p)
     p.add_argument("--download", action="store_true",
                    help="fetch the official archive into ./data/ESC-50 if it is missing")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
@@ -78,8 +77,6 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=cli.nonnegative_int, default=0)
     p.add_argument("--out", type=cli.output_dir, default="runs/esc50",
                    help="output directory (default runs/esc50)")
-    p.add_argument("--cache-dir", type=cli.output_dir,
-                   help="log-Mel feature cache (default ~/.cache/scratchnet)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="go on with the run in --out, each fold from its checkpoint.npz "

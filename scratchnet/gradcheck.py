@@ -81,3 +81,20 @@ def directional_check(loss_fn, params, backward_fn, seed=0, h=1e-5):
     for p, d in zip(params, directions):
         p += h * d
     return (plus - minus) / (2 * h), analytic
+
+
+def network_directional_error(model, loss, x, targets, seed=0, h=1e-5):
+    """The relative gap between the numerical and analytic slopes of loss(model(x), targets)
+    along one random direction of the input and every parameter (:func:`directional_check`
+    on a whole network)."""
+    params = list(model.parameters())
+
+    def backward():
+        model.zero_grad()
+        loss.forward(model.forward(x), targets)
+        dx = model.backward(loss.backward())
+        return [dx] + [p.grad for p in params]
+
+    numeric, analytic = directional_check(lambda: loss.forward(model.forward(x), targets),
+                                          [x] + [p.data for p in params], backward, seed, h)
+    return abs(numeric - analytic) / max(1e-8, abs(numeric) + abs(analytic))

@@ -115,67 +115,66 @@ class FakeQuantize(Layer):
         raise RuntimeError("FakeQuantize is for inference; train the float model")
 
 
-class QuantizedConv2d(Layer):
-    """y = s_x s_w[o] (Wq * q)[o] + b[o],  q = quantize(x, s_x): a folded Conv2d in int8
-    (inference only); with an ``output_scale`` > 0 its output is requantised (int8, signed).
-    Buffers: ``weight_q`` (int8), ``weight_scale`` (per output channel), ``bias``,
-    ``input_scale`` and ``output_scale`` (0-d arrays)."""
-
-    _buffers = ("weight_q", "weight_scale", "bias", "input_scale", "output_scale")
-
-    def __init__(self, conv, input_scale=1.0, unsigned=True, output_scale=None):
-        super().__init__()
-        xp = get_array_module(conv.weight.data)
-        self.weight_q, self.weight_scale = quantize_weight(conv.weight.data)
-        self.bias = (conv.bias.data if conv.bias is not None
-                     else xp.zeros(conv.out_channels, xp.float32)).astype(xp.float32)
-        self.input_scale = xp.asarray(input_scale, dtype=xp.float32)
-        self.requantize = output_scale is not None  # known on the host: no device read
-        self.output_scale = xp.asarray(output_scale or 0.0, dtype=xp.float32)
-        self.unsigned, self.stride, self.padding = unsigned, conv.stride, conv.padding
-        self.training = False
-
-    def forward(self, x):
-        xp = get_array_module(x)
-        q = quantize_activation(x, self.input_scale, self.unsigned)
-        dtype = exact_dtype(self.weight_q[0].size, self.unsigned)
-        acc = conv2d_reference(q.astype(dtype), self.weight_q.astype(dtype), None, self.stride,
-                               self.padding)
-        scale = (self.input_scale * self.weight_scale).astype(xp.float32)
-        y = acc.astype(xp.float32) * scale[:, None, None] + self.bias[:, None, None]
-        if self.requantize:
-            y = fake_quantize(y, self.output_scale, unsigned=False)
-        return y
-
-    def backward(self, dy):
-        raise RuntimeError("QuantizedConv2d is for inference; train the float model")
-
-
-class QuantizedLinear(Layer):
-    """y = s_x s_w[o] (q Wq^T)[o] + b[o]: a Linear layer in int8 (inference only)."""
+class QuantizedWeights(Layer):
+    """What a quantised Conv2d and Linear share: int8 weights with one scale per output
+    channel (``weight_q``, ``weight_scale``), the float bias, the input's scale and kind."""
 
     _buffers = ("weight_q", "weight_scale", "bias", "input_scale")
 
-    def __init__(self, linear, input_scale=1.0, unsigned=True):
+    def __init__(self, layer, input_scale, unsigned):
         super().__init__()
-        xp = get_array_module(linear.weight.data)
-        self.weight_q, self.weight_scale = quantize_weight(linear.weight.data)
-        self.bias = (linear.bias.data if linear.bias is not None
-                     else xp.zeros(linear.out_features, xp.float32)).astype(xp.float32)
+        xp = get_array_module(layer.weight.data)
+        self.weight_q, self.weight_scale = quantize_weight(layer.weight.data)
+        self.bias = (layer.bias.data if layer.bias is not None
+                     else xp.zeros(layer.weight.shape[0], xp.float32)).astype(xp.float32)
         self.input_scale = xp.asarray(input_scale, dtype=xp.float32)
         self.unsigned = unsigned
         self.training = False
 
-    def forward(self, x):
-        xp = get_array_module(x)
-        q = quantize_activation(x, self.input_scale, self.unsigned)
-        dtype = exact_dtype(self.weight_q.shape[1], self.unsigned)
-        acc = q.astype(dtype) @ self.weight_q.astype(dtype).T
-        scale = (self.input_scale * self.weight_scale).astype(xp.float32)
-        return acc.astype(xp.float32) * scale + self.bias
+    def integer_inputs(self, x, terms):
+        """q(x) as floats whose GEMM with weight_q's sums ``terms`` products exactly, the
+        weights in the same dtype, and the requantisation scale s_x s_w[o]."""
+        dtype = exact_dtype(terms, self.unsigned)
+        q = quantize_activation(x, self.input_scale, self.unsigned).astype(dtype)
+        scale = (self.input_scale * self.weight_scale).astype(get_array_module(x).float32)
+        return q, self.weight_q.astype(dtype), scale
 
     def backward(self, dy):
-        raise RuntimeError("QuantizedLinear is for inference; train the float model")
+        raise RuntimeError(f"{type(self).__name__} is for inference; train the float model")
+
+
+class QuantizedConv2d(QuantizedWeights):
+    """y = s_x s_w[o] (Wq * q)[o] + b[o],  q = quantize(x, s_x): a folded Conv2d in int8
+    (inference only); with an ``output_scale`` its output is requantised (int8, signed).
+    Buffers: QuantizedWeights' and ``output_scale`` (a 0-d array)."""
+
+    _buffers = QuantizedWeights._buffers + ("output_scale",)
+
+    def __init__(self, conv, input_scale=1.0, unsigned=True, output_scale=None):
+        super().__init__(conv, input_scale, unsigned)
+        xp = get_array_module(self.weight_q)
+        self.requantize = output_scale is not None  # known on the host: no device read
+        self.output_scale = xp.asarray(output_scale or 0.0, dtype=xp.float32)
+        self.stride, self.padding = conv.stride, conv.padding
+
+    def forward(self, x):
+        q, wq, scale = self.integer_inputs(x, self.weight_q[0].size)
+        acc = conv2d_reference(q, wq, None, self.stride, self.padding)
+        y = acc.astype(scale.dtype) * scale[:, None, None] + self.bias[:, None, None]
+        if self.requantize:
+            y = fake_quantize(y, self.output_scale, unsigned=False)
+        return y
+
+
+class QuantizedLinear(QuantizedWeights):
+    """y = s_x s_w[o] (q Wq^T)[o] + b[o]: a Linear layer in int8 (inference only)."""
+
+    def __init__(self, linear, input_scale=1.0, unsigned=True):
+        super().__init__(linear, input_scale, unsigned)
+
+    def forward(self, x):
+        q, wq, scale = self.integer_inputs(x, self.weight_q.shape[1])
+        return (q @ wq.T).astype(scale.dtype) * scale + self.bias
 
 
 def named_layers(model, prefix=""):

@@ -89,3 +89,31 @@ def refused(capsys):
         assert "error:" in last and re.search(pattern, last), err
         return info.value.code, last
     return check
+
+
+@pytest.fixture
+def five_class_training(esc50_root, tmp_path):
+    """``train(model, **recipe)``: a network trained on five distinct classes (dog, rain,
+    crying baby, door knock, helicopter; chance 20%) on their clips of folds 2-5 and scored on
+    fold 1's 40, with the cpu preset's features and recipe changed by ``recipe``; returns (the
+    fold's result, its per-epoch history)."""
+    import json
+
+    from experiments import esc50, train_esc50
+    from experiments.models import PRESETS
+
+    def train(model, **recipe):
+        rows = [r for r in esc50.read_metadata(esc50_root)
+                if r["target"] in {0, 10, 20, 30, 40}]
+        cfg = dict(features=dict(PRESETS["cpu"]["features"]), model=model,
+                   train=dict(PRESETS["cpu"]["train"], **recipe))
+        feats, labels, folds = esc50.load_features(esc50_root, cfg["features"],
+                                                   tmp_path / "cache", rows=rows,
+                                                   progress=False)
+        args = train_esc50.parse_args(["--out", str(tmp_path / "run"), "--no-progress"])
+        names = esc50.class_names(esc50.read_metadata(esc50_root))
+        result = train_esc50.train_fold(1, feats, labels, folds, cfg, args, np, names,
+                                        np.array([r["filename"] for r in rows]))
+        history = json.loads((tmp_path / "run" / "fold1" / "metrics.json").read_text())
+        return result, history
+    return train

@@ -6,30 +6,19 @@ import numpy as np
 
 from scratchnet import load_checkpoint
 
-from experiments import esc50, train_esc50
-from experiments.models import PRESETS
+from experiments import train_esc50
 
 
-def test_a_tiny_transformer_learns_five_classes(esc50_root, tmp_path):
+def test_a_tiny_transformer_learns_five_classes(five_class_training):
     """Five distinct classes (chance 20%), trained on their clips of folds 2-5 and scored on
     fold 1's 40: at least 60%.  (It reached 70%, and 62.5-75% with seeds 1-3; a wrong
     gradient, update or schedule stays near chance.)"""
-    classes = {0, 10, 20, 30, 40}              # dog, rain, crying baby, door knock, helicopter
-    rows = [r for r in esc50.read_metadata(esc50_root) if r["target"] in classes]
-    cfg = dict(features=dict(PRESETS["cpu"]["features"]),
-               model=dict(kind="ast", input_size=[64, 251], dim=32, depth=2, heads=2,
-                          mlp_ratio=2, patch=16, patch_stride=16, dropout=0.0,
-                          head_dropout=0.0),
-               train=dict(PRESETS["cpu"]["train"], epochs=20, batch_size=16, freq_mask=8,
-                          time_mask=20, lr=1e-4, max_lr=1e-3, weight_decay=0.05))
-    feats, labels, folds = esc50.load_features(esc50_root, cfg["features"], tmp_path / "cache",
-                                               rows=rows, progress=False)
-    args = train_esc50.parse_args(["--out", str(tmp_path / "run"), "--no-progress"])
-    names = esc50.class_names(esc50.read_metadata(esc50_root))
-    result = train_esc50.train_fold(1, feats, labels, folds, cfg, args, np, names,
-                                    np.array([r["filename"] for r in rows]))
+    result, history = five_class_training(
+        dict(kind="ast", input_size=[64, 251], dim=32, depth=2, heads=2, mlp_ratio=2,
+             patch=16, patch_stride=16, dropout=0.0, head_dropout=0.0),
+        epochs=20, batch_size=16, freq_mask=8, time_mask=20, lr=1e-4, max_lr=1e-3,
+        weight_decay=0.05)
     assert result["accuracy"] >= 0.6, result
-    history = json.loads((tmp_path / "run" / "fold1" / "metrics.json").read_text())
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
 
 

@@ -5,8 +5,8 @@ import pytest
 
 import scratchnet as sn
 from scratchnet.kernels import conv_policy
-from scratchnet.gradcheck import check_layer, directional_check, numerical_gradient, \
-    relative_error
+from scratchnet.gradcheck import check_layer, \
+    network_directional_error, numerical_gradient, relative_error
 
 TOL = 1e-6
 
@@ -252,17 +252,7 @@ def test_resnet_directional_derivative(rng, conv_path):
     loss = sn.SoftmaxCrossEntropy(0.1)
     x = rng.standard_normal((4, 1, 16, 13))
     t = np.array([0, 3, 6, 1])
-    params = [p for p in model.parameters()]
-
-    def backward():
-        model.zero_grad()
-        loss.forward(model.forward(x), t)
-        dx = model.backward(loss.backward())
-        return [dx] + [p.grad for p in params]
-
-    numeric, analytic = directional_check(lambda: loss.forward(model.forward(x), t),
-                                          [x] + [p.data for p in params], backward)
-    assert abs(numeric - analytic) / max(1e-8, abs(numeric) + abs(analytic)) < TOL
+    assert network_directional_error(model, loss, x, t) < TOL
     conv_path.check(model)
 
 
