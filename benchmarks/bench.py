@@ -47,6 +47,8 @@ def networks():
     """name -> (input shape (C, H, W), model config)."""
     nets = {"reference": (REFERENCE["input"], REFERENCE["model"])}
     for name, preset in PRESETS.items():
+        if preset["model"].get("kind", "resnet") != "resnet":
+            continue  # the transformer's harness is benchmarks.bench_attention
         f = preset["features"]
         frames = LogMel(**f).num_frames(int(round(CLIP_SECONDS * f["sr"])))
         nets[f"preset:{name}"] = ((1, f["n_mels"], frames), preset["model"])
