@@ -169,6 +169,18 @@ def test_the_monitor_finds_the_dog_and_the_chainsaw(street):
     assert run_monitor([str(street / "street44k.wav"), "--quiet"])[0] == events
 
 
+def test_a_stream_at_another_rate_is_resampled_as_it_arrives(street):
+    """s16le at 22.05 kHz on stdin (--rate 22050): the blocks are resampled to the model's
+    16 kHz with their neighbours' context, and the same two sounds are found."""
+    import soundfile as sf
+
+    from dsp import resample
+    y, sr = sf.read(street / "street.wav", dtype="float32")
+    pcm = np.clip(np.rint(resample(y, sr, 22050) * 32768), -32768, 32767).astype("<i2")
+    events, _ = run_monitor(["--rate", "22050", "--quiet"], pcm.tobytes())
+    assert [e["class"] for e in events] == ["dog", "chainsaw"]
+
+
 def test_the_monitor_on_onnxruntime_alone(street, exported):
     events, _ = run_monitor([str(street / "street.wav"), "--onnx",
                              str(exported / "float.onnx"), "--quiet"])
