@@ -12,7 +12,8 @@ arrays).  The metadata (features, model, normalisation, classes, accuracy) is ke
 .onnx: the whole front end and the network in one graph (experiments.deploy.onnx_graph):
 input "audio" [batch, samples] (mono float32 at the model's rate, samples = its 5 s window),
 output "probabilities" [batch, classes], the class names in metadata_props["classes"].  A
-float checkpoint gives a float32 graph, an int8 one (experiments.quantize) a QDQ graph.
+float checkpoint gives a float32 graph, an int8 one (experiments.quantize) a QDQ graph; a
+transformer (--preset ast-tiny) exports too.
 Needs the ``export`` extra (onnx; onnxruntime to run it).
 """
 from scratchnet.runtime import configure

@@ -53,3 +53,14 @@ def test_the_ast_preset_resumes_bit_for_bit_and_the_tools_run_it(esc50_root, tmp
     # and the web app shows them
     from experiments.serve.analysis import analyse
     assert analyse(clf, clip)["pictures"]["attention"].startswith("data:image/png;base64,")
+    # and the whole transformer exports to ONNX, raw audio in: the same probabilities
+    import pytest
+    ort = pytest.importorskip("onnxruntime")
+    from dsp import load_audio
+    from experiments import export
+    export.main([model, str(tmp_path / "ast.onnx")])
+    x = np.stack([load_audio(f"{esc50_root}/audio/{name}", sr=16000)[0][:80000] for name in
+                  ("1-100032-A-0.flac", "1-116765-A-41.flac")]).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "ast.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"audio": x})[0], clf.predict(x), atol=1e-5)

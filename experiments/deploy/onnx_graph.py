@@ -7,7 +7,8 @@
       -> re^2 + im^2 (power) -> MatMul with the mel filterbank
       -> 10 log10(max(S, 1e-10)), floored at each item's maximum - top_db (dsp.power_to_db)
       -> (x - mean) / std (the stored normalisation)
-      -> the network (BatchNorm folded; Dropout gone) -> Softmax
+      -> the network (BatchNorm folded; Dropout gone; a transformer's LayerNormalization,
+         attention as MatMul and Softmax, GELU through Erf) -> Softmax
       -> probabilities [batch, classes]
 The DFT as a convolution: frame t of the centred, zero-padded signal is
 xpad[t hop : t hop + n_fft], and bin k of its windowed DFT is
@@ -210,8 +211,10 @@ def network(g, layer, x):
         return g.op("Gemm", [x, w, b], "fc", transB=1)
     if isinstance(layer, TimeDeltas):
         raise NotImplementedError("TimeDeltas needs the input's frame count: see time_deltas")
-    raise ValueError(f"ONNX export does not know the layer {type(layer).__name__} (it "
-                     "exports the ResNets, float and int8)")
+    emit = TRANSFORMER_LAYERS.get(type(layer))
+    if emit is not None:
+        return emit(g, layer, x)
+    raise ValueError(f"ONNX export does not know the layer {type(layer).__name__}")
 
 
 def time_deltas(g, layer, x, frames):
@@ -266,3 +269,82 @@ def classifier_graph(clf):
         model.metadata_props.add(key=key, value=json.dumps(value))
     return model
 
+
+# -- the transformer's layers --------------------------------------------------------------------
+
+def host(array):
+    return to_numpy(array).astype(np.float32)
+
+
+def layer_norm(g, layer, x):
+    """LayerNormalization over the last axis (opset 17)."""
+    return g.op("LayerNormalization", [x, g.const(host(layer.weight.data), "gamma"),
+                                       g.const(host(layer.bias.data), "beta")],
+                axis=-1, epsilon=float(layer.eps))
+
+
+def tokenwise_linear(g, linear, x):
+    """x W^T + b on the last axis of tokens (N, T, D)."""
+    return g.op("Add", [g.op("MatMul", [x, g.const(host(linear.weight.data).T.copy(), "w_t")]),
+                        g.const(host(linear.bias.data), "b")])
+
+
+def gelu(g, x):
+    """x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, the exact form."""
+    erf = g.op("Erf", [g.op("Mul", [x, g.const(np.float32(1 / np.sqrt(2)))])])
+    return g.op("Mul", [g.op("Mul", [x, g.const(np.float32(0.5))]),
+                        g.op("Add", [erf, g.const(np.float32(1.0))])])
+
+
+def self_attention(g, layer, x):
+    """softmax(Q K^T / sqrt d) V in H heads, then the output projection."""
+    d_model, h = layer.embed_dim, layer.num_heads
+    d = d_model // h
+    qkv = g.op("Add", [g.op("MatMul", [x, g.const(host(layer.in_proj_weight.data).T.copy(),
+                                                  "in_proj_t")]),
+                       g.const(host(layer.in_proj_bias.data), "in_proj_bias")])
+    heads = g.op("Transpose", [g.op("Reshape", [qkv, g.ints(0, 0, 3, h, d)])],
+                 perm=[2, 0, 3, 1, 4])                                # (3, N, H, T, d)
+    q, k, v = (g.op("Gather", [heads, g.const(np.int64(i))], axis=0) for i in range(3))
+    scores = g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])]),
+                          g.const(np.float32(1 / np.sqrt(d)))])
+    context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])  # (N, H, T, d)
+    merged = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]),
+                              g.ints(0, 0, d_model)])
+    return tokenwise_linear(g, layer.out_proj, merged)
+
+
+def encoder_layer(g, layer, x):
+    """x + MHSA(LN1(x)), then x + W2 GELU(W1 LN2(x)) (dropouts are the identity here)."""
+    x = g.op("Add", [x, self_attention(g, layer.self_attn, layer_norm(g, layer.norm1, x))])
+    hidden = gelu(g, tokenwise_linear(g, layer.linear1, layer_norm(g, layer.norm2, x)))
+    return g.op("Add", [x, tokenwise_linear(g, layer.linear2, hidden)])
+
+
+def patch_tokens(g, layer, x):
+    """(N, D, F', T') -> (N, F' T', D)."""
+    return g.op("Transpose", [g.op("Reshape", [x, g.ints(0, 0, -1)])], perm=[0, 2, 1])
+
+
+def class_token_embedding(g, layer, x):
+    """[c; x] + E, the class token broadcast over the batch."""
+    first = g.op("Slice", [x, g.ints(0), g.ints(1), g.ints(1)])            # (N, 1, D)
+    cls = g.op("Add", [g.op("Mul", [first, g.const(np.float32(0.0))]),
+                       g.const(host(layer.cls_token.data), "cls_token")])
+    return g.op("Add", [g.op("Concat", [cls, x], axis=1),
+                        g.const(host(layer.pos_embed.data), "pos_embed")])
+
+
+def class_token_pool(g, layer, x):
+    return g.op("Gather", [x, g.const(np.int64(0))], axis=1)
+
+
+def _transformer_layers():
+    from scratchnet.layers import (ClassTokenEmbedding, ClassTokenPool, LayerNorm,
+                                   PatchTokens, TransformerEncoderLayer)
+    return {LayerNorm: layer_norm, TransformerEncoderLayer: encoder_layer,
+            PatchTokens: patch_tokens, ClassTokenEmbedding: class_token_embedding,
+            ClassTokenPool: class_token_pool}
+
+
+TRANSFORMER_LAYERS = _transformer_layers()
