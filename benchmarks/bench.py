@@ -64,6 +64,11 @@ def add_network_arguments(parser, default_models, steps):
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
 
 
+def stage_strides(cfg):
+    """Each stage's first stride: the config's, else 1 then 2 (scratchnet.ResNet's default)."""
+    return cfg.get("strides") or [1] + [2] * (len(cfg["widths"]) - 1)
+
+
 def forward_flops(shape, cfg, num_classes=50):
     """Multiply-adds x 2 of every convolution and the linear head, for one clip."""
     c, h, w = shape
@@ -79,9 +84,10 @@ def forward_flops(shape, cfg, num_classes=50):
     if cfg["stem_pool"]:
         h, w = conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
     cin = cfg["widths"][0]
+    strides = stage_strides(cfg)
     for i, (width, depth) in enumerate(zip(cfg["widths"], cfg["depths"])):
         for b in range(depth):
-            stride = (1 if i == 0 else 2) if b == 0 else 1
+            stride = strides[i] if b == 0 else 1
             h0, w0 = h, w
             conv(cin, width, 3, stride, 1)
             conv(width, width, 3, 1, 1)
@@ -209,9 +215,10 @@ def measure_torch(shape, cfg, batch, steps, warmup, device):
     if cfg["stem_pool"]:
         layers.append(nn.MaxPool2d(3, 2, 1))
     cin = cfg["widths"][0]
+    strides = stage_strides(cfg)
     for i, (width, depth) in enumerate(zip(cfg["widths"], cfg["depths"])):
         for b in range(depth):
-            layers.append(Block(cin, width, (1 if i == 0 else 2) if b == 0 else 1))
+            layers.append(Block(cin, width, strides[i] if b == 0 else 1))
             cin = width
     class TimeMaxMean(nn.Module):  # scratchnet.TimeMaxMeanPool
         def forward(self, x):
@@ -234,7 +241,7 @@ def measure_torch(shape, cfg, batch, steps, warmup, device):
         opt.step()
 
     def infer_step():
-        with torch.no_grad():
+        with torch.inference_mode():
             model(x)
 
     model.train()
@@ -246,7 +253,7 @@ def measure_torch(shape, cfg, batch, steps, warmup, device):
     fused = fuse(model)
 
     def fused_step():
-        with torch.no_grad():
+        with torch.inference_mode():
             fused(x)
 
     infer_folded = time_steps(fused_step, steps, warmup, sync_fn)
