@@ -20,26 +20,26 @@ import statistics  # noqa: E402
 
 from . import bench  # noqa: E402
 
-SHAPES = {
-    # name: (input (C, H, W), batch, ResNet config)
-    "s3-w16-40x100-b64": ((1, 40, 100), 64, dict(
-        widths=[16, 32, 64, 128], depths=[1, 1, 1, 1], strides=[1, 2, 2, 2], stem_kernel=3,
-        stem_stride=1, stem_pool=False, dropout=0.0)),
-    "s5-w24-64x200-b32": ((1, 64, 200), 32, dict(
-        widths=[24, 48, 96, 192], depths=[2, 2, 2, 2], strides=[1, 2, 2, 2], stem_kernel=5,
-        stem_stride=1, stem_pool=True, dropout=0.0)),
-    "s5-w48-96x200-b16": ((1, 96, 200), 16, dict(
-        widths=[48, 96, 192], depths=[2, 2, 2], strides=[1, 2, 2], stem_kernel=5,
-        stem_stride=1, stem_pool=True, dropout=0.0)),
-    "s7-w32-128x251-b32-stride1": ((1, 128, 251), 32, dict(
-        widths=[32, 64, 64, 128], depths=[1, 2, 1, 2], strides=[1, 2, 1, 2], stem_kernel=7,
-        stem_stride=2, stem_pool=True, dropout=0.0)),
-    "s7-w64-128x431-b8": ((1, 128, 431), 8, dict(
-        widths=[64, 128, 256, 512], depths=[2, 2, 2, 2], strides=[1, 2, 2, 2], stem_kernel=7,
-        stem_stride=2, stem_pool=True, dropout=0.0)),
-    "s3-w128-64x128-b16-wide": ((1, 64, 128), 16, dict(
-        widths=[128, 256, 512], depths=[1, 1, 1], strides=[2, 2, 2], stem_kernel=3,
-        stem_stride=1, stem_pool=False, dropout=0.0)),
+def resnet(stem, stem_stride, stem_pool, widths, depths, strides):
+    """A ResNet config (scratchnet.ResNet's keywords)."""
+    return dict(stem_kernel=stem, stem_stride=stem_stride, stem_pool=stem_pool, widths=widths,
+                depths=depths, strides=strides, dropout=0.0)
+
+
+SHAPES = {  # name: (input (C, H, W), batch, ResNet config)
+    "s3-w16-40x100-b64": ((1, 40, 100), 64,
+                          resnet(3, 1, False, [16, 32, 64, 128], [1, 1, 1, 1], [1, 2, 2, 2])),
+    "s5-w24-64x200-b32": ((1, 64, 200), 32,
+                          resnet(5, 1, True, [24, 48, 96, 192], [2, 2, 2, 2], [1, 2, 2, 2])),
+    "s5-w48-96x200-b16": ((1, 96, 200), 16,
+                          resnet(5, 1, True, [48, 96, 192], [2, 2, 2], [1, 2, 2])),
+    "s7-w32-128x251-b32-stride1": ((1, 128, 251), 32,
+                                   resnet(7, 2, True, [32, 64, 64, 128], [1, 2, 1, 2],
+                                          [1, 2, 1, 2])),
+    "s7-w64-128x431-b8": ((1, 128, 431), 8,
+                          resnet(7, 2, True, [64, 128, 256, 512], [2, 2, 2, 2], [1, 2, 2, 2])),
+    "s3-w128-64x128-b16-wide": ((1, 64, 128), 16,
+                                resnet(3, 1, False, [128, 256, 512], [1, 1, 1], [2, 2, 2])),
 }
 
 
