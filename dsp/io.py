@@ -31,13 +31,8 @@ def resample(y, orig_sr, target_sr):
     return out.astype(y.dtype, copy=False)
 
 
-def read_pcm_wav(path):
-    """(samples, channels) float32 in [-1, 1) and the rate of a PCM WAV file, with the standard
-    library alone: the fallback where soundfile (libsndfile) is not installed."""
-    import wave
-    with wave.open(path, "rb") as f:
-        width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
-        raw = f.readframes(f.getnframes())
+def pcm_to_float(raw, width, channels):
+    """WAV PCM bytes of ``width`` bytes per sample as (frames, channels) float32 in [-1, 1)."""
     if width == 1:  # 8-bit WAV is unsigned, centred on 128
         data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif width in (2, 4):
@@ -45,7 +40,17 @@ def read_pcm_wav(path):
         data = np.frombuffer(raw, dtype=kind).astype(np.float32) / float(2 ** (8 * width - 1))
     else:
         raise ValueError(f"{8 * width}-bit PCM needs soundfile")
-    return data.reshape(-1, channels), rate
+    return data.reshape(-1, channels)
+
+
+def read_pcm_wav(path):
+    """(samples, channels) float32 in [-1, 1) and the rate of a PCM WAV file, with the standard
+    library alone: the fallback where soundfile (libsndfile) is not installed."""
+    import wave
+    with wave.open(path, "rb") as f:
+        width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
+        raw = f.readframes(f.getnframes())
+    return pcm_to_float(raw, width, channels), rate
 
 
 def soundfile_or_none():
@@ -132,14 +137,7 @@ def _wave_blocks(f, block):
             raw = f.readframes(block)
             if not raw:
                 return
-            if width == 1:  # 8-bit WAV is unsigned, centred on 128
-                data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-            elif width in (2, 4):
-                data = (np.frombuffer(raw, dtype=f"<i{width}").astype(np.float32)
-                        / float(2 ** (8 * width - 1)))
-            else:
-                raise ValueError(f"{8 * width}-bit PCM needs soundfile")
-            yield data.reshape(-1, channels)
+            yield pcm_to_float(raw, width, channels)
 
 
 def resampling_context(orig_sr, target_sr):

@@ -191,6 +191,9 @@ def test_wav_is_read_without_soundfile_as_with_it(tmp_path, monkeypatch, subtype
     got = dsp.load_audio(path, sr=16000, mono=False)
     assert got[1] == expected[1] == 16000
     np.testing.assert_allclose(got[0], expected[0], atol=1e-7)
+    # and block by block, mixed down, as the mono whole file
+    blocks = np.concatenate(list(dsp.audio_blocks(path, sr=16000, block_seconds=0.3)))
+    np.testing.assert_allclose(blocks, dsp.load_audio(path, sr=16000)[0], atol=1e-7)
     flac = str(tmp_path / "tone.flac")
     monkeypatch.delitem(sys.modules, "soundfile")
     sf.write(flac, y.T, 8000)
