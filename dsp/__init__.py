@@ -11,6 +11,6 @@ from .io import AudioError, audio_blocks, load_audio, resample
 from .mel import hz_to_mel, mel_filterbank, mel_frequencies, mel_to_hz
 from .stft import frame, get_window, istft, stft
 
-__all__ = ["AudioError", "audio_blocks", "load_audio", "resample", "get_window", "frame", "stft", "istft",
-           "hz_to_mel", "mel_to_hz", "mel_frequencies", "mel_filterbank", "melspectrogram",
+__all__ = ["AudioError", "audio_blocks", "load_audio", "resample", "get_window", "frame", "stft",
+           "istft", "hz_to_mel", "mel_to_hz", "mel_frequencies", "mel_filterbank", "melspectrogram",
            "power_to_db", "LogMel"]

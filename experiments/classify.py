@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=cli.positive_int, default=16,
                    help="windows per forward pass (16: the peak memory grows with it, and "
                         "larger batches measured no faster; docs/usage.md)")
-    p.add_argument("--stream", nargs="?", const="-", metavar="SOURCE",
+    p.add_argument("--stream", type=cli.stdin_or_file, nargs="?", const="-", metavar="SOURCE",
                    help="classify raw mono PCM from SOURCE (a file, or - and by default "
                         "stdin) and print a label per --hop seconds")
     p.add_argument("--stream-rate", type=cli.positive_int,
@@ -56,11 +56,6 @@ def parse_args(argv=None):
     if args.stream is not None and args.files:
         p.error(f"--stream reads one source; got files too ({' '.join(args.files)}): give "
                 "--stream FILE, or the files without --stream")
-    if args.stream not in (None, "-"):
-        try:
-            cli.existing_file(args.stream)
-        except Exception as e:
-            p.error(f"argument --stream: {e}")
     if not args.files and args.stream is None:
         p.error("give audio files, or --stream to read PCM from stdin")
     return args
@@ -134,18 +129,10 @@ def stream(clf, args, source=None):
     error naming the format."""
     from dsp import resample
     rate = args.stream_rate or clf.sr
-    dtype, width = (np.int16, 2) if args.stream_format == "s16le" else (np.float32, 4)
-    hop = hop_samples(args.hop, rate)
     window_in = int(round(5.0 * rate))
     buffer = np.zeros(0, dtype=np.float32)
     received = 0
-    while True:
-        chunk = source.read(hop * width)
-        if not chunk:
-            break
-        samples = np.frombuffer(chunk[:len(chunk) // width * width], dtype=dtype)
-        samples = samples.astype(np.float32) / (32768.0 if dtype == np.int16 else 1.0)
-        check_stream_samples(samples, received / rate, args.stream_format)
+    for samples in pcm_blocks(source, args.stream_format, rate, hop_samples(args.hop, rate)):
         received += len(samples)
         buffer = np.concatenate([buffer, samples])[-window_in:]
         y = resample(buffer, rate, clf.sr) if rate != clf.sr else buffer
@@ -162,6 +149,22 @@ def stream(clf, args, source=None):
 # Float PCM is meant to lie in [-1, 1]; a little overshoot is real audio, values beyond this
 # are not (s16le read as f32le gives values like 1e-41 or 1e+30, and NaN).
 FLOAT_LIMIT = 8.0
+
+
+def pcm_blocks(source, fmt, rate, frames):
+    """Raw mono PCM read from ``source`` ``frames`` samples at a time (s16le or f32le at
+    ``rate`` Hz), as float32 blocks, each checked by :func:`check_stream_samples`."""
+    dtype, width = (np.int16, 2) if fmt == "s16le" else (np.float32, 4)
+    received = 0
+    while True:
+        chunk = source.read(frames * width)
+        if not chunk:
+            return
+        samples = np.frombuffer(chunk[:len(chunk) // width * width], dtype=dtype)
+        samples = samples.astype(np.float32) / (32768.0 if dtype == np.int16 else 1.0)
+        check_stream_samples(samples, received / rate, fmt)
+        received += len(samples)
+        yield samples
 
 
 def check_stream_samples(samples, seconds, fmt):

@@ -72,6 +72,11 @@ def existing_file(text):
     return text
 
 
+def stdin_or_file(text):
+    """- (standard input) or a readable file: a stream's source."""
+    return text if text == "-" else existing_file(text)
+
+
 def existing_dir(text):
     """A path to a folder that exists."""
     if not os.path.isdir(text):

@@ -31,7 +31,7 @@ import numpy as np
 from dsp.io import audio_blocks, resample_blocks
 
 from . import cli
-from .classify import check_stream_samples
+from .classify import pcm_blocks
 from .deploy.events import HYSTERESIS, WATCH, EventDetector, dbfs
 from .inference import Classifier, hop_samples, sliding_windows
 
@@ -55,7 +55,7 @@ def watch_entry(text):
 
 def parse_args(argv=None):
     p = cli.parser("experiments.monitor", __doc__)
-    p.add_argument("source", nargs="?", default="-",
+    p.add_argument("source", type=cli.stdin_or_file, nargs="?", default="-",
                    help="an audio file, or - for raw PCM on stdin (the default)")
     p.add_argument("--checkpoint", type=cli.existing_file,
                    help="model.npz, float or int8 (default: the packaged model)")
@@ -84,11 +84,6 @@ def parse_args(argv=None):
         p.error(f"argument --threshold: a probability in (0, 1], got {args.threshold}")
     if args.hysteresis > 1:
         p.error(f"argument --hysteresis: a fraction in (0, 1], got {args.hysteresis}")
-    if args.source != "-":
-        try:
-            cli.existing_file(args.source)
-        except argparse.ArgumentTypeError as e:
-            p.error(f"argument source: {e}")
     return args
 
 
@@ -130,22 +125,8 @@ class OnnxEngine:
 
 def stdin_blocks(source, fmt, rate, sr, block_seconds=0.25):
     """Raw PCM from ``source`` as float blocks at the model's rate ``sr``."""
-    dtype, width = (np.int16, 2) if fmt == "s16le" else (np.float32, 4)
-    chunk = max(1, int(rate * block_seconds)) * width
-
-    def raw():
-        received = 0
-        while True:
-            data = source.read(chunk)
-            if not data:
-                return
-            samples = np.frombuffer(data[:len(data) // width * width], dtype=dtype)
-            samples = samples.astype(np.float32) / (32768.0 if dtype == np.int16 else 1.0)
-            check_stream_samples(samples, received / rate, fmt)
-            received += len(samples)
-            yield samples
-
-    return resample_blocks(raw(), rate, sr, int(rate * block_seconds))
+    frames = max(1, int(rate * block_seconds))
+    return resample_blocks(pcm_blocks(source, fmt, rate, frames), rate, sr, frames)
 
 
 def monitor(engine, blocks, detector, hop_seconds, live, progress, out=sys.stdout):
