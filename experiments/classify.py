@@ -81,13 +81,8 @@ def classify_files(clf, paths, top_k, hop, batch, timeline):
     def report(state):
         if "error" in state:
             return {"file": state["file"], "error": state["error"]}
-        probs = np.stack(state["probs"])
-        result = {"file": state["file"], "top": clf.top(probs.mean(axis=0), top_k)}
-        if timeline:
-            result["timeline"] = [dict(start=round(s, 3), end=round(s + clf.window / clf.sr, 3),
-                                       **clf.top(p, 1)[0])
-                                  for s, p in zip(state["starts"], probs)]
-        return result
+        return file_result(clf, state["file"], state["starts"], np.stack(state["probs"]),
+                           top_k, timeline)
 
     for path in paths:
         state = dict(file=path, probs=[], starts=[], read=False)
@@ -107,6 +102,16 @@ def classify_files(clf, paths, top_k, hop, batch, timeline):
     if windows:
         run_batch()
     yield from finished()
+
+
+def file_result(clf, path, starts, probs, top_k, timeline):
+    """{"file", "top"[, "timeline"]} of a file from its windows' start times (seconds) and
+    probabilities (W, K): the top classes of their mean, and each window's top class."""
+    result = {"file": path, "top": clf.top(probs.mean(axis=0), top_k)}
+    if timeline:
+        result["timeline"] = [dict(start=round(s, 3), end=round(s + clf.window / clf.sr, 3),
+                                   **clf.top(p, 1)[0]) for s, p in zip(starts, probs)]
+    return result
 
 
 def print_result(result, as_json):

@@ -1,8 +1,8 @@
 """One upload classified: its top classes and per-window timeline (the keys of
 ``classify --json``), and its pictures as PNG data URIs.
 
-The audio is read block by block (``Classifier.file_windows``) for the windows; the pictures
-need the waveform and its log-Mel, which are at most --max-seconds long.
+The upload is read once, whole: it is at most --max-seconds long, and the pictures need its
+waveform and log-Mel as well as its windows.
 """
 import base64
 import io
@@ -13,7 +13,7 @@ from dsp import load_audio
 from scratchnet.runtime.backend import to_numpy
 
 from .. import visualize
-from ..classify import classify_files
+from ..classify import file_result
 
 CHANNELS = 8  # feature maps shown per stage
 
@@ -21,10 +21,9 @@ CHANNELS = 8  # feature maps shown per stage
 def analyse(clf, path, hop=1.0, top_k=5):
     """{"top", "timeline", "duration", "pictures": {"waveform", "logmel", "feature_maps"[,
     "attention"]}} for the audio file at ``path``."""
-    result = next(classify_files(clf, [path], top_k, hop, 16, timeline=True))
-    if "error" in result:
-        raise ValueError(result["error"])
     y, _ = load_audio(path, sr=clf.sr)
+    windows, starts = clf.windows(y, hop)
+    result = file_result(clf, path, starts, clf.predict(windows), top_k, timeline=True)
     seconds = len(y) / clf.sr
     logmel = to_numpy(clf.features(clf.xp.asarray(y)))
     parts = visualize.analyse(clf, clf.windows(y, 5.0)[0][0])
