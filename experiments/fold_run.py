@@ -1,10 +1,10 @@
 """One fold of the ESC-50 protocol: train on the other folds for a fixed schedule, score at its
 end.
 
-:func:`set_up` gathers the fold's data (:class:`FoldData`) and a fresh network, optimiser,
-schedule and loss (:class:`FoldRun`); :func:`train` runs its epochs (:func:`train_epoch`),
-writing a checkpoint after each (:func:`save_progress`, :func:`restore` goes on from it), and
-:func:`score` gives the fold's result at the end.  A resumed fold ends bit for bit where an
+:func:`fold_data` gathers the fold's data (:class:`FoldData`), :func:`set_up` a fresh
+network, optimiser, schedule and loss (:class:`FoldRun`); :func:`train` runs its epochs
+(:func:`train_epoch`), writing a checkpoint after each (:func:`save_progress`; :func:`restore`
+goes on from it).  The fold's result at the end is experiments.report's.  A resumed fold ends bit for bit where an
 uninterrupted one does: every random draw comes from (seed, fold, epoch).
 """
 import math

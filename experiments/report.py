@@ -50,12 +50,17 @@ def score(run, preset, cfg, xp, names, files):
                 seconds=run.elapsed, machines=machines_of(run.history))
 
 
-def write_results(out, folds, config):
-    """results.json: every finished fold's result, and their mean and (population) standard
-    deviation; the figures returned as the command prints them."""
+def run_results(folds, config):
+    """Every finished fold's result, their mean and (population) standard deviation (None
+    before a fold has finished), and the run's configuration: results.json's contents."""
     accs = [r["accuracy"] for r in folds.values()]
-    results = dict(folds=folds, mean_accuracy=float(np.mean(accs)) if accs else None,
-                   std_accuracy=float(np.std(accs)) if accs else None, config=config)
+    return dict(folds=folds, mean_accuracy=float(np.mean(accs)) if accs else None,
+                std_accuracy=float(np.std(accs)) if accs else None, config=config)
+
+
+def write_results(out, folds, config):
+    """results.json (:func:`run_results`); returns what it wrote."""
+    results = run_results(folds, config)
     write_json(os.path.join(out, RESULTS_FILE), results)
     return results
 

@@ -168,9 +168,7 @@ def main(argv=None):
         done[str(fold)] = result
         report.write_results(args.out, done, config)
         print(f"fold {fold}: accuracy {result['accuracy']:.4f}", file=sys.stderr)
-    accs = [r["accuracy"] for r in done.values()]
-    results = dict(folds=done, mean_accuracy=float(np.mean(accs)) if accs else None,
-                   std_accuracy=float(np.std(accs)) if accs else None, config=config)
+    results = report.run_results(done, config)
     print(json.dumps({k: results[k] for k in ("folds", "mean_accuracy", "std_accuracy")}))
     return results
 
