@@ -266,8 +266,8 @@ def choose_scale(peak, values, method, unsigned):
         return 1.0
     if method == "max":
         return peak / hi
-    magnitudes = np.abs(values.astype(np.float64))
     if method == "percentile":
+        magnitudes = np.abs(values.astype(np.float64))
         return max(float(np.percentile(magnitudes, PERCENTILE)), peak / (4 * hi)) / hi
     if method == "mse":
         lo = activation_range(unsigned)[0]
@@ -281,10 +281,9 @@ def choose_scale(peak, values, method, unsigned):
     raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
 
 
-def block_parts(model, block_name):
+def block_parts(block, block_name):
     """The names of a block's first convolution, second convolution and 1x1 shortcut
     convolution (None without one)."""
-    block = dict((n, layer) for n, _, _, layer in named_layers(model))[block_name]
     shortcut = f"{block_name}.downsample.0" if block.downsample is not None else None
     return f"{block_name}.conv1", f"{block_name}.conv2", shortcut
 
@@ -297,11 +296,12 @@ def quantize_model(folded, calibration_batches, method="mse", keep_float=()):
     model's architecture rebuilds the structure for loading (:func:`quantized_structure`)."""
     model = copy.deepcopy(folded)
     feeds = insert_fake_quantizers(model)
+    layers = {n: (owner, attr, layer) for n, owner, attr, layer in named_layers(model)}
     quantised = [name for name, _, _, _ in weighted_layers(model) if name not in keep_float]
     shared, outputs = {}, set()  # layers whose input scale is a point's; requantised outputs
     for point, block in feeds:
         if block is not None:
-            first, second, shortcut = block_parts(model, block)
+            first, second, shortcut = block_parts(layers[block][2], block)
             shared.update({first: point, shortcut: point})
             outputs.update({second, shortcut} - {None})
     outputs &= set(quantised)
@@ -313,7 +313,6 @@ def quantize_model(folded, calibration_batches, method="mse", keep_float=()):
         peak, low, values = stats[(point, "in")]
         scales[point] = choose_scale(peak, values, method, unsigned=True)  # after a ReLU
         spec["points"][point] = dict(unsigned=True)
-    layers = dict((n, (owner, attr, layer)) for n, owner, attr, layer in named_layers(model))
     for point, _ in feeds:
         owner, attr, _ = layers[point]
         setattr(owner, attr, FakeQuantize(scales[point], unsigned=True))
