@@ -17,9 +17,13 @@ setup(
         "gpu": ["cupy-cuda12x"],
         # ONNX export and running it (experiments.export, experiments.monitor --onnx).
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # Data-parallel training over MPI (train_esc50 --distributed): mpi4py and MPICH's
+        # wheel, whose mpiexec runs as root too (Open MPI's refuses without a flag).
+        "mpi": ["mpi4py>=3.1", "mpich"],
         # playwright drives the system's Chromium in the web app's browser test; the export
-        # tests need the export extra.
-        "test": ["pytest>=7", "playwright>=1.40", "onnx>=1.14", "onnxruntime>=1.16"],
+        # and MPI tests need those extras.
+        "test": ["pytest>=7", "playwright>=1.40", "onnx>=1.14", "onnxruntime>=1.16",
+                 "mpi4py>=3.1", "mpich"],
         # Outside references for benchmarks and skipped-if-missing tests only.
         "bench": ["torch", "librosa", "threadpoolctl"],
     },

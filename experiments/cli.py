@@ -139,8 +139,10 @@ def expected_errors():
     defines one keeps it, so they are gathered here when a command fails."""
     from dsp.io import AudioError
     from scratchnet.checkpoint import CheckpointError
+    from scratchnet.distributed import DistributedError
     from scratchnet.runtime.backend import DeviceError
-    return (CommandError, OSError, AudioError, CheckpointError, DeviceError, MemoryError)
+    return (CommandError, OSError, AudioError, CheckpointError, DeviceError, DistributedError,
+            MemoryError)
 
 
 def run(main, argv=None):
@@ -168,6 +170,28 @@ def run(main, argv=None):
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def end_job(job, error, debug=False):
+    """A rank's own failure in an MPI job: its ``error:`` line, naming the rank (a traceback
+    for a bug, or with --debug), then the whole job ended, since the other ranks would wait
+    for this one in their next collective."""
+    if isinstance(error, KeyboardInterrupt):
+        print(f"rank {job.rank}: interrupted", file=sys.stderr, flush=True)
+        job.abort(130)
+    if isinstance(error, SystemExit):
+        code = error.code if isinstance(error.code, int) else 1
+        if code == 0:
+            raise error
+        print(f"error: rank {job.rank}: exited with status {code}", file=sys.stderr,
+              flush=True)
+        job.abort(code)
+    if debug or not isinstance(error, expected_errors()):
+        import traceback
+        traceback.print_exception(type(error), error, error.__traceback__)
+    print(f"error: rank {job.rank}: {one_line(error)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    job.abort(1)
 
 
 def one_line(error):

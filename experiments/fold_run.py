@@ -6,6 +6,10 @@ network, optimiser, schedule and loss (:class:`FoldRun`); :func:`train` runs its
 (:func:`train_epoch`), writing a checkpoint after each (:func:`save_progress`; :func:`restore`
 goes on from it).  The fold's result at the end is experiments.report's.  A resumed fold ends bit for bit where an
 uninterrupted one does: every random draw comes from (seed, fold, epoch).
+
+Data-parallel (``communicator``, scratchnet.distributed): every rank draws the whole batch and
+its augmentation, keeps its rows, scales its loss gradient by its share and sums the gradients
+with the others; the held-out fold is scored in shares too; rank 0 alone prints and writes.
 """
 import math
 import os
@@ -68,6 +72,12 @@ class FoldRun:
     history: list = field(default_factory=list)
     start_epoch: int = 0
     elapsed: float = 0.0
+    parallel: Optional[Any] = None  # scratchnet.distributed.DataParallel, in a job of ranks
+
+    @property
+    def writes(self):
+        """Whether this process prints and writes the fold's files (rank 0 of a job)."""
+        return self.parallel is None or self.parallel.rank == 0
 
     @property
     def final(self):
@@ -118,8 +128,10 @@ def fold_data(fold, feats, labels, folds, cfg, holdout, teachers, device, xp):
     return data
 
 
-def set_up(fold, data, cfg, out, seed, device, teachers):
-    """A fresh network, optimiser, one-cycle schedule and loss for the fold's ``data``."""
+def set_up(fold, data, cfg, out, seed, device, teachers, communicator=None,
+           sync_batchnorm=False):
+    """A fresh network, optimiser, one-cycle schedule and loss for the fold's ``data``; with a
+    ``communicator``, this rank's part of a data-parallel job (rank 0's parameters)."""
     tr = cfg["train"]
     steps_per_epoch = len(data.train_idx) // tr["batch_size"]
     if steps_per_epoch == 0:
@@ -128,6 +140,10 @@ def set_up(fold, data, cfg, out, seed, device, teachers):
     model = build_model(cfg["model"], esc50.NUM_CLASSES, seed=seed, input_grad=False)
     model.to(device)
     optimizer = AdamW(model, lr=tr["lr"], weight_decay=tr["weight_decay"])
+    parallel = None
+    if communicator is not None:
+        from scratchnet.distributed import DataParallel
+        parallel = DataParallel(model, optimizer, communicator, sync_batchnorm)
     # With ema_decay the model evaluated every epoch, scored at the end and saved is the
     # running average of the weights (scratchnet.averaging); the raw weights are scored too.
     ema = ExponentialMovingAverage(model, tr["ema_decay"]) if tr["ema_decay"] else None
@@ -139,7 +155,7 @@ def set_up(fold, data, cfg, out, seed, device, teachers):
     return FoldRun(fold=fold, seed=seed, recipe=tr, out=os.path.join(out, f"fold{fold}"),
                    data=data, model=model, optimizer=optimizer, schedule=schedule,
                    criterion=SoftmaxCrossEntropy(label_smoothing=tr["label_smoothing"]),
-                   ema=ema, machine=describe_device(device), config=config)
+                   ema=ema, machine=describe_device(device), config=config, parallel=parallel)
 
 
 def restore(run):
@@ -167,6 +183,8 @@ def restore(run):
         raise RunError(f"{run.checkpoint_path} does not fit this run's network ({e})") from e
     run.schedule.load_state_dict(meta["schedule"])
     run.history, run.start_epoch, run.elapsed = meta["history"], meta["epoch"], meta["seconds"]
+    if not run.writes:
+        return
     print(f"fold {run.fold}: resumed from {run.checkpoint_path} at epoch {run.start_epoch}",
           file=sys.stderr)
 
@@ -178,7 +196,8 @@ def sub_state(state, prefix):
 
 def augmented_batch(run, idx, rng, xp):
     """The batch of training clips ``idx``, augmented as the recipe says, and its targets
-    (host labels, or rows on the device when mixed or distilled)."""
+    (host labels, or rows on the device when mixed or distilled).  Every rank of a job draws
+    the whole batch, so that the numbers drawn are one process's."""
     tr, data = run.recipe, run.data
     xb, yb = data.x_train[xp.asarray(idx)], data.y_train[idx]
     tb = yb if data.targets is None else data.targets[xp.asarray(idx)]  # label or row
@@ -213,14 +232,19 @@ def train_epoch(run, epoch, xp, progress=True, score=True):
     order = rng.permutation(len(run.data.train_idx))
     loss_sum, correct, seen = 0.0, 0, 0
     bar = tqdm(range(run.steps_per_epoch), desc=f"fold {run.fold} epoch {epoch + 1}/"
-               f"{tr['epochs']}", disable=not progress, file=sys.stderr, leave=False)
+               f"{tr['epochs']}", disable=not (progress and run.writes), file=sys.stderr,
+               leave=False)
     for step in bar:
         idx = order[step * batch:(step + 1) * batch]
         xb, targets = augmented_batch(run, idx, rng, xp)
+        if run.parallel:  # this rank's rows of the batch
+            rows, _ = run.parallel.shard(len(idx))
+            xb, targets, idx = xb[rows], targets[rows], idx[rows]
         optimizer.zero_grad()
         logits = model.forward(xb)
         loss = run.criterion.forward(logits, targets)
-        model.backward(run.criterion.backward())
+        # In a job: this rank's share of the batch's loss gradient, summed over the ranks.
+        (run.parallel or model).backward(run.criterion.backward())
         optimizer.clip_grad_norm(tr["clip_norm"])
         optimizer.step()
         run.schedule.step()
@@ -237,6 +261,12 @@ def train_epoch(run, epoch, xp, progress=True, score=True):
                             clips_s=f"{seen / (time.perf_counter() - t0):.1f}",
                             lr=f"{optimizer.lr:.2e}")
     loss_sum, correct = float(loss_sum), int(correct)
+    if run.parallel:  # the epoch's figures over every rank's shards
+        loss_sum, correct, seen = run.parallel.communicator.sum([loss_sum, correct, seen],
+                                                                "the epoch's loss")
+        correct, seen = int(correct), int(seen)
+        run.parallel.average_buffers()
+        run.parallel.check_replicas()
     if not math.isfinite(loss_sum):
         raise RunError(f"fold {run.fold} epoch {epoch + 1}: the training loss is not finite; "
                        "lower the learning rate or check the input features")
@@ -250,6 +280,8 @@ def train_epoch(run, epoch, xp, progress=True, score=True):
     run.elapsed += seconds
     record.update(lr=optimizer.lr, seconds=seconds, machine=run.machine)
     run.history.append(record)
+    if not run.writes:
+        return
     print(f"fold {run.fold} epoch {epoch + 1}/{tr['epochs']}: loss {loss_sum / seen:.4f} "
           f"train acc {correct / seen:.3f} {scored} "
           f"({seconds:.0f} s, {seen / seconds:.1f} clips/s)", file=sys.stderr, flush=True)
@@ -261,18 +293,31 @@ def score_held_out(run, xp):
     weight average, the raw weights' too; and the seconds the scoring took."""
     t0 = time.perf_counter()
     y_test = run.data.y_test
-    pred, _ = evaluate(fold_batchnorm(run.final), run.data.x_test, xp)
+    pred = predictions(run, run.final, xp)
     scores = dict(test_acc=float((pred == y_test).mean()))
     if run.ema:
-        pred_raw, _ = evaluate(fold_batchnorm(run.model), run.data.x_test, xp)
+        pred_raw = predictions(run, run.model, xp)
         scores["test_acc_raw"] = float((pred_raw == y_test).mean())
     scores["score_seconds"] = time.perf_counter() - t0  # a part of the epoch's seconds
     return scores
 
 
+def predictions(run, model, xp):
+    """The held-out clips' predicted classes (host), by ``model`` as deployed; in a job each
+    rank predicts its share of the clips and every rank gets them all."""
+    x = run.data.x_test
+    if run.parallel is None:
+        return evaluate(fold_batchnorm(model), x, xp)[0]
+    rows = run.parallel.rows(x.shape[0])
+    pred = evaluate(fold_batchnorm(model), x[rows], xp)[0]
+    return np.concatenate(run.parallel.communicator.gather_all(pred, "scoring the fold"))
+
+
 def save_progress(run, epoch):
     """checkpoint.npz (everything :func:`restore` needs) and metrics.json, each written to a
-    temporary file and renamed: a kill leaves the last good one."""
+    temporary file and renamed: a kill leaves the last good one.  Rank 0 of a job writes."""
+    if not run.writes:
+        return
     optimizer = run.optimizer.state_dict()
     state = {"model." + k: v for k, v in run.model.state_dict().items()}
     state.update({f"optim.{i}": b for i, b in enumerate(optimizer.pop("buffers"))})
@@ -296,6 +341,8 @@ def train(run, xp, stop_after=None, score_every=1, progress=True):
         train_epoch(run, epoch, xp, progress, score)
         save_progress(run, epoch)
         if stop_after and epoch + 1 - run.start_epoch >= stop_after and epoch + 1 < epochs:
+            if not run.writes:
+                return False
             print(f"fold {run.fold}: stopped after epoch {epoch + 1} (--stop-after); "
                   "continue with --resume", file=sys.stderr)
             return False

@@ -2,6 +2,7 @@
 
     python -m experiments.train_esc50 --device cpu --folds 1            # CPU preset, fold 1
     python -m experiments.train_esc50 --device gpu --preset seed --folds 1 2 3 4 5
+    mpiexec -n 2 python -m experiments.train_esc50 --distributed --folds 1  # 2 ranks (MPI)
 
 For each test fold k the model trains on the other four folds for a fixed schedule and is
 scored on fold k at the end of it: the reported accuracy is never picked by its test score.
@@ -14,7 +15,8 @@ training curves and the confusion matrix (PNG).  An --out that holds a run is co
 This module is the command: its arguments, checked as they are parsed, and the loop over the
 folds.  The recipe and its checks are in experiments.models, one fold's training in
 experiments.fold_run, its report in experiments.report, the output folder's record and
-protection in experiments.run_folder.
+protection in experiments.run_folder.  With --distributed, every rank of an MPI job trains
+the same network on its share of each batch (scratchnet.distributed); rank 0 writes.
 """
 from scratchnet.runtime import configure
 
@@ -88,6 +90,19 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=cli.positive_int,
                    help="use only the first N clips of each fold (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of an MPI job, launched as mpiexec -n N "
+                        "python -m experiments.train_esc50 ... --distributed: each rank takes "
+                        "batch/N clips of every batch and the gradients are summed "
+                        "(scratchnet.distributed; pip install -e .[mpi])")
+    p.add_argument("--sync-batchnorm", action="store_true",
+                   help="with --distributed: BatchNorm normalises by the whole batch's "
+                        "statistics, summed over the ranks (then N ranks train what one "
+                        "process would); default: each rank's own shard, as PyTorch's DDP")
+    p.add_argument("--collective-timeout", type=cli.positive_float, default=300.0,
+                   metavar="S",
+                   help="with --distributed: seconds a rank waits for the others in a "
+                        "training step before it ends the job with an error (default 300)")
     p.add_argument("--score-every", type=cli.positive_int, default=1, metavar="K",
                    help="score the held-out fold after every K-th epoch and after each of the "
                         f"last {esc50.LAST_EPOCHS}, not after the others (default 1: every "
@@ -99,6 +114,8 @@ def parse_args(argv=None):
                 "(--folds) and held out (--holdout)")
     if any(len(set(args.holdout) | {f}) == 5 for f in args.folds):
         p.error(f"--holdout {' '.join(map(str, args.holdout))} leaves no fold to train on")
+    if args.sync_batchnorm and not args.distributed:
+        p.error("--sync-batchnorm applies to --distributed runs only")
     args.preset = args.preset or ("seed" if args.device == "gpu" else "cpu128bc")
     try:
         args.config = run_config(args.preset, args.epochs, args.batch_size, args.pool,
@@ -109,19 +126,46 @@ def parse_args(argv=None):
     return args
 
 
-def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files):
+def train_fold(fold, feats, labels, folds, cfg, args, xp, names, files, job=None):
     """Train on every fold but ``fold`` (and the held-out ones) and score on ``fold``
     (``files``: each clip's file name, for the fold's predictions.json); returns the fold's
-    result dict, or None when --stop-after paused it."""
+    result dict, or None when --stop-after paused it.  ``job``: the MPI ranks, when
+    --distributed."""
     data = fold_run.fold_data(fold, feats, labels, folds, cfg, args.holdout, args.teachers,
                               args.device, xp)
-    run = fold_run.set_up(fold, data, cfg, args.out, args.seed, args.device, args.teachers)
-    os.makedirs(run.out, exist_ok=True)
-    if args.resume and os.path.isfile(run.checkpoint_path):
+    run = fold_run.set_up(fold, data, cfg, args.out, args.seed, args.device, args.teachers,
+                          job, args.sync_batchnorm)
+    resume = args.resume and os.path.isfile(run.checkpoint_path)
+    if job:  # rank 0's folder decides; every rank reads the same checkpoint
+        resume = job.share(resume)
+        root_first(job, lambda: os.makedirs(run.out, exist_ok=True))
+    else:
+        os.makedirs(run.out, exist_ok=True)
+    if resume:
         fold_run.restore(run)
+        if job:
+            job.check_same(run.start_epoch, f"fold {fold} checkpoints (resumed at epochs)")
+            run.parallel.broadcast_state()
     if not fold_run.train(run, xp, args.stop_after, args.score_every, not args.no_progress):
         return None
-    return report.score(run, args.preset, cfg, xp, names, files)
+    if not job:
+        return report.score(run, args.preset, cfg, xp, names, files)
+    result = report.score(run, args.preset, cfg, xp, names, files) if job.rank == 0 else None
+    job.wait_for_root(f"waiting for rank 0's report of fold {fold}")
+    return job.share(result)
+
+
+def root_first(job, fn):
+    """``fn()`` on rank 0, then on the other ranks (each waiting, without a deadline, until
+    rank 0 has finished): for work whose first run leaves files the others then read, such as
+    the feature cache.  Without a job, ``fn()`` once."""
+    if job is None or job.rank == 0:
+        result = fn()
+        if job is not None:
+            job.wait_for_root()
+        return result
+    job.wait_for_root("waiting for rank 0 (the data, the output folder, the feature cache)")
+    return fn()
 
 
 def find_data(args):
@@ -136,40 +180,73 @@ def find_data(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.distributed:
+        return run_folds(args)
+    from scratchnet.distributed import Communicator, RanksDisagree
+    job = Communicator(args.collective_timeout)
+    try:
+        return run_folds(args, job)
+    except RanksDisagree as e:  # found by every rank at once: said once, by rank 0
+        if job.rank == 0:
+            raise cli.CommandError(str(e)) from None
+        sys.exit(1)
+    except BaseException as e:  # this rank's own failure: the others would wait for it
+        cli.end_job(job, e, "--debug" in (sys.argv if argv is None else argv))
+
+
+def run_folds(args, job=None):
+    """The run: the data, the output folder, then each fold in turn (``job``: the MPI ranks
+    of a --distributed run, or None)."""
     cfg = args.config
     keep_freed_memory()  # reuse the step's large arrays instead of page-faulting them anew
     xp = check_device(args.device)
-    root = find_data(args)
     settings = run_folder.defining_settings(args.preset, args.seed, cfg, args.limit,
                                             args.holdout, args.teachers)
-    run_folder.claim(args.out, settings, args.resume, args.overwrite)
+    if job:
+        ranks = job.describe()
+        if job.rank == 0:
+            print(f"data-parallel job of {ranks}", file=sys.stderr, flush=True)
+        job.check_same(dict(settings, folds=args.folds, out=os.path.abspath(args.out),
+                            device=args.device, resume=args.resume, overwrite=args.overwrite,
+                            sync_batchnorm=args.sync_batchnorm, stop_after=args.stop_after,
+                            score_every=args.score_every), "settings")
+    root = root_first(job, lambda: find_data(args))
+    if job is None or job.rank == 0:
+        run_folder.claim(args.out, settings, args.resume, args.overwrite)
     rows = esc50.read_metadata(root)
     names = esc50.class_names(rows)
     if args.limit:
         rows = esc50.first_of_each_fold(rows, args.limit)
-    feats, labels, folds = esc50.load_features(root, cfg["features"], args.cache_dir, xp, rows,
-                                               progress=not args.no_progress)
+    feats, labels, folds = root_first(job, lambda: esc50.load_features(
+        root, cfg["features"], args.cache_dir, xp, rows,
+        progress=not args.no_progress and (job is None or job.rank == 0)))
     files = np.array([r["filename"] for r in rows])  # host: names
     results_path = os.path.join(args.out, run_folder.RESULTS_FILE)
     done = {}
-    if args.resume and os.path.isfile(results_path):
+    if args.resume and os.path.isfile(results_path) and (job is None or job.rank == 0):
         done = run_folder.read_json(results_path).get("folds", {})
+    if job:
+        done = job.share(done)
+    writes = job is None or job.rank == 0
     config = dict(cfg, preset=args.preset, device=args.device, seed=args.seed,
                   data=os.path.abspath(root), limit=args.limit, holdout=args.holdout,
                   teachers=args.teachers)
     for fold in args.folds:
         if str(fold) in done:
-            print(f"fold {fold}: finished earlier, accuracy {done[str(fold)]['accuracy']:.4f}",
-                  file=sys.stderr)
+            if writes:
+                print(f"fold {fold}: finished earlier, accuracy "
+                      f"{done[str(fold)]['accuracy']:.4f}", file=sys.stderr)
             continue
-        result = train_fold(fold, feats, labels, folds, cfg, args, xp, names, files)
+        result = train_fold(fold, feats, labels, folds, cfg, args, xp, names, files, job)
         if result is None:  # paused by --stop-after
             break
         done[str(fold)] = result
-        report.write_results(args.out, done, config)
-        print(f"fold {fold}: accuracy {result['accuracy']:.4f}", file=sys.stderr)
+        if writes:
+            report.write_results(args.out, done, config)
+            print(f"fold {fold}: accuracy {result['accuracy']:.4f}", file=sys.stderr)
     results = report.run_results(done, config)
-    print(json.dumps({k: results[k] for k in ("folds", "mean_accuracy", "std_accuracy")}))
+    if writes:
+        print(json.dumps({k: results[k] for k in ("folds", "mean_accuracy", "std_accuracy")}))
     return results
 
 

@@ -69,6 +69,24 @@ class Optimizer:
             flat = get_array_module(self.params[0].data) is not np
         self._flat = flatten(self.params) if flat else None
 
+    def flat_gradient(self):
+        """One flat buffer whose views are every parameter's ``grad``: the optimiser's own when
+        it runs over flat buffers, else the gradients are rebound to views of a new one (their
+        numbers kept; the updates read them as before).  For a pass over all the gradients at
+        once: summing them over the ranks of a data-parallel job (scratchnet.distributed)."""
+        if self._flat is not None:
+            return self._flat[1]
+        if getattr(self, "_flat_grad", None) is None:
+            xp = get_array_module(self.params[0].grad)
+            grads = [p.grad for p in self.params]
+            if any(g.dtype != grads[0].dtype for g in grads):
+                raise ValueError("a flat gradient needs one dtype")
+            self._flat_grad = xp.empty(sum(g.size for g in grads), dtype=grads[0].dtype)
+            for p, view in zip(self.params, views_of(self._flat_grad, self.params)):
+                view[...] = p.grad
+                p.grad = view
+        return self._flat_grad
+
     def clip_grad_norm(self, max_norm):
         """:func:`clip_grad_norm` over this optimiser's parameters (one pass over the flat
         gradient when there is one)."""

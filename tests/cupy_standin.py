@@ -122,6 +122,12 @@ class ndarray:  # noqa: N801  (CuPy's name)
     def base(self):
         return None if self._a.base is None else ndarray(self._a.base)
 
+    @property
+    def data(self):
+        """CuPy's MemoryPointer: ``ptr`` is the address of the first element (here in host
+        memory, which the stand-in's NCCL reads and writes through it)."""
+        return types.SimpleNamespace(ptr=self._a.__array_interface__["data"][0])
+
     def __repr__(self):
         return f"standin.array({self._a!r})"
 
@@ -311,6 +317,62 @@ class _Device:
 
 cuda.Device = _Device
 cuda.get_device_id = lambda: 0
+
+
+class _Stream:
+    ptr = 0
+
+    def synchronize(self):
+        pass
+
+    def record(self, event=None):
+        event = event or _Event()
+        event.record(self)
+        return event
+
+
+class _Event:
+    """cupy.cuda.Event: the stand-in's work is finished when it is issued, so ``done``."""
+
+    def record(self, stream=None):
+        self.recorded = True
+
+    @property
+    def done(self):
+        return getattr(self, "recorded", False)
+
+
+cuda.Event = _Event
+cuda.get_current_stream = lambda: _Stream()
+
+# cupy.cuda.nccl: the stand-in's allReduce reads the buffer at the pointer it is given, as
+# NCCL does, and sums it over the ranks with ``nccl_transport`` (an in-place host sum the
+# test installs; the MPI job's, tests/mpi/steps.py), so that the code under test is checked
+# to hand NCCL a device pointer, its count and dtype, and never a host array.
+nccl_transport = None
+nccl = types.ModuleType("cupy.cuda.nccl")
+nccl.NCCL_FLOAT32, nccl.NCCL_FLOAT64, nccl.NCCL_INT64, nccl.NCCL_SUM = 7, 8, 4, 0
+_NCCL_TYPES = {7: np.float32, 8: np.float64, 4: np.int64}
+nccl.get_unique_id = lambda: tuple(range(128))
+
+
+class _NcclCommunicator:
+    def __init__(self, ndev, comm_id, rank):
+        if len(comm_id) != 128:
+            raise ValueError("an NCCL unique id has 128 entries")
+        self.ndev, self.rank = ndev, rank
+
+    def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):  # noqa: N802
+        import ctypes
+        if sendbuf != recvbuf or op != nccl.NCCL_SUM or not isinstance(stream, int):
+            raise ValueError("the stand-in's NCCL sums in place on a stream")
+        dtype = np.dtype(_NCCL_TYPES[datatype])
+        memory = (ctypes.c_char * (count * dtype.itemsize)).from_address(sendbuf)
+        nccl_transport(np.frombuffer(memory, dtype=dtype, count=count))
+
+
+nccl.NcclCommunicator = _NcclCommunicator
+cuda.nccl = nccl
 
 
 class _MemoryPool:

@@ -55,7 +55,7 @@ MUTATIONS = [
      "x.dtype.type(1.0 / (1.0 - self.p))", "x.dtype.type(1.0)",
      ["tests/test_forward_references.py", "tests/test_gradients.py"]),
     ("dropout_device_generator", "scratchnet/layers/dropout.py",
-     "keep = get_array_module(x).asarray(self._rng.random(x.shape, dtype=x.dtype) >= self.p)",
+     "keep = get_array_module(x).asarray(draw >= self.p)",
      "xp = get_array_module(x)\n        self._gen = getattr(self, '_gen', None) or "
      "xp.random.default_rng(0)\n        keep = self._gen.random(x.shape, dtype=x.dtype) >= self.p",
      ["tests/test_gpu_path.py"]),

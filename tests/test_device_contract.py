@@ -1,7 +1,7 @@
 """The device contract, read off the sources: the array module comes from the inputs, never
 from ``isinstance(x, np.ndarray)``; nothing calls ``np.asarray`` / ``np.array`` on what may be
 a device array (host-only data says so in a ``# host:`` comment on its line); only the
-runtime module imports CuPy."""
+runtime module imports CuPy, and only scratchnet.distributed imports mpi4py."""
 import pathlib
 import re
 
@@ -43,6 +43,15 @@ def test_only_the_runtime_imports_cupy():
     found = [f"{p}:{n}" for p, n, line in source_lines()
              if re.match(r"\s*(import cupy|from cupy)", line) and p not in RUNTIME]
     assert not found, found
+
+
+def test_only_the_distributed_module_imports_mpi4py():
+    found = [f"{p}:{n}" for p, n, line in source_lines()
+             if re.match(r"\s*(import mpi4py|from mpi4py)", line)
+             and p != "scratchnet/distributed.py"]
+    assert not found, found
+    assert any("from mpi4py import MPI" in line for p, _, line in source_lines()
+               if p == "scratchnet/distributed.py")
 
 
 def test_mel_scale_keeps_the_device(standin):

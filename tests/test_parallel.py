@@ -1,5 +1,6 @@
 """scratchnet.runtime.parallel: work split over threads by samples gives bit for bit the results of
 one call, whatever the number of threads or pieces."""
+import os
 import threading
 
 import numpy as np
@@ -71,6 +72,44 @@ def test_bad_thread_setting_is_named(monkeypatch):
     monkeypatch.setenv("SCRATCHNET_THREADS", "two")
     with pytest.raises(ValueError, match="SCRATCHNET_THREADS must be a whole number, got 'two'"):
         parallel.thread_count()
+
+
+def test_ranks_on_one_host_share_its_cores(monkeypatch):
+    """Under an MPI launcher each of the host's ranks takes cores / ranks threads (at least
+    one), unless SCRATCHNET_THREADS names a count."""
+    from scratchnet.runtime import cores
+    monkeypatch.delenv("SCRATCHNET_THREADS", raising=False)
+    for name in cores.LOCAL_RANKS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    alone = cores.thread_count()
+    assert alone == cores.machine_cores()
+    monkeypatch.setenv("MPI_LOCALNRANKS", "2")
+    assert parallel.thread_count() == max(1, alone // 2)
+    monkeypatch.setenv("MPI_LOCALNRANKS", str(4 * alone))
+    assert parallel.thread_count() == 1
+    monkeypatch.setenv("SCRATCHNET_THREADS", "3")
+    assert parallel.thread_count() == 3
+
+
+def test_configure_gives_blas_the_ranks_share_unless_told(tmp_path):
+    """configure() (before NumPy) sets OpenBLAS's thread count to the rank's share under a
+    launcher that starts several ranks on the host, and keeps a count the user set."""
+    import subprocess
+    import sys
+    code = ("from scratchnet.runtime import configure; import os; configure(); "
+            "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                        "SCRATCHNET_THREADS")}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+    def run(**extra):
+        return subprocess.run([sys.executable, "-c", code], env=dict(env, **extra),
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert run(MPI_LOCALNRANKS="2") == str(max(1, cores // 2))
+    assert run(MPI_LOCALNRANKS="2", OMP_NUM_THREADS="5") == "None"  # told otherwise: kept
+    assert run() == "None"  # alone on the host: OpenBLAS's own default, every core
 
 
 def _training_step_and_eval(rng_seed):

@@ -50,13 +50,15 @@ def subtract_columns(a, v):
                          [v])
 
 
-def input_gradient(centred, inv_std, scale, dbeta, dgamma, dy2=None):
+def input_gradient(centred, inv_std, scale, dbeta, dgamma, dy2=None, m=None):
     """Training's dx = scale (dy - dbeta / M - c inv_std dgamma / M), scale = gamma inv_std, as
     an (M, C) matrix from the centred values c = x - mu; with dy2 None only the terms without
     dy (for a caller that adds scale dy itself), -(c inv_std dgamma + dbeta) scale / M.  The
-    two terms without dy are formed in c's own memory, which the caller no longer needs."""
+    two terms without dy are formed in c's own memory, which the caller no longer needs.
+    ``m``: the count the statistics were taken over (default: c's rows; all the ranks' when
+    they were synchronised, with dbeta and dgamma summed over the ranks too)."""
     xp = get_array_module(centred)
-    m = centred.shape[0]
+    m = centred.shape[0] if m is None else m
     per_c, constant = scale * inv_std * dgamma / m, scale * dbeta / m
 
     def correction(c, per_c, constant):  # (c inv_std dgamma + dbeta) gamma inv_std / M
@@ -77,15 +79,21 @@ def input_gradient(centred, inv_std, scale, dbeta, dgamma, dy2=None):
                          [per_c, constant, scale])
 
 
-def batch_statistics(x2, eps):
-    """(c = x - mu, mu, var, inv_std) of the columns of an (M, C) matrix: the batch mean, the
-    biased variance and 1 / sqrt(var + eps)."""
+def batch_statistics(x2, eps, group=None):
+    """(c = x - mu, mu, var, inv_std, M) of the columns of an (M, C) matrix: the batch mean,
+    the biased variance, 1 / sqrt(var + eps) and the count they were taken over.  With a
+    ``group`` (scratchnet.distributed) the sums and the count are every rank's: the batch is
+    the union of the ranks' shards, in two passes as alone (the mean, then the squares of the
+    deviations from it)."""
     xp = get_array_module(x2)
-    m = x2.shape[0]
-    mu = column_sums(x2) / m
+    m, sums = x2.shape[0], column_sums(x2)
+    if group is not None:
+        m, sums = group.count(m), group.sum(sums)
+    mu = sums / m
     centred = subtract_columns(x2, mu)
-    var = column_dots(centred, centred) / m
-    return centred, mu, var, 1.0 / xp.sqrt(var + eps)
+    squares = column_dots(centred, centred)
+    var = (squares if group is None else group.sum(squares)) / m
+    return centred, mu, var, 1.0 / xp.sqrt(var + eps), m
 
 
 def update_running(running_mean, running_var, mu, var, m, momentum):
@@ -102,6 +110,16 @@ def parameter_sums(dy2, centred2, inv_std):
     matrices: dy and c themselves, or any rows whose products have the same sums (the pooled
     ones of scratchnet.layers.residual.Stem)."""
     return column_sums(dy2), inv_std * column_dots(dy2, centred2)
+
+
+def summed_over(group, dbeta, dgamma):
+    """(dbeta, dgamma) summed over the ranks of ``group`` in one exchange (synchronised
+    BatchNorm's backward; scratchnet.layers.batchnorm), or as they are without one."""
+    if group is None:
+        return dbeta, dgamma
+    xp = get_array_module(dbeta)
+    both = group.sum(xp.concatenate([dbeta, dgamma]))
+    return both[:dbeta.size], both[dbeta.size:]
 
 
 def affine_map(c, scale, shift):

@@ -14,7 +14,13 @@ class Dropout(Layer):
     could not be deep-copied (fold_batchnorm, the weight average) or pickled; the mask is
     N x features, small beside the activations, and the same seed gives the same mask on
     every device.
+
+    ``batch_rows = (rows, n)``: this process holds the rows ``rows`` of a batch of n split over
+    the ranks of a data-parallel job (scratchnet.distributed).  The mask is drawn for the whole
+    batch and its rows taken, so that N ranks draw the masks one process would.
     """
+
+    batch_rows = None
 
     def __init__(self, p=0.5, seed=None):
         super().__init__()
@@ -30,7 +36,12 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             self._scale = None
             return x
-        keep = get_array_module(x).asarray(self._rng.random(x.shape, dtype=x.dtype) >= self.p)
+        if self.batch_rows is None:
+            draw = self._rng.random(x.shape, dtype=x.dtype)
+        else:
+            rows, n = self.batch_rows
+            draw = self._rng.random((n,) + x.shape[1:], dtype=x.dtype)[rows]
+        keep = get_array_module(x).asarray(draw >= self.p)
         self._scale = keep * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self._scale
 

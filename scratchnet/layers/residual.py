@@ -8,7 +8,7 @@ from .activation import ReLU
 from .base import Layer, Sequential, check_input
 from ..kernels.batchnorm import (affine_map, batch_statistics, channels_matrix,
                                  from_channels_matrix, input_gradient, parameter_sums,
-                                 scale_columns, update_running)
+                                 scale_columns, summed_over, update_running)
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 from .deltas import TimeDeltas
@@ -111,15 +111,15 @@ class Stem(Sequential):
         z = conv.forward(x)
         check_input(z, 4, "BatchNorm2d", bn.num_features)
         z2 = channels_matrix(z)
-        centred, mu, var, inv_std = batch_statistics(z2, bn.eps)
-        update_running(bn.running_mean, bn.running_var, mu, var, z2.shape[0], bn.momentum)
+        centred, mu, var, inv_std, m = batch_statistics(z2, bn.eps, bn.group)
+        update_running(bn.running_mean, bn.running_var, mu, var, m, bn.momentum)
         scale, beta = bn.weight.data * inv_std, bn.bias.data
         c = from_channels_matrix(centred, z.shape)
         if not bool(xp.all(scale > 0)):  # the layers' own order: BN, pool, ReLU
-            self._cache = (centred, inv_std, scale, z.shape, None)
+            self._cache = (centred, inv_std, scale, z.shape, m, None)
             return relu.forward(pool.forward(affine_map(c, scale, beta)))
         pooled = pool.forward(c)
-        self._cache = (centred, inv_std, scale, z.shape, pooled)
+        self._cache = (centred, inv_std, scale, z.shape, m, pooled)
         return relu.forward(affine_map(pooled, scale, beta))
 
     def backward(self, dy):
@@ -130,21 +130,23 @@ class Stem(Sequential):
                 self.relu.backward(dy))))
         if cache is None:
             return super().backward(dy)
-        centred, inv_std, scale, shape, pooled = cache
+        centred, inv_std, scale, shape, m, pooled = cache
         bn = self.bn
         if pooled is None:  # the layers' own order: BatchNorm's backward at its own output
             dyb = channels_matrix(self.pool.backward(self.relu.backward(dy)))
             dbeta, dgamma = parameter_sums(dyb, centred, inv_std)
             bn.bias.grad += dbeta
             bn.weight.grad += dgamma
-            dx = input_gradient(centred, inv_std, scale, dbeta, dgamma, dyb)
+            dbeta, dgamma = summed_over(bn.group, dbeta, dgamma)
+            dx = input_gradient(centred, inv_std, scale, dbeta, dgamma, dyb, m)
             return self.conv.backward(from_channels_matrix(dx, shape))
         d = channels_matrix(self.relu.backward(dy))
         dbeta, dgamma = parameter_sums(d, channels_matrix(pooled), inv_std)
         bn.bias.grad += dbeta
         bn.weight.grad += dgamma
-        dx = from_channels_matrix(input_gradient(centred, inv_std, scale, dbeta, dgamma),
-                                  shape)                    # the terms without dy
+        dbeta, dgamma = summed_over(bn.group, dbeta, dgamma)  # every rank's, when synchronised
+        dx = from_channels_matrix(input_gradient(centred, inv_std, scale, dbeta, dgamma,
+                                                 m=m), shape)  # the terms without dy
         scaled = scale_columns(d, scale)                    # s dy, in long rows
         self.pool.backward_into(dx, from_channels_matrix(scaled, pooled.shape))
         return self.conv.backward(dx)

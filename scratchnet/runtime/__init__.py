@@ -13,10 +13,19 @@ spinning thread takes half a core from them.  Sleeping at once (2^4 cycles) cost
 before each of the nine GEMMs of a shifted convolution.  2^18 cycles (under a
 tenth of a millisecond) keeps a thread awake across such a run and asleep through the
 element-wise work (docs/speed.md, "Waking threads"; ``python -m benchmarks.bench``).
+
+Why the BLAS thread count under MPI.  OpenBLAS starts a thread per core in every process: two
+ranks on two cores would run four BLAS threads on two cores, each GEMM's threads waiting for
+cores the other rank holds.  Each rank takes its share, cores / ranks on the host
+(scratchnet.runtime.cores), unless the environment names a count.
 """
 import os
 import sys
 import warnings
+
+from .cores import local_ranks, thread_count
+
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def configure(blas_thread_timeout=18):
@@ -25,13 +34,21 @@ def configure(blas_thread_timeout=18):
     ``blas_thread_timeout``: how long OpenBLAS's idle threads spin before they sleep, as
     OPENBLAS_THREAD_TIMEOUT (2^value cycles; why 18: above).  A
     value already in the environment is kept.  After NumPy has loaded OpenBLAS it can no longer
-    change, and a warning says so (set the variable in the environment instead)."""
-    if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
+    change, and a warning says so (set the variable in the environment instead).
+
+    Under an MPI launcher with several ranks on this host, the BLAS thread count is set to this
+    rank's share of the cores (why: above), unless one of BLAS_THREAD_VARIABLES is set."""
+    settings = {"OPENBLAS_THREAD_TIMEOUT": str(int(blas_thread_timeout))}
+    if local_ranks() > 1 and not any(v in os.environ for v in BLAS_THREAD_VARIABLES):
+        settings.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(thread_count())))
+    settings = {k: v for k, v in settings.items() if k not in os.environ}
+    if settings:
         if "numpy" in sys.modules:
             warnings.warn("scratchnet.runtime.configure() ran after NumPy was imported: "
-                          "OpenBLAS keeps its default thread timeout; call it first, or set "
-                          "OPENBLAS_THREAD_TIMEOUT in the environment", RuntimeWarning,
+                          f"OpenBLAS keeps its defaults for {', '.join(sorted(settings))}; call "
+                          "it first, or set them in the environment", RuntimeWarning,
                           stacklevel=2)
         else:
-            os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(int(blas_thread_timeout))
-    return {"OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")}
+            os.environ.update(settings)
+    names = ("OPENBLAS_THREAD_TIMEOUT",) + BLAS_THREAD_VARIABLES
+    return {k: os.environ.get(k, "default") for k in names}

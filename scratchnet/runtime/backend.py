@@ -132,3 +132,48 @@ def erf(x):
         return host_erf(x)
     from cupyx.scipy.special import erf as device_erf
     return device_erf(x)
+
+
+def nccl_unique_id():
+    """A new NCCL communicator id (a tuple of ints, to be sent to every rank), or a
+    DeviceError naming what is missing."""
+    return _nccl().get_unique_id()
+
+
+def _nccl():
+    nccl = getattr(_cupy.cuda, "nccl", None) if _cupy is not None else None
+    if nccl is None and _cupy is not None:
+        try:
+            from cupy.cuda import nccl
+        except Exception:  # ImportError, or CuPy built without NCCL
+            nccl = None
+    if nccl is None or not hasattr(nccl, "NcclCommunicator"):
+        raise DeviceError("summing gradients over GPUs needs NCCL, which this CuPy cannot load "
+                          "(install it: python -m cupyx.tools.install_library --library nccl)")
+    return nccl
+
+
+class DeviceGroup:
+    """NCCL over this process's GPU and the other ranks': sums on device buffers, on the
+    current stream, with no copy to the host.  ``size``, ``rank`` and ``unique_id`` (from
+    :func:`nccl_unique_id` on one rank, sent to all) as ncclCommInitRank takes them."""
+
+    def __init__(self, size, rank, unique_id):
+        self._nccl = _nccl()
+        self._comm = self._nccl.NcclCommunicator(size, tuple(unique_id), rank)
+
+    def start_allreduce(self, array):
+        """Start the in-place sum of the contiguous device array over the ranks; returns an
+        event whose ``done`` says when it has finished (for a wait with a deadline)."""
+        nccl = self._nccl
+        types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
+                 "int64": nccl.NCCL_INT64}
+        if array.dtype.name not in types or not array.flags.c_contiguous:
+            raise ValueError(f"NCCL sums contiguous {sorted(types)} arrays, got a "
+                             f"{array.dtype.name} one (contiguous: {array.flags.c_contiguous})")
+        stream = _cupy.cuda.get_current_stream()
+        self._comm.allReduce(array.data.ptr, array.data.ptr, array.size,
+                             types[array.dtype.name], nccl.NCCL_SUM, stream.ptr)
+        event = _cupy.cuda.Event()
+        event.record(stream)
+        return event

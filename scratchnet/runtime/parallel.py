@@ -11,13 +11,17 @@ bit those of a single call, on any number of cores.  Reductions over the batch (
 sums) are not split: their summation order, and so their rounding, would depend on the cut.
 
 CuPy arrays, small pieces of work and single-core machines run ``fn`` once on the whole batch.
-``SCRATCHNET_THREADS=1`` turns the splitting off (any other number sets the thread count).
+The threads are this process's share of the cores (scratchnet.runtime.cores: all of them, or a
+share per MPI rank on the host); ``SCRATCHNET_THREADS=1`` turns the splitting off (any other
+number sets the thread count).
 """
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from .cores import thread_count
 
 # Below about a megabyte of float32 the hand-off to a thread costs more than it saves; work
 # is cut into pieces of about that size, which the threads take in turn, so that they finish
@@ -28,20 +32,6 @@ PIECE_ELEMENTS = 1 << 18
 _THREAD_PREFIX = "scratchnet-parallel"
 _pool, _pool_key = None, None
 _local = threading.local()  # .inside: this thread is running a piece
-
-
-def thread_count():
-    """The cores this process may run on, or ``$SCRATCHNET_THREADS`` when set."""
-    text = os.environ.get("SCRATCHNET_THREADS", "").strip()
-    if text:
-        try:
-            count = int(text)
-        except ValueError:
-            raise ValueError(f"SCRATCHNET_THREADS must be a whole number, got {text!r}") from None
-        return max(1, count)
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _executor(helpers):
