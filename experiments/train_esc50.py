@@ -200,6 +200,8 @@ def run_folds(args, job=None):
     cfg = args.config
     keep_freed_memory()  # reuse the step's large arrays instead of page-faulting them anew
     xp = check_device(args.device)
+    if job and args.device == "gpu":
+        job.use_local_gpu()  # one GPU per rank of the host
     settings = run_folder.defining_settings(args.preset, args.seed, cfg, args.limit,
                                             args.holdout, args.teachers)
     if job:

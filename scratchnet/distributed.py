@@ -35,7 +35,8 @@ import time
 import numpy as np
 
 from .layers import BatchNorm2d, Dropout
-from .runtime.backend import DeviceGroup, get_array_module, nccl_unique_id, to_numpy
+from .runtime.backend import (DeviceGroup, get_array_module, nccl_unique_id, to_numpy,
+                              use_local_gpu)
 
 
 class DistributedError(RuntimeError):
@@ -158,6 +159,12 @@ class Communicator:
                                    f"{', '.join(map(str, others))} "
                                    f"{'have' if len(others) > 1 else 'has'} other {what} than "
                                    f"rank 0: {_first_difference(values[0], values[others[0]])}")
+
+    def use_local_gpu(self):
+        """Give this rank its own GPU: the host's ranks take GPUs 0, 1, ... in the order of
+        their local rank (before any array is made on the device)."""
+        from .runtime.cores import local_rank, local_ranks
+        return use_local_gpu(local_rank(), local_ranks())
 
     def describe(self):
         """The job in one line, every rank's host and process id: MPI's launcher names a

@@ -314,6 +314,11 @@ class _Device:
     def synchronize(self):
         pass
 
+    def use(self):
+        count = cuda.runtime.getDeviceCount()
+        if not 0 <= self.id < count:
+            raise ValueError(f"cupy stand-in: no device {self.id} among {count}")
+
 
 cuda.Device = _Device
 cuda.get_device_id = lambda: 0

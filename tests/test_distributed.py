@@ -261,3 +261,13 @@ def test_ranks_started_with_other_settings_are_named(esc50_root, tmp_path):
     assert done.returncode != 0
     errors = [l for l in done.stderr.splitlines() if l.startswith("error:")]
     assert errors == ["error: rank 1 has other settings than rank 0: seed: 0 against 1"]
+
+
+def test_each_rank_of_a_host_takes_its_own_gpu(standin):
+    """--device gpu under MPI: local rank i takes GPU i; more ranks on a host than its GPUs is
+    a named error (NCCL refuses two ranks on one GPU), not a job that fails later."""
+    from scratchnet.runtime.backend import DeviceError, use_local_gpu
+    assert use_local_gpu(0, 1) == 0
+    with pytest.raises(DeviceError, match="2 ranks run on this host but it has 1 GPU: start "
+                                          "at most 1 per host"):
+        use_local_gpu(1, 2)

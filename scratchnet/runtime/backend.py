@@ -58,6 +58,19 @@ def check_device(device):
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
 
 
+def use_local_gpu(local_rank, local_ranks):
+    """Make GPU ``local_rank`` this process's current device: the host's ranks take one GPU
+    each (NCCL refuses two ranks on one GPU).  Returns its index."""
+    check_device("gpu")
+    count = _cupy.cuda.runtime.getDeviceCount()
+    if local_ranks > count:
+        raise DeviceError(f"{local_ranks} ranks run on this host but it has {count} GPU"
+                          f"{'s' if count > 1 else ''}: start at most {count} per host "
+                          "(mpiexec -ppn), one per GPU")
+    _cupy.cuda.Device(local_rank).use()
+    return local_rank
+
+
 def describe_device(device):
     """The processor that runs ``device``'s work, in words ("AMD EPYC, 2 threads", or the GPU's
     name), for a results file: minutes of training compare only on the same processor."""

@@ -27,6 +27,20 @@ def local_ranks():
     return 1
 
 
+LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
+                        "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
+
+
+def local_rank():
+    """This process's index among the job's ranks on this host (0 outside a job): which of the
+    host's GPUs it takes."""
+    for name in LOCAL_RANK_VARIABLES:
+        text = os.environ.get(name, "").strip()
+        if text.isdigit():
+            return int(text)
+    return 0
+
+
 def thread_count():
     """``$SCRATCHNET_THREADS`` when set, else this process's share of the cores: all of them,
     or cores / ranks for each of the ranks an MPI job runs on this host (so that two ranks on
