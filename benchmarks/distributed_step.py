@@ -26,7 +26,22 @@ import time
 
 import numpy as np
 
+from dsp import LogMel
+from experiments.esc50 import CLIP_SECONDS
+from experiments.models import PRESETS
+
 from .bench import networks
+
+
+def models():
+    """name -> (input shape, model config): benchmarks.bench's networks and every preset,
+    the transformer's included."""
+    nets = dict(networks())
+    for name, preset in PRESETS.items():
+        f = preset["features"]
+        frames = LogMel(**f).num_frames(int(round(CLIP_SECONDS * f["sr"])))
+        nets[f"preset:{name}"] = ((1, f["n_mels"], frames), preset["model"])
+    return nets
 
 
 def worker(model_name, batch, steps, distributed, sync_batchnorm):
@@ -37,7 +52,7 @@ def worker(model_name, batch, steps, distributed, sync_batchnorm):
     from scratchnet.runtime.memory import keep_freed_memory
     from scratchnet.runtime.parallel import thread_count
     keep_freed_memory()
-    shape, cfg = networks()[model_name]
+    shape, cfg = models()[model_name]
     model = build_model(cfg, 50, seed=0, input_grad=False)
     optimizer = AdamW(model, lr=1e-3, weight_decay=0.01)
     loss = SoftmaxCrossEntropy(label_smoothing=0.1)
@@ -100,7 +115,7 @@ def launch(args, ranks):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs=1, default=["preset:cpu128bc"], choices=list(networks()))
+    p.add_argument("--models", nargs=1, default=["preset:cpu128bc"], choices=list(models()))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--ranks", type=int, default=2)

@@ -28,7 +28,7 @@ import scratchnet as sn
 from .bench import add_network_arguments, networks, sync
 from experiments.models import build_model
 from scratchnet.runtime.backend import check_device
-from scratchnet.layers import residual
+from scratchnet.kernels import stem
 from scratchnet.runtime.memory import keep_freed_memory
 
 
@@ -41,20 +41,15 @@ def leaf_layers(layer, prefix=""):
         yield from leaf_layers(child, f"{prefix}.{name}" if prefix else name)
 
 
-# Methods through which a composite layer drives a leaf in its place (the stem routes its
-# pool's gradient into BatchNorm's: scratchnet.layers.residual.Stem), timed as the leaf's own.
-PARTS = {"backward_into": "backward"}
-# The kernels through which the stem computes its BatchNorm around the pool itself, timed as
-# the stem BatchNorm's own passes.
-STEM_KERNELS = {"batch_statistics": "forward", "update_running": "forward",
-                "affine_map": "forward", "parameter_sums": "backward",
-                "input_gradient": "backward", "scale_columns": "backward"}
+# The stem's BatchNorm, max-pool and ReLU run as one kernel (scratchnet.kernels.stem), timed
+# as one part of the stem.
+STEM_TAIL = "BatchNorm2d+MaxPool2d+ReLU"
 
 
 class Timers:
     """Wrap callables so that their seconds add into ``totals`` under a key; a call made
-    inside another timed call (backward calling backward_into) is counted once, by the outer
-    one.  On a GPU each timed call is synchronised first."""
+    inside another timed call is counted once, by the outer one.  On a GPU each timed call is
+    synchronised first."""
 
     def __init__(self, totals, xp):
         self.totals, self.xp, self.depth = totals, xp, 0
@@ -77,28 +72,25 @@ class Timers:
 
 
 def time_layers(model, timers):
-    """Wrap each leaf layer's forward and backward (and the PARTS it has) so that their seconds
-    add into the totals, keyed by (stage, layer class, direction): 'layer1.0.downsample.0' ->
-    ('layer1', 'Conv2d')."""
+    """Wrap each leaf layer's forward and backward so that their seconds add into the totals,
+    keyed by (stage, layer class, direction): 'layer1.0.downsample.0' -> ('layer1', 'Conv2d')."""
     for name, layer in leaf_layers(model):
-        methods = [("forward", "forward"), ("backward", "backward")]
-        methods += [(m, d) for m, d in PARTS.items() if hasattr(layer, m)]
-        for method, direction in methods:
+        for method, direction in (("forward", "forward"), ("backward", "backward")):
             key = (name.split(".")[0], type(layer).__name__, direction)
             setattr(layer, method, timers.wrap(getattr(layer, method), key))
 
 
 @contextmanager
 def stem_kernels_timed(timers):
-    """Inside the block the stem's BatchNorm kernels are timed (STEM_KERNELS)."""
-    saved = {name: getattr(residual, name) for name in STEM_KERNELS}
-    for name, direction in STEM_KERNELS.items():
-        setattr(residual, name, timers.wrap(saved[name], ("stem", "BatchNorm2d", direction)))
+    """Inside the block the stem's fused kernel is timed (STEM_TAIL)."""
+    saved = {name: getattr(stem, name) for name in ("forward", "backward")}
+    for name, call in saved.items():
+        setattr(stem, name, timers.wrap(call, ("stem", STEM_TAIL, name)))
     try:
         yield
     finally:
         for name, call in saved.items():
-            setattr(residual, name, call)
+            setattr(stem, name, call)
 
 
 def profile(shape, cfg, batch, steps, device, inference=False):

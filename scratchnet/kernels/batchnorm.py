@@ -108,7 +108,7 @@ def update_running(running_mean, running_var, mu, var, m, momentum):
 def parameter_sums(dy2, centred2, inv_std):
     """(dbeta, dgamma) = (sum_m dy_m, inv_std sum_m dy_m c_m) over the rows of (M', C)
     matrices: dy and c themselves, or any rows whose products have the same sums (the pooled
-    ones of scratchnet.layers.residual.Stem)."""
+    ones of scratchnet.kernels.stem)."""
     return column_sums(dy2), inv_std * column_dots(dy2, centred2)
 
 

@@ -56,12 +56,6 @@ class MaxPool2d(Layer):
     def backward(self, dy):
         return max_pool_backward(dy, self.saved())
 
-    def backward_into(self, dx, dy):
-        """Add dL/dx into dx (an NCHW view of channels-last memory) instead of a new array:
-        for the Stem, whose BatchNorm gradient already holds the terms without dy."""
-        max_pool_backward(dy, self.saved(), into=dx)
-        return dx
-
 
 class GlobalAvgPool2d(Layer):
     """y[n, c] = (1 / (H W)) sum_{i, j} x[n, c, i, j]  ->  (N, C).

@@ -3,12 +3,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..runtime.backend import get_array_module
+from ..kernels import stem
 from .activation import ReLU
 from .base import Layer, Sequential, check_input
-from ..kernels.batchnorm import (affine_map, batch_statistics, channels_matrix,
-                                 from_channels_matrix, input_gradient, parameter_sums,
-                                 scale_columns, summed_over, update_running)
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 from .deltas import TimeDeltas
@@ -63,93 +60,45 @@ class BasicBlock(Layer):
 
 
 class Stem(Sequential):
-    """conv -> BN -> [max-pool ->] ReLU, children ``conv``, ``bn``, ``pool``, ``relu``; with a
-    pool, BatchNorm's affine map runs after the pool, on a quarter of the values.
+    """y = ReLU(maxpool(BN(conv(x)))), children ``conv``, ``bn``, ``pool`` (optional) and
+    ``relu``: each layer's maths is its own, and the backward pass is theirs in reverse,
+        dx = conv'^T BN'^T pool'^T ReLU'^T dy.
+    BatchNorm, the pool and the ReLU run as one kernel (scratchnet.kernels.stem), which applies
+    BatchNorm's affine map after the pool, on a quarter of the values, where that is the same
+    function (the derivation is the kernel's); BatchNorm's parameters and running statistics
+    stay the ``bn`` child's.  Without a pool, or with the BatchNorm folded into the
+    convolution (scratchnet.fusion), the children run in turn."""
 
-    Why that is the same function.  In training BN(z) = s (z - mu) + beta per channel, with
-    s = gamma / sqrt(var + eps) from the batch statistics of the whole map.  For s > 0 the map
-    c -> s c + beta is increasing, so on every window
-        max_m (s c_m + beta) = s max_m c_m + beta,
-    and the rounded values agree too (rounding is monotone): pool(BN(z)) = s pool(c) + beta,
-    with c = z - mu.  The gradient routes to the same first maximum, except where two
-    different c round to the same s c + beta: then this routes to the first largest c, the
-    other order to the first of the ties, both subgradients of the same function.  When some
-    channel has s <= 0 the layers run in their own order.
-    In eval mode BatchNorm is the fixed map z s + (beta - running_mean s), s = gamma /
-    sqrt(running_var + eps), increasing under the same condition, so the stem runs conv ->
-    pool -> BN -> ReLU, each layer's own forward and backward in that order: the same output
-    bit for bit and the gradients as above, with the affine map on a quarter of the values.
+    _saved = None
 
-    Backward.  With p = pool(c), y = s p + beta and dy the gradient at y (after the ReLU),
-    BatchNorm's backward needs dyb, the gradient at its own (full-size) output, which is dy
-    added onto each window's maximum, P^T dy.  Its sums are over the pooled values:
-        sum_m dyb_m = sum dy,    sum_m dyb_m c_m = sum_windows dy p    (each dy meets its c),
-    and dx = s (dyb - dbeta / M - c inv_std dgamma / M) is the terms without dy, a pass over
-    the map, plus s dy added onto the maxima: the pool's own backward pass, into dx.  Neither
-    BatchNorm's output nor the pool's full-size gradient is formed.  In training the stem
-    computes BatchNorm itself, from the kernels BatchNorm2d is made of
-    (scratchnet.kernels.batchnorm), in either order; its parameters and running statistics
-    stay the ``bn`` child's.  On CuPy arrays the layers always run in their own order.
-    """
-
-    _cache = None  # a training forward's BatchNorm statistics (and pooled c, pool first)
-    _eval_pool_first = False  # an eval forward took the pool-first order
+    def _fused(self):
+        return hasattr(self, "pool") and isinstance(self.bn, BatchNorm2d)
 
     def forward(self, x):
-        self._cache, self._eval_pool_first = None, False
-        conv, bn, pool, relu = self.conv, self.bn, getattr(self, "pool", None), self.relu
-        xp = get_array_module(x)
-        # On a GPU the layers run in their own order: choosing the other would read the
-        # scale's sign back to the host, a wait for the GPU at every step.
-        if pool is None or not isinstance(bn, BatchNorm2d) or xp is not np:
+        if not self._fused():
             return super().forward(x)
-        if not bn.training:  # eval: s = gamma / sqrt(running_var + eps)
-            if not bool(xp.all(bn.weight.data * (1.0 / xp.sqrt(bn.running_var + bn.eps)) > 0)):
-                return super().forward(x)
-            self._eval_pool_first = True
-            return relu.forward(bn.forward(pool.forward(conv.forward(x))))
-        z = conv.forward(x)
-        check_input(z, 4, "BatchNorm2d", bn.num_features)
-        z2 = channels_matrix(z)
-        centred, mu, var, inv_std, m = batch_statistics(z2, bn.eps, bn.group)
-        update_running(bn.running_mean, bn.running_var, mu, var, m, bn.momentum)
-        scale, beta = bn.weight.data * inv_std, bn.bias.data
-        c = from_channels_matrix(centred, z.shape)
-        if not bool(xp.all(scale > 0)):  # the layers' own order: BN, pool, ReLU
-            self._cache = (centred, inv_std, scale, z.shape, m, None)
-            return relu.forward(pool.forward(affine_map(c, scale, beta)))
-        pooled = pool.forward(c)
-        self._cache = (centred, inv_std, scale, z.shape, m, pooled)
-        return relu.forward(affine_map(pooled, scale, beta))
+        z = self.conv.forward(x)
+        check_input(z, 4, "BatchNorm2d", self.bn.num_features)
+        pool = self.pool
+        y, self._saved = stem.forward(z, self._bn_parts(), pool.kernel_size, pool.stride,
+                                      pool.padding, self.bn.training)
+        return y
 
     def backward(self, dy):
-        cache, self._cache = self._cache, None
-        pool_first, self._eval_pool_first = self._eval_pool_first, False
-        if pool_first:
-            return self.conv.backward(self.pool.backward(self.bn.backward(
-                self.relu.backward(dy))))
-        if cache is None:
+        if not self._fused():
             return super().backward(dy)
-        centred, inv_std, scale, shape, m, pooled = cache
+        saved, self._saved = self._saved, None
+        if saved is None:
+            raise RuntimeError("Stem.backward called without a forward pass before it")
+        dz, dgamma, dbeta = stem.backward(dy, saved, self._bn_parts())
+        self.bn.weight.grad += dgamma
+        self.bn.bias.grad += dbeta
+        return self.conv.backward(dz)
+
+    def _bn_parts(self):
         bn = self.bn
-        if pooled is None:  # the layers' own order: BatchNorm's backward at its own output
-            dyb = channels_matrix(self.pool.backward(self.relu.backward(dy)))
-            dbeta, dgamma = parameter_sums(dyb, centred, inv_std)
-            bn.bias.grad += dbeta
-            bn.weight.grad += dgamma
-            dbeta, dgamma = summed_over(bn.group, dbeta, dgamma)
-            dx = input_gradient(centred, inv_std, scale, dbeta, dgamma, dyb, m)
-            return self.conv.backward(from_channels_matrix(dx, shape))
-        d = channels_matrix(self.relu.backward(dy))
-        dbeta, dgamma = parameter_sums(d, channels_matrix(pooled), inv_std)
-        bn.bias.grad += dbeta
-        bn.weight.grad += dgamma
-        dbeta, dgamma = summed_over(bn.group, dbeta, dgamma)  # every rank's, when synchronised
-        dx = from_channels_matrix(input_gradient(centred, inv_std, scale, dbeta, dgamma,
-                                                 m=m), shape)  # the terms without dy
-        scaled = scale_columns(d, scale)                    # s dy, in long rows
-        self.pool.backward_into(dx, from_channels_matrix(scaled, pooled.shape))
-        return self.conv.backward(dx)
+        return stem.BatchNormParts(bn.weight.data, bn.bias.data, bn.running_mean,
+                                   bn.running_var, bn.eps, bn.momentum, bn.group)
 
 
 class ResNet(Sequential):
