@@ -78,7 +78,8 @@ def describe_device(device):
     if device == "gpu":
         name = _cupy.cuda.runtime.getDeviceProperties(_cupy.cuda.Device().id)["name"]
         return name.decode() if isinstance(name, bytes) else str(name)
-    return f"{_cpu_model()}, {thread_count()} threads"
+    threads = thread_count()
+    return f"{_cpu_model()}, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def _cpu_model():
