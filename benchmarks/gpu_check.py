@@ -10,9 +10,12 @@ It runs, each part going on whatever the parts before it gave:
       (WAV files written with the standard library, so no libsndfile is needed) stopped with
       --stop-after 1 and continued with --resume, then ``evaluate`` and ``classify --device gpu``;
   (c) training and inference throughput of the ``seed`` and ``cpu128`` networks against
-      PyTorch + cuDNN on the same GPU and batch, in alternating rounds (no PyTorch: no row).
+      PyTorch + cuDNN on the same GPU and batch, in alternating rounds (no PyTorch: no row);
+  (d) the data-parallel sums through NCCL on device buffers (scratchnet.distributed): three
+      SGD steps with synchronised BatchNorm under ``mpiexec -n 1`` on the GPU against one
+      NumPy process (tests/mpi/steps.py); not run without mpi4py and mpiexec.
 It writes OUT/gpu_check.json and OUT/gpu_check.md (the table README's GPU section shows) and
-exits non-zero if (a) or (b) failed.  Audio decoding is needed by (b) alone.
+exits non-zero if (a), (b) or a (d) that ran failed.  Audio decoding is needed by (b) alone.
 """
 from scratchnet.runtime import configure
 
@@ -52,6 +55,41 @@ def run_tests(timeout):
     if "No module named pytest" in tail:
         summary = "pytest is missing: pip install -e \".[test]\""
     return dict(ok=ok, seconds=time.perf_counter() - t0, summary=summary, tail=tail)
+
+
+def run_nccl(work, timeout=180):
+    """(d): tests/mpi/steps.py on the GPU (one rank, NCCL) against one NumPy process; the
+    largest relative difference of the parameters must be float32 rounding (< 1e-3)."""
+    import shutil
+
+    from scratchnet.runtime.backend import gpu_available
+    if not gpu_available():
+        return dict(ok=True, ran=False, summary="not run: CuPy or a CUDA device is missing")
+    launcher = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    launcher = launcher if os.path.exists(launcher) else shutil.which("mpiexec")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        launcher = None
+    if launcher is None:
+        return dict(ok=True, ran=False, summary="not run: mpi4py or mpiexec is missing")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "tests", "mpi", "steps.py")
+    cpu, gpu = os.path.join(work, "cpu.npz"), os.path.join(work, "gpu.npz")
+    try:
+        subprocess.run([sys.executable, script, cpu, "--single"], check=True,
+                       capture_output=True, text=True, timeout=timeout)
+        subprocess.run([launcher, "-n", "1", sys.executable, script, gpu, "--gpu",
+                        "--sync-batchnorm"], check=True, capture_output=True, text=True,
+                       timeout=timeout)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        return dict(ok=False, ran=True, summary=f"{type(e).__name__}: "
+                    f"{(getattr(e, 'stderr', '') or '')[-1500:]}")
+    a, b = np.load(cpu), np.load(gpu)
+    worst = max(float(np.abs(a[k] - b[k]).max() / (np.abs(a[k]).max() + 1e-12))
+                for k in a.files)
+    return dict(ok=worst < 1e-3, ran=True, worst_relative_difference=worst,
+                summary=f"GPU (NCCL) against NumPy: largest relative difference {worst:.2e}")
 
 
 def write_wav(path, y, sr):
@@ -199,6 +237,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-torch", action="store_true", help="no PyTorch rows in (c)")
     p.add_argument("--test-timeout", type=int, default=240)
+    p.add_argument("--skip-nccl", action="store_true", help="leave out (d)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     report = dict(device=device_name(), date=time.strftime("%Y-%m-%d"))
@@ -209,6 +248,10 @@ def main(argv=None):
         report["commands"] = run_commands(work, args.preset)
     print(f"(b) commands: ok={report['commands']['ok']} {report['commands'].get('error', '')}",
           file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        report["nccl"] = (dict(ok=True, ran=False, summary="left out") if args.skip_nccl
+                          else run_nccl(work))
+    print(f"(d) NCCL: {report['nccl']['summary']}", file=sys.stderr, flush=True)
     try:
         report["throughput"] = run_throughput(args.networks, args.batch, args.steps,
                                               args.rounds, not args.no_torch)
@@ -220,7 +263,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "gpu_check.md"), "w") as f:
         f.write(table)
     print(table)
-    if not (report["tests"]["ok"] and report["commands"]["ok"]):
+    if not (report["tests"]["ok"] and report["commands"]["ok"] and report["nccl"]["ok"]):
         sys.exit(1)
     return report
 

@@ -202,10 +202,11 @@ def test_the_public_commands_run_with_device_gpu(gpu, esc50_root, tmp_path, caps
 
 
 def test_the_prepared_gpu_check_runs_its_commands_and_writes_its_table(standin, tmp_path):
-    """benchmarks.gpu_check without its pytest part (run as its own files here): the
-    generated data set, train/resume/evaluate/classify --device gpu, one throughput row."""
+    """benchmarks.gpu_check without its pytest part (run as its own files here) and its NCCL
+    part (tests/test_distributed.py runs that script on the stand-in): the generated data set, train/resume/evaluate/classify --device gpu, one throughput row."""
     from benchmarks import gpu_check
-    report = gpu_check.main(["--out", str(tmp_path), "--skip-tests", "--preset", "cpu",
+    report = gpu_check.main(["--out", str(tmp_path), "--skip-tests", "--skip-nccl",
+                             "--preset", "cpu",
                              "--networks", "preset:cpu", "--batch", "2", "--steps", "1",
                              "--rounds", "1", "--no-torch"])
     assert report["device"] == "cupy stand-in"

@@ -5,6 +5,7 @@ the parameters written by rank 0 to the .npz given.
     mpiexec -n 2 python tests/mpi/steps.py OUT.npz [--sync-batchnorm] [--batch N]
     python tests/mpi/steps.py OUT.npz --single
     mpiexec -n 2 python tests/mpi/steps.py OUT.npz --sync-batchnorm --standin   # CuPy's path
+    mpiexec -n 1 python tests/mpi/steps.py OUT.npz --sync-batchnorm --gpu       # real NCCL
 """
 import argparse
 import os
@@ -29,13 +30,18 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--standin", action="store_true",
                    help="on the CuPy stand-in (tests/cupy_standin.py), summed by its NCCL")
+    p.add_argument("--gpu", action="store_true",
+                   help="on a real GPU, summed by NCCL (benchmarks.gpu_check)")
     args = p.parse_args()
     xp = np
     if args.standin:
         xp = install_standin()
+    if args.gpu:
+        from scratchnet.runtime.backend import check_device
+        xp = check_device("gpu")
     model = ResNet(1, 10, widths=(8, 16), depths=(1, 1), dropout=0.5, seed=0,
                    input_grad=False)
-    model.to("gpu" if args.standin else "cpu")
+    model.to("gpu" if args.standin or args.gpu else "cpu")
     optimizer = SGD(model, lr=0.05, momentum=0.9)
     criterion = SoftmaxCrossEntropy(label_smoothing=0.1)
     parallel = None
