@@ -18,8 +18,6 @@ configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -104,8 +102,10 @@ def launch(args, ranks):
                "--models", args.models[0], "--batch", str(args.batch), "--steps",
                str(args.steps)]
     if ranks > 1:
-        launcher = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-        launcher = launcher if os.path.exists(launcher) else shutil.which("mpiexec")
+        from scratchnet.distributed import find_mpiexec
+        launcher = find_mpiexec()
+        if launcher is None:
+            sys.exit("mpiexec or mpi4py is missing: pip install -e .[mpi]")
         command = [launcher, "-n", str(ranks)] + command + ["--distributed"] + (
             ["--sync-batchnorm"] if args.sync_batchnorm else [])
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout

@@ -60,17 +60,11 @@ def run_tests(timeout):
 def run_nccl(work, timeout=180):
     """(d): tests/mpi/steps.py on the GPU (one rank, NCCL) against one NumPy process; the
     largest relative difference of the parameters must be float32 rounding (< 1e-3)."""
-    import shutil
-
+    from scratchnet.distributed import find_mpiexec
     from scratchnet.runtime.backend import gpu_available
     if not gpu_available():
         return dict(ok=True, ran=False, summary="not run: CuPy or a CUDA device is missing")
-    launcher = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    launcher = launcher if os.path.exists(launcher) else shutil.which("mpiexec")
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        launcher = None
+    launcher = find_mpiexec()
     if launcher is None:
         return dict(ok=True, ran=False, summary="not run: mpi4py or mpiexec is missing")
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

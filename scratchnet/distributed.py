@@ -51,6 +51,19 @@ class RanksDisagree(DistributedError):
     """Ranks whose settings or parameters are not rank 0's: raised on every rank at once."""
 
 
+def find_mpiexec():
+    """The MPI launcher beside this Python (the mpich wheel's, ``pip install -e .[mpi]``),
+    else the one on the PATH; None when it or mpi4py is missing."""
+    import importlib.util
+    import os
+    import shutil
+    import sys
+    if importlib.util.find_spec("mpi4py") is None:
+        return None
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.path.exists(here) else shutil.which("mpiexec")
+
+
 def launched_ranks():
     """The number of ranks the MPI launcher started (1 when there is none), read without
     starting MPI."""

@@ -6,7 +6,6 @@ them (the test extra installs mpi4py and the mpich wheel)."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,12 +24,8 @@ SCRIPTS = os.path.join(ROOT, "tests", "mpi")
 def mpiexec():
     """The launcher beside this Python (the mpich wheel's), else on the PATH; skipped without
     one, failed under $CI."""
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    launcher = here if os.path.exists(here) else shutil.which("mpiexec")
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        launcher = None
+    from scratchnet.distributed import find_mpiexec
+    launcher = find_mpiexec()
     if launcher is None:
         message = "mpiexec or mpi4py is missing (pip install -e .[mpi])"
         if os.environ.get("CI"):
