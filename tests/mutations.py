@@ -65,6 +65,11 @@ MUTATIONS = [
      "draw = self._rng.random(x.shape, dtype=x.dtype)", ["tests/test_distributed.py"]),
     ("stem_pool_first_gradient_unscaled", "scratchnet/kernels/stem.py",
      "scaled = scale_columns(d2, scale)", "scaled = d2", ["tests/test_gradients.py"]),
+    ("runtime_blas_loads_with_its_defaults", "scratchnet/runtime/blas.py",
+     "                os.environ.setdefault(key, value)", "                pass",
+     ["tests/test_runtime_blas.py"]),
+    ("runtime_blas_ignores_a_transposed_factor", "scratchnet/runtime/blas.py",
+     "        return m, 1\n", "        return m, 0\n", ["tests/test_runtime_blas.py"]),
     ("dropout_device_generator", "scratchnet/layers/dropout.py",
      "keep = get_array_module(x).asarray(draw >= self.p)",
      "xp = get_array_module(x)\n        self._gen = getattr(self, '_gen', None) or "

@@ -3,7 +3,7 @@ as those lists, so they are checked against the products the layers really compu
 import numpy as np
 import pytest
 
-import scratchnet.kernels.shifted as shifted_module
+from scratchnet.runtime import blas
 from benchmarks.gemm_ceiling import (im2col_products, network_products, shifted_products,
                                      short_products)
 from benchmarks.bench import forward_flops
@@ -13,27 +13,24 @@ from scratchnet.layers.conv import Conv2d
 
 
 def recorded_gemms(run):
-    """(m, k, n, transpose_a, accumulate) of every np.matmul and shifted.matmul_add call
-    made while ``run()`` executes."""
+    """(m, k, n, transpose_a, accumulate) of every product the kernels run on the runtime's
+    BLAS (scratchnet.runtime.blas.matmul: shifted.matmul_add's too) while ``run()``
+    executes."""
     calls = []
-    matmul, matmul_add = np.matmul, shifted_module.matmul_add
+    matmul = blas.matmul
 
     def is_transposed(a):
         return not a.flags.c_contiguous and a.flags.f_contiguous
 
-    def record_matmul(a, b, *args, **kwargs):
-        calls.append((a.shape[0], a.shape[1], b.shape[1], is_transposed(a), False))
-        return matmul(a, b, *args, **kwargs)
-
-    def record_add(out, a, b, beta=1.0):
+    def record(a, b, out=None, beta=0.0):
         calls.append((a.shape[0], a.shape[1], b.shape[1], is_transposed(a), beta != 0))
-        return matmul_add(out, a, b, beta)
+        return matmul(a, b, out=out, beta=beta)
 
-    np.matmul, shifted_module.matmul_add = record_matmul, record_add
+    blas.matmul = record
     try:
         run()
     finally:
-        np.matmul, shifted_module.matmul_add = matmul, matmul_add
+        blas.matmul = matmul
     return sorted(calls)
 
 

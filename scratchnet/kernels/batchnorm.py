@@ -3,6 +3,7 @@ channels-last memory), its sums as matrix products, and the per-channel affine m
 rows (scratchnet.kernels.long_rows).  The derivation is BatchNorm2d's
 (scratchnet.layers.batchnorm)."""
 from ..runtime.backend import get_array_module
+from ..runtime.blas import vector_matmul
 from .long_rows import map_long_rows
 
 
@@ -16,7 +17,7 @@ def column_sums(a):
     """sum_m a[m, c] as the product 1^T a: one matrix-vector product, which on thin (M, C)
     matrices runs several times faster than a reduction along axis 0."""
     xp = get_array_module(a)
-    return xp.ones(a.shape[0], dtype=a.dtype) @ a
+    return vector_matmul(xp.ones(a.shape[0], dtype=a.dtype), a)
 
 
 def column_dots(a, b):

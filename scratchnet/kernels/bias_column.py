@@ -6,6 +6,7 @@ appended (scratchnet.kernels.im2col.tap_planes); the backward pass is the patch 
 (scratchnet.kernels.patch_gemm), from the same patches without the ones.
 """
 from ..runtime.backend import get_array_module
+from ..runtime import blas
 from . import patch_gemm
 from .im2col import conv_output_size, tap_planes, weight_matrix
 
@@ -17,7 +18,7 @@ def forward(x, w, b, stride, padding):
     c_out, _, kh, kw = w.shape
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
     planes = tap_planes(x, kh, kw, stride, padding, ones=True)
-    y = planes.T @ xp.concatenate([weight_matrix(w), b[:, None]], axis=1).T
+    y = blas.matmul(planes.T, xp.concatenate([weight_matrix(w), b[:, None]], axis=1).T)
     return (y.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2),
             patch_gemm.Saved(planes[:-1].T, x.shape, w, True, stride, padding))
 

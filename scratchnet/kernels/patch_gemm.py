@@ -12,6 +12,7 @@ the flipped kernel: im2col(dy, padding k-1-p) W~m^T, one GEMM with no scatter-ad
 from typing import NamedTuple
 
 from ..runtime.backend import get_array_module
+from ..runtime import blas
 from .im2col import col2im, conv_output_size, im2col, output_rows, weight_matrix
 from .long_rows import map_long_rows
 
@@ -34,7 +35,7 @@ def forward(x, w, b, stride, padding):
     c_out, _, kh, kw = w.shape
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
     cols = im2col(x, kh, kw, stride, padding)
-    y = cols @ weight_matrix(w).T
+    y = blas.matmul(cols, weight_matrix(w).T)
     if b is not None:  # over long rows: scratchnet.kernels.long_rows
         map_long_rows(lambda out, bias: xp.add(out, bias, out=out), y, [], [b])
     return (y.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2),
@@ -46,8 +47,8 @@ def weight_gradient_matrix(cols, dy_mat):
     rows, which BLAS runs faster with the wider factor giving the rows of its output, so it is
     (X^T dY)^T when K > C_out and dY^T X otherwise (benchmarks.profile_layers; docs/speed.md)."""
     if cols.shape[1] > dy_mat.shape[1]:
-        return (cols.T @ dy_mat).T
-    return dy_mat.T @ cols
+        return blas.matmul(cols.T, dy_mat).T
+    return blas.matmul(dy_mat.T, cols)
 
 
 def backward(dy, saved, needs_input_grad=True):
@@ -65,6 +66,6 @@ def backward(dy, saved, needs_input_grad=True):
         # The flipped-kernel convolution: W~m^T (kh*kw*C_out, C_in), row (a~, b~, o) being
         # W[o, :, kh-1-a~, kw-1-b~], copied in runs of C_in numbers from channels-last memory.
         flipped_t = w.transpose(2, 3, 0, 1)[::-1, ::-1].reshape(-1, c)
-        dx = im2col(dy, kh, kw, 1, kh - 1 - p) @ flipped_t
+        dx = blas.matmul(im2col(dy, kh, kw, 1, kh - 1 - p), flipped_t)
         return dx.reshape(n, h, wd, c).transpose(0, 3, 1, 2), dw, db
-    return col2im(dy_mat @ weight_matrix(w), saved.x_shape, kh, kw, s, p), dw, db
+    return col2im(blas.matmul(dy_mat, weight_matrix(w)), saved.x_shape, kh, kw, s, p), dw, db

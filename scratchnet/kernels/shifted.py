@@ -51,13 +51,9 @@ k-1-p = p (Conv2d derives it): the same shifted sum over dy's grid.
 from typing import NamedTuple
 
 from ..runtime.backend import as_strided, get_array_module
+from ..runtime import blas
 from ..runtime.parallel import parallel_slices
 from .im2col import output_rows
-
-try:
-    from scipy.linalg.blas import get_blas_funcs
-except ImportError:  # SciPy is a dependency; without it the sums use a temporary instead
-    get_blas_funcs = None
 
 # Where Conv2d sums shifted GEMMs (maps large enough, little waste) is decided by
 # scratchnet.kernels.conv_policy.  The 4 x 16 maps (64 pixels) lost in eval mode until BLAS's
@@ -99,25 +95,8 @@ def to_grid(x, p):
 
 def matmul_add(out, a, b, beta=1.0):
     """out = a @ b + beta * out in place (beta = 1: out += a @ b; beta = 0: out = a @ b), without
-    a temporary on NumPy: one BLAS gemm call.
-
-    BLAS is column-major: the C-contiguous out (R, O) is the column-major out^T (O, R), and
-    out^T = b^T a^T + beta out^T is one gemm call on transposed views, which copies nothing
-    when a is C-contiguous, b is C-contiguous (or a transposed F-contiguous array) and out is a
-    C-contiguous block of rows."""
-    xp = get_array_module(out, a, b)
-    if xp.__name__ != "numpy" or get_blas_funcs is None or not out.flags.c_contiguous:
-        if beta == 0:
-            return xp.matmul(a, b, out=out)
-        if beta != 1:               # (the shifted sums' beta = 1 costs no pass over out)
-            out *= beta
-        out += a @ b
-        return out
-    gemm = get_blas_funcs("gemm", (out, a, b))
-    result = gemm(1.0, xp.asfortranarray(b.T), a.T, beta=beta, c=out.T, overwrite_c=True)
-    if not xp.shares_memory(result, out):  # the wrapper had to copy: keep the sum anyway
-        out[...] = result.T
-    return out
+    a temporary on NumPy: one gemm of the runtime's BLAS (scratchnet.runtime.blas)."""
+    return blas.matmul(a, b, out=out, beta=beta)
 
 
 def centre_first(k):
@@ -204,7 +183,7 @@ def weight_gradient_shifted(x_flat, dy_flat, h, k):
             dw_t[a] = 0
             continue
         start = (i0 + a - p) * r
-        xp.matmul(patches[start:start + (i1 - i0) * r].T, d_grid[i0 * r:i1 * r], out=dw_t[a])
+        blas.matmul(patches[start:start + (i1 - i0) * r].T, d_grid[i0 * r:i1 * r], out=dw_t[a])
     return dw_t.reshape(k, k, c, c_out).transpose(3, 0, 1, 2)
 
 

@@ -32,8 +32,8 @@ and dL/dx adds dL/dP back onto the pixels it copied: for each column offset b,
 """
 from typing import NamedTuple
 
-from . import shifted
 from ..runtime.backend import get_array_module
+from ..runtime import blas
 from .im2col import output_rows, patch_matrix, weight_matrix
 
 
@@ -67,7 +67,7 @@ def correlate_short(patches, weight_matrix, n, h, w, k, padding):
     c_out = weight_matrix.shape[0]
     rows = xp.empty((h, n * w, c_out), dtype=patches.dtype)      # output row i outermost
     for i in range(h):
-        xp.matmul(patches, _kernel_rows(weight_matrix, i, h, k, padding).T, out=rows[i])
+        blas.matmul(patches, _kernel_rows(weight_matrix, i, h, k, padding).T, out=rows[i])
     rows = rows.reshape(h, n, w, c_out)
     if h == 1:  # (1, n, j, o) memory is already (n, 1, j, o)
         return rows.reshape(n, 1, w, c_out)
@@ -88,7 +88,7 @@ def weight_gradient_short(patches, dy, k, padding):
     d_rows = _rows_of(dy)
     dwm = xp.zeros((c_out, k * patches.shape[1] // h), dtype=patches.dtype)
     for i in range(h):
-        _kernel_rows(dwm, i, h, k, padding)[...] += xp.matmul(d_rows[i].T, patches)
+        _kernel_rows(dwm, i, h, k, padding)[...] += blas.matmul(d_rows[i].T, patches)
     return dwm
 
 
@@ -97,9 +97,10 @@ def input_gradient_short(dy, weight_matrix, c, k, padding):
     xp = get_array_module(dy)
     n, _, h, w = dy.shape
     d_rows = _rows_of(dy)
-    d_patches = xp.matmul(d_rows[0], _kernel_rows(weight_matrix, 0, h, k, padding))
+    d_patches = blas.matmul(d_rows[0], _kernel_rows(weight_matrix, 0, h, k, padding))
     for i in range(1, h):
-        shifted.matmul_add(d_patches, d_rows[i], _kernel_rows(weight_matrix, i, h, k, padding))
+        blas.matmul(d_rows[i], _kernel_rows(weight_matrix, i, h, k, padding), out=d_patches,
+               beta=1.0)
     d_patches = d_patches.reshape(n, w, h, k, c)
     dxh = xp.zeros((n, h, w + 2 * padding, c), dtype=dy.dtype)
     for b in range(k):

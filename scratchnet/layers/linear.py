@@ -1,4 +1,5 @@
 """Fully connected layer and the reshape that feeds it."""
+from ..runtime import blas
 from .base import Layer, Parameter, check_input
 from .init import uniform_fan_in
 
@@ -17,17 +18,17 @@ class Linear(Layer):
     def forward(self, x):
         check_input(x, 2, "Linear", self.in_features)
         self._cache = x
-        y = x @ self.weight.data.T
+        y = blas.matmul(x, self.weight.data.T)
         if self.bias is not None:
             y += self.bias.data
         return y
 
     def backward(self, dy):
         x = self.saved()
-        self.weight.grad += dy.T @ x
+        self.weight.grad += blas.matmul(dy.T, x)
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=0)
-        return dy @ self.weight.data
+        return blas.matmul(dy, self.weight.data)
 
 
 class Flatten(Layer):

@@ -1,10 +1,14 @@
 """The runtime floor: the array module and devices (``backend``, the only module that imports
-CuPy), the CPU's worker threads (``parallel``), BLAS threads (:func:`configure`, below) and
-memory (``memory``).  Nothing here imports the kernels or the layers.
+CuPy), the CPU's worker threads (``cores``, ``parallel``), the BLAS the products run on
+(``blas``: set up by the runtime whatever was imported first), BLAS settings
+(:func:`blas_settings`, :func:`configure`, below) and memory (``memory``).  Nothing here
+imports the kernels or the layers.
 
-Entry points (the ``experiments`` and ``benchmarks`` commands, the tests) call
-:func:`configure` first, before anything imports NumPy: OpenBLAS reads its settings once, when
-NumPy loads it.
+The products of the kernels and layers run on SciPy's copy of OpenBLAS, which ``blas`` loads
+after setting :func:`blas_settings` in the environment, so a script that imports NumPy first
+gets the same products as the commands.  The commands also call :func:`configure` first,
+before anything imports NumPy, so that NumPy's own OpenBLAS (which the products no longer
+use, but other NumPy calls may) reads the same settings.
 
 Why the BLAS threads' timeout.  After each GEMM, OpenBLAS's worker threads spin on their cores
 for about a tenth of a second (2^28 cycles) waiting for the next one; between GEMMs a training
@@ -28,6 +32,16 @@ from .cores import local_ranks, thread_count
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def blas_settings(blas_thread_timeout=18):
+    """The environment OpenBLAS should load with (why: above): the thread timeout, and under
+    an MPI launcher with several ranks on this host each rank's share of the cores, unless
+    one of BLAS_THREAD_VARIABLES is set already."""
+    settings = {"OPENBLAS_THREAD_TIMEOUT": str(int(blas_thread_timeout))}
+    if local_ranks() > 1 and not any(v in os.environ for v in BLAS_THREAD_VARIABLES):
+        settings.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(thread_count())))
+    return settings
+
+
 def configure(blas_thread_timeout=18):
     """Set the process up for scratchnet's CPU work; returns the settings in effect.
 
@@ -37,11 +51,11 @@ def configure(blas_thread_timeout=18):
     change, and a warning says so (set the variable in the environment instead).
 
     Under an MPI launcher with several ranks on this host, the BLAS thread count is set to this
-    rank's share of the cores (why: above), unless one of BLAS_THREAD_VARIABLES is set."""
-    settings = {"OPENBLAS_THREAD_TIMEOUT": str(int(blas_thread_timeout))}
-    if local_ranks() > 1 and not any(v in os.environ for v in BLAS_THREAD_VARIABLES):
-        settings.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(thread_count())))
-    settings = {k: v for k, v in settings.items() if k not in os.environ}
+    rank's share of the cores (why: above), unless one of BLAS_THREAD_VARIABLES is set.
+    The BLAS scratchnet's products run on (scratchnet.runtime.blas) takes the same settings
+    when it loads, whatever was imported first."""
+    settings = {k: v for k, v in blas_settings(blas_thread_timeout).items()
+                if k not in os.environ}
     if settings:
         if "numpy" in sys.modules:
             warnings.warn("scratchnet.runtime.configure() ran after NumPy was imported: "

@@ -1,0 +1,120 @@
+"""The BLAS that scratchnet's matrix products run on, set up by the runtime itself, whatever the
+user's script imported first.
+
+Why.  OpenBLAS reads its settings once, when it loads: the thread timeout (how long its idle
+threads spin after a product) and the thread count.  A script that imports NumPy before
+scratchnet, as every script does, gets NumPy's OpenBLAS with threads that spin for about a
+tenth of a second after each product, beside the element-wise work and beside the second
+OpenBLAS that SciPy loads, whose products then wait for cores held by spinning threads.  From
+such a script the shape set trained at 0.22x PyTorch (docs/speed.md, "One BLAS, set up at run
+time").  SciPy's OpenBLAS is a copy of its own that loads when scipy.linalg.blas is first
+imported: the runtime sets its settings (scratchnet.runtime.blas_settings) in the environment
+just before, and runs every matrix product of the kernels and layers through it, so that
+their threads are the runtime's whatever NumPy's are.  (If the script imported
+scipy.linalg before scratchnet, SciPy's copy keeps what it read then: :func:`settings` says.)
+
+The products are those of NumPy's matmul: BLAS gemm on the same operands, called on the
+transposed (column-major) views so that nothing is copied.
+"""
+import os
+import sys
+
+import numpy as np
+
+from . import blas_settings
+
+_GEMM = None  # dtype -> SciPy's gemm, loaded on first use
+_LOADED_WITH = None  # the settings SciPy's OpenBLAS read when it loaded
+
+
+def _gemm(dtype):
+    """SciPy's gemm for float32 / float64 (None without SciPy), its OpenBLAS loaded with the
+    runtime's settings if this is its first load."""
+    global _GEMM, _LOADED_WITH
+    if _GEMM is None:
+        fresh = "scipy.linalg._fblas" not in sys.modules
+        wanted = blas_settings()
+        if fresh:
+            for key, value in wanted.items():
+                os.environ.setdefault(key, value)
+        try:
+            from scipy.linalg.blas import get_blas_funcs
+        except ImportError:  # SciPy is a dependency; without it NumPy's matmul runs
+            _GEMM = {}
+            return None
+        _GEMM = {(name, np.dtype(t)): get_blas_funcs(name, dtype=t)
+                 for name in ("gemm", "gemv") for t in (np.float32, np.float64)}
+        _LOADED_WITH = ({k: os.environ.get(k, "default") for k in wanted} if fresh
+                        else "loaded before scratchnet: its own settings")
+    return _GEMM.get(("gemm", np.dtype(dtype)))
+
+
+def _blas(name, dtype):
+    """SciPy's BLAS routine ``name`` ("gemm", "gemv") for dtype, or None."""
+    _gemm(dtype)
+    return _GEMM.get((name, np.dtype(dtype)))
+
+
+def vector_matmul(v, a):
+    """v @ a for a vector v (M,) and a matrix a (M, C): BLAS gemv on the runtime's BLAS for
+    NumPy float32 / float64 (a^T v, on a's column-major view), the array module's matmul
+    otherwise."""
+    gemv = None
+    if (type(v) is np.ndarray and type(a) is np.ndarray and v.ndim == 1  # noqa: E721
+            and a.ndim == 2 and v.dtype == a.dtype and min(a.shape) > 0):
+        gemv = _blas("gemv", a.dtype)
+    if gemv is None:
+        return v @ a
+    matrix, trans = _operand(a)
+    return gemv(1.0, matrix, v, trans=trans)
+
+
+def settings():
+    """What the runtime's BLAS loaded with (after the first product), for a results line."""
+    _gemm(np.float32)
+    return _LOADED_WITH
+
+
+def _operand(m):
+    """(the array handed to column-major BLAS, its trans flag) for the row-major factor m^T
+    of a transposed product: m's transpose when m is C-contiguous (then F-contiguous), m itself
+    with trans = 1 when m is F-contiguous, a C-contiguous copy otherwise."""
+    if m.flags.c_contiguous:
+        return m.T, 0
+    if m.flags.f_contiguous:
+        return m, 1
+    return np.ascontiguousarray(m).T, 0
+
+
+def matmul(a, b, out=None, beta=0.0):
+    """a @ b for 2-D arrays, written into ``out`` when given; ``beta`` = 1 adds it into out
+    instead (out += a @ b, with no temporary).  NumPy float32 / float64 operands of one dtype
+    run on the runtime's BLAS; anything else (CuPy arrays, other dtypes, stacks) on the array
+    module's matmul.
+
+    BLAS is column-major: a C-contiguous out (M, N) is the column-major out^T (N, M), and
+    out^T = b^T a^T is one gemm on transposed views."""
+    xp = np if type(a) is np.ndarray and type(b) is np.ndarray else None  # noqa: E721
+    gemm = None
+    if (xp is not None and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype
+            and min(a.shape + b.shape) > 0
+            and (out is None or (out.dtype == a.dtype and out.flags.c_contiguous))):
+        gemm = _gemm(a.dtype)
+    if gemm is None:
+        from .backend import get_array_module
+        xp = get_array_module(a, b)
+        if beta == 0.0:
+            return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
+        if beta != 1.0:
+            out *= beta
+        out += a @ b
+        return out
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    first, trans_first = _operand(b)
+    second, trans_second = _operand(a)
+    result = gemm(1.0, first, second, beta=beta, c=out.T, trans_a=trans_first,
+                  trans_b=trans_second, overwrite_c=True)
+    if not np.shares_memory(result, out):  # the wrapper had to copy: keep the product anyway
+        out[...] = result.T
+    return out
