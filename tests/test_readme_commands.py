@@ -90,7 +90,7 @@ def with_data(words, data):
 def test_readme_has_its_commands_and_markers():
     modules = {cmd[0] for _, _, lines in CASES for cmd, _ in commands(lines)}
     assert {"experiments.train_esc50", "experiments.classify", "experiments.evaluate",
-            "experiments.gradient_flow", "benchmarks.bench"} <= modules
+            "experiments.gradient_flow", "benchmarks.shape_set"} <= modules
     assert all(m is None or m.split()[0].rstrip(",") in ("run", "parse")
                for m, _, _ in CASES)
 
