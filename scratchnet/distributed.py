@@ -29,7 +29,12 @@ and sleep rather than spin (:meth:`Communicator.wait_for_root`), so rank 0 has t
 On CuPy arrays the sums run on the GPUs through NCCL (scratchnet.runtime.backend.DeviceGroup).
 """
 import hashlib
+import importlib.util
+import os
 import pickle
+import shutil
+import socket
+import sys
 import time
 
 import numpy as np
@@ -54,25 +59,10 @@ class RanksDisagree(DistributedError):
 def find_mpiexec():
     """The MPI launcher beside this Python (the mpich wheel's, ``pip install -e .[mpi]``),
     else the one on the PATH; None when it or mpi4py is missing."""
-    import importlib.util
-    import os
-    import shutil
-    import sys
     if importlib.util.find_spec("mpi4py") is None:
         return None
     here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     return here if os.path.exists(here) else shutil.which("mpiexec")
-
-
-def launched_ranks():
-    """The number of ranks the MPI launcher started (1 when there is none), read without
-    starting MPI."""
-    import os
-    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
-        text = os.environ.get(name, "").strip()
-        if text.isdigit():
-            return int(text)
-    return 1
 
 
 class Communicator:
@@ -169,9 +159,9 @@ class Communicator:
         others = [r for r, v in enumerate(values) if v != values[0]]
         if others:
             raise RanksDisagree(f"rank{'s' if len(others) > 1 else ''} "
-                                   f"{', '.join(map(str, others))} "
-                                   f"{'have' if len(others) > 1 else 'has'} other {what} than "
-                                   f"rank 0: {_first_difference(values[0], values[others[0]])}")
+                                f"{', '.join(map(str, others))} "
+                                f"{'have' if len(others) > 1 else 'has'} other {what} than "
+                                f"rank 0: {_first_difference(values[0], values[others[0]])}")
 
     def use_local_gpu(self):
         """Give this rank its own GPU: the host's ranks take GPUs 0, 1, ... in the order of
@@ -182,8 +172,6 @@ class Communicator:
     def describe(self):
         """The job in one line, every rank's host and process id: MPI's launcher names a
         process that dies (killed by the kernel, crashed) by its id only."""
-        import os
-        import socket
         where = self.gather_all((socket.gethostname(), os.getpid()), "naming the ranks")
         return (f"{self.size} rank{'s' if self.size > 1 else ''}: " +
                 ", ".join(f"rank {r} pid {pid} on {host}" for r, (host, pid) in
