@@ -113,6 +113,14 @@ def parameter_sums(dy2, centred2, inv_std):
     return column_sums(dy2), inv_std * column_dots(dy2, centred2)
 
 
+def eval_backward(dy2, x2, running_mean, inv_std, scale):
+    """Eval mode's backward, where BatchNorm is the fixed map x scale + (beta - running_mean
+    scale): (dbeta, dgamma, dx) = (sum dy, sum dy (x - running_mean) inv_std, dy scale) over
+    the rows of (M, C) matrices."""
+    return (column_sums(dy2), column_dots(dy2, (x2 - running_mean) * inv_std),
+            dy2 * scale)
+
+
 def summed_over(group, dbeta, dgamma):
     """(dbeta, dgamma) summed over the ranks of ``group`` in one exchange (synchronised
     BatchNorm's backward; scratchnet.layers.batchnorm), or as they are without one."""

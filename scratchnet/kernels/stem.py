@@ -35,9 +35,9 @@ from typing import Any, Optional
 import numpy as np
 
 from ..runtime.backend import get_array_module
-from .batchnorm import (affine_map, batch_statistics, channels_matrix, column_dots,
-                        column_sums, from_channels_matrix, input_gradient, parameter_sums,
-                        scale_columns, summed_over, update_running)
+from .batchnorm import (affine_map, batch_statistics, channels_matrix, eval_backward,
+                        from_channels_matrix, input_gradient, parameter_sums, scale_columns,
+                        summed_over, update_running)
 from .elementwise import masked, rectify
 from .pooling import max_pool_backward, max_pool_forward
 
@@ -144,7 +144,6 @@ def _eval_backward(d, saved, bn):
 
 
 def _eval_batchnorm_backward(dy, x, saved, bn):
-    dy2, x2 = channels_matrix(dy), channels_matrix(x)
-    dbeta = column_sums(dy2)
-    dgamma = column_dots(dy2, (x2 - bn.running_mean) * saved.inv_std)
-    return dbeta, dgamma, from_channels_matrix(dy2 * saved.scale, dy.shape)
+    dbeta, dgamma, dx = eval_backward(channels_matrix(dy), channels_matrix(x), bn.running_mean,
+                                      saved.inv_std, saved.scale)
+    return dbeta, dgamma, from_channels_matrix(dx, dy.shape)

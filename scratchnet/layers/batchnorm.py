@@ -1,9 +1,9 @@
 """Batch normalisation over the (N, H, W) axes of an NCHW tensor."""
 import numpy as np
 
-from ..kernels.batchnorm import (affine, batch_statistics, channels_matrix, column_dots,
-                                 column_sums, from_channels_matrix, input_gradient,
-                                 parameter_sums, summed_over, update_running)
+from ..kernels.batchnorm import (affine, batch_statistics, channels_matrix, eval_backward,
+                                 from_channels_matrix, input_gradient, parameter_sums,
+                                 summed_over, update_running)
 from ..runtime.backend import get_array_module
 from .base import Layer, Parameter, check_input
 
@@ -83,9 +83,11 @@ class BatchNorm2d(Layer):
         trained, saved, inv_std, shape, m = self.saved()
         dy2 = channels_matrix(dy)  # saved: c = x - mu (training) or x (eval)
         if not trained:  # eval: y = gamma * (x - running_mean) * inv_std + beta
-            self.bias.grad += column_sums(dy2)
-            self.weight.grad += column_dots(dy2, (saved - self.running_mean) * inv_std)
-            return from_channels_matrix(dy2 * (self.weight.data * inv_std), shape)
+            dbeta, dgamma, dx = eval_backward(dy2, saved, self.running_mean, inv_std,
+                                              self.weight.data * inv_std)
+            self.bias.grad += dbeta
+            self.weight.grad += dgamma
+            return from_channels_matrix(dx, shape)
         dbeta, dgamma = parameter_sums(dy2, saved, inv_std)
         self.bias.grad += dbeta
         self.weight.grad += dgamma
