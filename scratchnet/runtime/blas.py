@@ -22,6 +22,7 @@ import sys
 import numpy as np
 
 from . import blas_settings
+from .backend import get_array_module
 
 _GEMM = None  # dtype -> SciPy's gemm, loaded on first use
 _LOADED_WITH = None  # the settings SciPy's OpenBLAS read when it loaded
@@ -60,8 +61,8 @@ def vector_matmul(v, a):
     NumPy float32 / float64 (a^T v, on a's column-major view), the array module's matmul
     otherwise."""
     gemv = None
-    if (type(v) is np.ndarray and type(a) is np.ndarray and v.ndim == 1  # noqa: E721
-            and a.ndim == 2 and v.dtype == a.dtype and min(a.shape) > 0):
+    if (get_array_module(v, a) is np and v.ndim == 1 and a.ndim == 2 and v.dtype == a.dtype
+            and min(a.shape) > 0):
         gemv = _blas("gemv", a.dtype)
     if gemv is None:
         return v @ a
@@ -94,15 +95,13 @@ def matmul(a, b, out=None, beta=0.0):
 
     BLAS is column-major: a C-contiguous out (M, N) is the column-major out^T (N, M), and
     out^T = b^T a^T is one gemm on transposed views."""
-    xp = np if type(a) is np.ndarray and type(b) is np.ndarray else None  # noqa: E721
+    xp = get_array_module(a, b)
     gemm = None
-    if (xp is not None and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype
+    if (xp is np and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype
             and min(a.shape + b.shape) > 0
             and (out is None or (out.dtype == a.dtype and out.flags.c_contiguous))):
         gemm = _gemm(a.dtype)
     if gemm is None:
-        from .backend import get_array_module
-        xp = get_array_module(a, b)
         if beta == 0.0:
             return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
         if beta != 1.0:
