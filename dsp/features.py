@@ -1,9 +1,11 @@
 """Mel spectrograms, decibels, and a configured log-Mel transform."""
+import threading
+
 import numpy as np
 
-from ._array import get_array_module
+from ._array import get_array_module, rfft
 from .mel import mel_filterbank
-from .stft import stft_frames
+from .stft import _check_signal, _window_for, frame, stft_frames
 
 
 def melspectrogram(y, sr, n_fft=2048, hop_length=512, win_length=None, window="hann",
@@ -68,6 +70,14 @@ class LogMel:
         self.fmin, self.fmax, self.power, self.top_db = fmin, fmax, power, top_db
         self.center, self.pad_mode = center, pad_mode
         self._basis = {}
+        self._kept = threading.local()  # each thread's arrays, reused (see _batched)
+
+    def __getstate__(self):  # the kept arrays are per thread and per process: not pickled
+        return {k: v for k, v in self.__dict__.items() if k != "_kept"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._kept = threading.local()
 
     def config(self):
         return dict(sr=self.sr, n_fft=self.n_fft, hop_length=self.hop_length,
@@ -85,7 +95,59 @@ class LogMel:
         if key not in self._basis:
             self._basis[key] = xp.asarray(mel_filterbank(self.sr, self.n_fft, self.n_mels,
                                                          self.fmin, self.fmax, dtype=y.dtype))
-        mel = melspectrogram(y, self.sr, self.n_fft, self.hop_length, power=self.power,
-                             center=self.center, pad_mode=self.pad_mode,
-                             mel_basis=self._basis[key])
-        return power_to_db(mel, top_db=self.top_db)
+        if xp is not np or y.ndim < 2 or self.power != 2.0:
+            mel = melspectrogram(y, self.sr, self.n_fft, self.hop_length, power=self.power,
+                                 center=self.center, pad_mode=self.pad_mode,
+                                 mel_basis=self._basis[key])
+            return power_to_db(mel, top_db=self.top_db)
+        return self._batched(y, self._basis[key])
+
+    def _batched(self, y, basis):
+        """The same sums as melspectrogram and power_to_db for a NumPy batch, computed in
+        arrays this transform keeps from call to call (one set per thread).  Why: a batch's
+        padded signal, windowed frames and power spectrum are megabytes each, which glibc
+        hands back to the system when they are freed, so that every call page-faulted them in
+        anew (docs/speed.md, "The front end's arrays, kept")."""
+        _check_signal(y)
+        n_fft, hop = self.n_fft, self.hop_length
+        frames = frame(self._padded(y), n_fft, hop)
+        work = self._workspace("frames", frames.shape, y.dtype)
+        np.multiply(frames, self._window(y.dtype), out=work)
+        spec = rfft(work, axis=-1)
+        # |S|^2 = re^2 + im^2: square the complex array's float view in place, add the pairs
+        parts = spec.view(y.dtype)
+        np.square(parts, out=parts)
+        magnitude2 = np.add(parts[..., 0::2], parts[..., 1::2],
+                            out=self._workspace("power", spec.shape, y.dtype))
+        mel = magnitude2.reshape(-1, magnitude2.shape[-1]) @ basis.T
+        mel = mel.reshape(magnitude2.shape[:-1] + (self.n_mels,))  # (..., frames, n_mels)
+        return power_to_db(mel.swapaxes(-1, -2), top_db=self.top_db)
+
+    def _padded(self, y):
+        """y centre-padded as stft_frames pads it; zero padding written into a kept array."""
+        if not self.center:
+            return y
+        half = self.n_fft // 2
+        if self.pad_mode != "constant":
+            if self.pad_mode == "reflect" and y.shape[-1] <= half:
+                raise ValueError(f"reflect padding needs more than {half} samples, "
+                                 f"got {y.shape[-1]}")
+            return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(half, half)], mode=self.pad_mode)
+        padded = self._workspace("padded", y.shape[:-1] + (y.shape[-1] + 2 * half,), y.dtype,
+                                 zeros=True)
+        padded[..., half:half + y.shape[-1]] = y
+        return padded
+
+    def _window(self, dtype):
+        key = ("window", np.dtype(dtype).str)
+        if key not in self._basis:
+            self._basis[key] = _window_for("hann", self.n_fft, self.n_fft, np).astype(dtype)
+        return self._basis[key]
+
+    def _workspace(self, name, shape, dtype, zeros=False):
+        """A kept array for ``name`` of this shape and dtype (a new one when they change)."""
+        kept = getattr(self._kept, name, None)
+        if kept is None or kept.shape != shape or kept.dtype != dtype:
+            kept = (np.zeros if zeros else np.empty)(shape, dtype)
+            setattr(self._kept, name, kept)
+        return kept

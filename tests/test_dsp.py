@@ -215,6 +215,59 @@ def test_batch_items_are_processed_independently(rng):
     assert np.all(batch.max(axis=(1, 2)) - batch.min(axis=(1, 2)) <= 80.0 + 1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("center, pad_mode", [(True, "constant"), (True, "reflect"),
+                                              (False, "constant")])
+def test_logmel_batched_path_computes_melspectrogram_then_decibels(rng, dtype, center,
+                                                                   pad_mode):
+    """LogMel's batched path (kept arrays, |S|^2 from the complex array's float view) gives
+    power_to_db(melspectrogram(...)) item for item, for a length that is no multiple of the
+    hop."""
+    y = (rng.standard_normal((3, 16000 * 2 + 37)) * np.array([[1.0], [30.0], [0.02]]))
+    y = y.astype(dtype)
+    logmel = dsp.LogMel(sr=16000, n_fft=512, hop_length=160, n_mels=40, center=center,
+                        pad_mode=pad_mode)
+    got = logmel(y)
+    mel = dsp.melspectrogram(y, sr=16000, n_fft=512, hop_length=160, n_mels=40,
+                             center=center, pad_mode=pad_mode)
+    expected = dsp.power_to_db(mel, top_db=80.0)
+    assert got.shape == expected.shape == (3, 40, logmel.num_frames(y.shape[-1]))
+    assert got.dtype == dtype
+    tol = 2e-3 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(got, expected, atol=tol)
+
+
+def test_logmel_results_do_not_share_its_kept_arrays(rng):
+    """A result stays as it was when the transform is called again, with the same shape or
+    another, and the transform still gives the right numbers after a change of shape."""
+    logmel = dsp.LogMel(sr=16000, n_fft=512, hop_length=160, n_mels=32)
+    a, b, c = (rng.standard_normal(s).astype(np.float32) for s in ((2, 8000), (2, 8000),
+                                                                  (5, 3000)))
+    first = logmel(a)
+    kept = first.copy()
+    logmel(b)
+    short = logmel(c)
+    np.testing.assert_array_equal(first, kept)
+    np.testing.assert_allclose(logmel(a), kept, atol=0)
+    np.testing.assert_allclose(short, dsp.power_to_db(dsp.melspectrogram(
+        c, sr=16000, n_fft=512, hop_length=160, n_mels=32)), atol=2e-3)
+
+
+def test_logmel_from_several_threads_and_after_pickling(rng):
+    """Each thread computes in arrays of its own (no thread overwrites another's frames), and
+    a pickled transform (as worker processes receive it) computes the same."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+    logmel = dsp.LogMel(sr=16000, n_fft=512, hop_length=160, n_mels=32)
+    batches = [rng.standard_normal((4, 16000)).astype(np.float32) for _ in range(8)]
+    expected = [logmel(b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for got, want in zip(pool.map(logmel, batches), expected):
+                np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(logmel))(batches[0]), expected[0])
+
+
 def test_signal_validation():
     with pytest.raises(TypeError, match="floating-point"):
         dsp.stft(np.arange(100))
