@@ -12,7 +12,7 @@ setup(
     package_data={"experiments": ["checkpoints/*.npz", "serve/assets/*"]},
     python_requires=">=3.9",
     install_requires=["numpy>=1.22", "scipy>=1.8", "soundfile>=0.12", "matplotlib>=3.5",
-                      "tqdm>=4.60"],
+                      "tqdm>=4.60", "threadpoolctl>=3.1"],
     extras_require={
         "gpu": ["cupy-cuda12x"],
         # ONNX export and running it (experiments.export, experiments.monitor --onnx).
@@ -25,6 +25,6 @@ setup(
         "test": ["pytest>=7", "playwright>=1.40", "onnx>=1.14", "onnxruntime>=1.16",
                  "mpi4py>=3.1", "mpich"],
         # Outside references for benchmarks and skipped-if-missing tests only.
-        "bench": ["torch", "librosa", "threadpoolctl"],
+        "bench": ["torch", "librosa"],
     },
 )

@@ -9,10 +9,6 @@ that neither side always runs first after a pause), and prints for every figure 
 ratio of each pair and their median.  The harness is ``benchmarks.bench`` where the tree has
 it, else the older ``experiments.bench``; PyTorch is left out (``--no-torch``).
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import json
 import os

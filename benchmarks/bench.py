@@ -18,10 +18,6 @@ sides of a ratio alike.
 The reference network is the one PyTorch was timed on when this target was set:
 a [2, 2, 2, 2] x [32, 64, 128, 256] ResNet on 1 x 64 x 250 log-Mels, batch 32.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import json
 import multiprocessing as mp

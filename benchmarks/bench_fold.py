@@ -6,10 +6,6 @@ This machine's timings drift by tens of percent from minute to minute, more than
 saves, so the two networks are timed in alternation (--repeats rounds of --steps batches each)
 and the medians compared: drift then hits both alike.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 
 import numpy as np

@@ -16,10 +16,6 @@ single-clip latency as deployed, peak memory of training, and minutes per epoch 
 - Minutes per epoch: the median epoch of each run folder's metrics.json files (the epochs'
   wall time as trained, scoring included where an epoch scored).
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import glob
 import json
@@ -79,8 +75,7 @@ def deployed(preset):
 
 def peak_memory_mb(preset, steps):
     """ru_maxrss of a fresh process training ``steps`` steps at batch 32, in MB."""
-    code = ("from scratchnet.runtime import configure; configure()\n"
-            "import resource, numpy as np\n"
+    code = ("import resource, numpy as np\n"
             "from benchmarks.compare_models import train_steps\n"
             f"train_steps({preset!r}, {steps})\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")

@@ -12,10 +12,6 @@ gradient allreduce (N ranks), clipping and AdamW.  The allreduce's time includes
 the slower rank.  Medians over the rounds; this machine drifts from minute to minute, and the
 alternation lets the drift hit both alike.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import json
 import subprocess

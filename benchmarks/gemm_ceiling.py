@@ -23,10 +23,6 @@ than these.
 CPU only: it measures this machine's BLAS (NumPy's matmul, SciPy's gemm for the products that
 add into their output, as scratchnet.kernels.shifted calls them).
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import time
 from collections import defaultdict

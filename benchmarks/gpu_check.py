@@ -17,10 +17,6 @@ It runs, each part going on whatever the parts before it gave:
 It writes OUT/gpu_check.json and OUT/gpu_check.md (the table README's GPU section shows) and
 exits non-zero if (a), (b) or a (d) that ran failed.  Audio decoding is needed by (b) alone.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import json
 import os

@@ -13,10 +13,6 @@ device and makes the shares those of a synchronous run.  ``--inference`` times t
 pass of the network as it is deployed instead (eval mode, BatchNorm folded into the
 convolutions: scratchnet.fold_batchnorm).
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import time
 from collections import defaultdict

@@ -5,8 +5,9 @@
 The set below was written once, on 2026-12-07, before any tuning against it, and is not to be
 changed to suit the code: stems 3x3, 5x5 and 7x7/2; stride-1 and stride-2 blocks; widths 16 to
 512; inputs from 40 x 100 to 128 x 431; batches 8 to 64.  This script imports NumPy before
-anything else, as a user's script does, and so do its measuring processes: it measures the
-library as users get it.  For each shape: training clips/s (forward, loss, backward, AdamW
+anything else, as a user's script does, and so do its measuring processes, which set nothing
+up (no malloc or BLAS settings; --keep-memory gives both sides glibc's kept memory): it
+measures both libraries as users get them.  For each shape: training clips/s (forward, loss, backward, AdamW
 step) and eval inference clips/s, ours and PyTorch's (torch.set_num_threads equal to our
 cores, eval under torch.inference_mode(), BatchNorm unfolded on both sides), rounds
 alternating, medians; the ratios ours / PyTorch's, their geometric means and ranges; and each
@@ -54,6 +55,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--keep-memory", action="store_true",
+                   help="both sides' processes keep freed memory (scratchnet.runtime.memory); "
+                        "scratchnet's runtime does so itself at its first product")
     args = p.parse_args(argv)
     rate = bench.gemm_rate(numpy)
     print(f"float32 GEMM (2048^3): {rate:.0f} GFLOP/s; BLAS kernels: {bench.blas_kernels()}")
@@ -68,8 +72,9 @@ def main(argv=None):
         for _ in range(args.rounds):
             for impl, fn in (("scratchnet", bench.measure_scratchnet),
                              ("pytorch", bench.measure_torch)):
-                r = bench.in_child(fn, shape=shape, cfg=cfg, batch=batch, steps=args.steps,
-                                   warmup=args.warmup, device="cpu")
+                r = bench.in_child(fn, keep_memory=args.keep_memory, shape=shape, cfg=cfg,
+                                   batch=batch, steps=args.steps, warmup=args.warmup,
+                                   device="cpu")
                 if "error" in r:
                     raise SystemExit(f"{name} {impl}: {r['error']}")
                 measured[impl].append(r)

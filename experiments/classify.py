@@ -12,10 +12,6 @@ windows go through the network in batches of --batch, so memory is bounded by th
 by the length of a file.  A file that cannot be read gets an error line naming it; the others
 are still classified and the exit status is 1.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import collections
 import json
 import sys

@@ -12,10 +12,6 @@ fold the model was trained on works, with a warning that the figure is not a hel
 Several checkpoints score their ensemble: the networks' probabilities averaged, each network
 on its own standardisation of the clips.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import json
 import sys
 

@@ -16,10 +16,6 @@ float checkpoint gives a float32 graph, an int8 one (experiments.quantize) a QDQ
 transformer (--preset ast-tiny) exports too.
 Needs the ``export`` extra (onnx; onnxruntime to run it).
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import os
 
 import numpy as np

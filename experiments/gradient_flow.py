@@ -13,10 +13,6 @@
    --steps steps with the same recipe and data, and the training losses are compared.
 Writes gradient_flow.json (every number) and two PNGs (gradient norms; training loss).
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import json
 import os
 import sys

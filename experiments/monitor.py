@@ -17,10 +17,6 @@ event still open when the stream ends is written then.  Progress and the real-ti
 to stderr.  --onnx runs an exported model (experiments.export) on onnxruntime instead of this
 package's engine.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import json
 import sys

@@ -10,10 +10,6 @@ model's top class on --check-clips other training clips (not used for calibratio
 SRC's metadata (fold, training folds, classes, features, normalisation) and records the
 quantisation; classify, evaluate, visualize and serve take it as --checkpoint.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import json
 import sys
 

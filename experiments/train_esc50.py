@@ -18,10 +18,6 @@ experiments.fold_run, its report in experiments.report, the output folder's reco
 protection in experiments.run_folder.  With --distributed, every rank of an MPI job trains
 the same network on its share of each batch (scratchnet.distributed); rank 0 writes.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import json
 import os
 import sys
@@ -30,7 +26,7 @@ import numpy as np
 
 from scratchnet import ResNet
 from scratchnet.runtime.backend import check_device
-from scratchnet.runtime.memory import keep_freed_memory
+from scratchnet import runtime
 
 from . import cli, esc50, fold_run, report, run_folder
 from .models import PRESETS, run_config
@@ -198,7 +194,6 @@ def run_folds(args, job=None):
     """The run: the data, the output folder, then each fold in turn (``job``: the MPI ranks
     of a --distributed run, or None)."""
     cfg = args.config
-    keep_freed_memory()  # reuse the step's large arrays instead of page-faulting them anew
     xp = check_device(args.device)
     if job and args.device == "gpu":
         job.use_local_gpu()  # one GPU per rank of the host
@@ -232,7 +227,7 @@ def run_folds(args, job=None):
     writes = job is None or job.rank == 0
     config = dict(cfg, preset=args.preset, device=args.device, seed=args.seed,
                   data=os.path.abspath(root), limit=args.limit, holdout=args.holdout,
-                  teachers=args.teachers)
+                  teachers=args.teachers, runtime=runtime.settings())
     for fold in args.folds:
         if str(fold) in done:
             if writes:

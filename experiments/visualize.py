@@ -7,10 +7,6 @@ active channels, by mean activation), for a transformer where each layer's class
 on the log-Mel image, and the top-5 prediction bars.  The HTML page embeds the figures as
 base64 PNGs, so any browser opens it without a server.
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import base64
 import html
 import os

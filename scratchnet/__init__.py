@@ -1,40 +1,30 @@
 """scratchnet: an autograd-free layer library on NumPy or CuPy, every backward derived by hand.
 
 Three floors, each importing only those below it: ``scratchnet.runtime`` (array modules and
-devices, threads, BLAS, memory), ``scratchnet.kernels`` (patches, the convolution algorithms
-and the policy that picks one), and the layers with what is built on them (``layers``,
-``losses``, ``optim``, ``fusion``, ...).  The names below are loaded when first used, so that
-``scratchnet.runtime.configure()`` can run before anything imports NumPy.
+devices, threads, BLAS, memory: set up by the runtime itself at its first product, whatever
+the script imported first), ``scratchnet.kernels`` (patches, the convolution algorithms and
+the policy that picks one), and the layers with what is built on them (``layers``,
+``losses``, ``optim``, ``fusion``, ...).
 """
-import importlib
+from .averaging import ExponentialMovingAverage
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .fusion import fold_batchnorm
+from .layers import (AudioSpectrogramTransformer, BasicBlock, BatchNorm2d, ClassTokenEmbedding,
+                     ClassTokenPool, Conv2d, Dropout, Flatten, GELU, GlobalAvgPool2d, Layer,
+                     LayerNorm, Linear, MaxPool2d, MultiHeadSelfAttention, Parameter,
+                     PatchTokens, ReLU, ResNet, Sequential, TimeDeltas, TimeMaxMeanPool,
+                     TransformerEncoderLayer)
+from .losses import SoftmaxCrossEntropy
+from .optim import SGD, AdamW, CosineWarmupLR, OneCycleLR, clip_grad_norm
+from .runtime.backend import DeviceError, get_array_module, gpu_available, to_device, to_numpy
 
-_EXPORTS = {
-    "scratchnet.runtime.backend": ["DeviceError", "get_array_module", "gpu_available",
-                                   "to_device", "to_numpy"],
-    "scratchnet.checkpoint": ["CheckpointError", "load_checkpoint", "save_checkpoint"],
-    "scratchnet.layers": ["BasicBlock", "BatchNorm2d", "Conv2d", "Dropout", "Flatten",
-                          "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Parameter", "ReLU",
-                          "ResNet", "Sequential", "TimeDeltas", "TimeMaxMeanPool", "GELU",
-                          "LayerNorm", "MultiHeadSelfAttention", "TransformerEncoderLayer",
-                          "PatchTokens", "ClassTokenEmbedding", "ClassTokenPool",
-                          "AudioSpectrogramTransformer"],
-    "scratchnet.losses": ["SoftmaxCrossEntropy"],
-    "scratchnet.optim": ["SGD", "AdamW", "CosineWarmupLR", "OneCycleLR", "clip_grad_norm"],
-    "scratchnet.averaging": ["ExponentialMovingAverage"],
-    "scratchnet.fusion": ["fold_batchnorm"],
-}
-_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_HOME)
+__all__ = ["AdamW", "AudioSpectrogramTransformer", "BasicBlock", "BatchNorm2d",
+           "CheckpointError", "ClassTokenEmbedding", "ClassTokenPool", "Conv2d",
+           "CosineWarmupLR", "DeviceError", "Dropout", "ExponentialMovingAverage", "Flatten",
+           "GELU", "GlobalAvgPool2d", "Layer", "LayerNorm", "Linear", "MaxPool2d",
+           "MultiHeadSelfAttention", "OneCycleLR", "Parameter", "PatchTokens", "ReLU",
+           "ResNet", "SGD", "Sequential", "SoftmaxCrossEntropy", "TimeDeltas",
+           "TimeMaxMeanPool", "TransformerEncoderLayer", "clip_grad_norm", "fold_batchnorm",
+           "get_array_module", "gpu_available", "load_checkpoint", "save_checkpoint",
+           "to_device", "to_numpy"]
 __version__ = "0.1.0"
-
-
-def __getattr__(name):
-    if name not in _HOME:
-        raise AttributeError(f"module 'scratchnet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_HOME))

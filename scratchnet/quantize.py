@@ -54,6 +54,7 @@ from .kernels.im2col import conv2d_reference
 from .layers.base import Layer, Sequential
 from .layers.conv import Conv2d
 from .layers.linear import Linear
+from .runtime import blas
 from .runtime.backend import get_array_module, to_numpy
 
 METHODS = ("max", "percentile", "mse")
@@ -174,7 +175,7 @@ class QuantizedLinear(QuantizedWeights):
 
     def forward(self, x):
         q, wq, scale = self.integer_inputs(x, self.weight_q.shape[1])
-        return (q @ wq.T).astype(scale.dtype) * scale + self.bias
+        return blas.matmul(q, wq.T).astype(scale.dtype) * scale + self.bias
 
 
 def named_layers(model, prefix=""):

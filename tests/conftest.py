@@ -1,7 +1,3 @@
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import os
 
 import numpy as np

@@ -39,7 +39,7 @@ def floor(name):
     if parts[0] == "scratchnet":
         if len(parts) > 1 and parts[1] in ("runtime", "kernels"):
             return parts[1]
-        return "layers" if len(parts) > 1 else None  # the package itself: only lazy names
+        return "layers" if len(parts) > 1 else None  # the package itself: the top floor
     return parts[0] if parts[0] in ("dsp", "experiments", "benchmarks") else None
 
 

@@ -91,13 +91,16 @@ def test_ranks_on_one_host_share_its_cores(monkeypatch):
     assert parallel.thread_count() == 3
 
 
-def test_configure_gives_blas_the_ranks_share_unless_told(tmp_path):
-    """configure() (before NumPy) sets OpenBLAS's thread count to the rank's share under a
-    launcher that starts several ranks on the host, and keeps a count the user set."""
+def test_the_runtimes_blas_takes_the_ranks_share_unless_told(tmp_path):
+    """The runtime's BLAS loads with the rank's share of the cores as its thread count under a
+    launcher that starts several ranks on the host, from a plain script, and keeps a count
+    the user set."""
     import subprocess
     import sys
-    code = ("from scratchnet.runtime import configure; import os; configure(); "
-            "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+    code = ("import numpy as np, scratchnet as sn\n"
+            "from scratchnet import runtime\n"
+            "sn.Linear(3, 2).forward(np.ones((2, 3), dtype=np.float32))\n"
+            "print(runtime.settings()['blas'].get('OPENBLAS_NUM_THREADS'))")
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                         "SCRATCHNET_THREADS")}

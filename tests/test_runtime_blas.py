@@ -42,6 +42,36 @@ def test_products_are_numpys(dtype, left, right):
                                rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacked_products_are_numpys(dtype):
+    """Stacks as attention forms them: (N, H, T, d) views of one (N T, 3 D) matrix against
+    each other's transposes, one gemm per matrix; a stack against a matrix, as one gemm over
+    the stacked rows (contiguous) or per matrix (rows that do not merge); added into out."""
+    rng = np.random.default_rng(2)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    qkv = rng.standard_normal((3 * 7, 3 * 8)).astype(dtype)
+    q, k, v = qkv.reshape(3, 7, 3, 2, 4).transpose(2, 0, 3, 1, 4)   # each (3, 2, 7, 4)
+    scores = blas.matmul(q, k.transpose(0, 1, 3, 2))
+    assert scores.shape == (3, 2, 7, 7)
+    np.testing.assert_allclose(scores, q @ k.transpose(0, 1, 3, 2), **tol)
+    np.testing.assert_allclose(blas.matmul(scores, v), scores @ v, **tol)
+    m = rng.standard_normal((4, 5)).astype(dtype)
+    for stack in (rng.standard_normal((3, 6, 4)).astype(dtype),                 # rows merge
+                  rng.standard_normal((6, 3, 4)).astype(dtype).transpose(1, 0, 2)):  # do not
+        np.testing.assert_allclose(blas.matmul(stack, m), stack @ m, **tol)
+        out = np.full((3, 6, 5), 1.5, dtype=dtype)
+        blas.matmul(stack, m, out=out, beta=1.0)
+        np.testing.assert_allclose(out, stack @ m + 1.5, **tol)
+    calls = []
+    gemm = blas._gemm(dtype)
+    try:
+        blas._GEMM[("gemm", np.dtype(dtype))] = lambda *a, **kw: calls.append(1) or gemm(*a, **kw)
+        blas.matmul(q, k.transpose(0, 1, 3, 2))
+    finally:
+        blas._GEMM[("gemm", np.dtype(dtype))] = gemm
+    assert len(calls) == 3 * 2     # one gemm per matrix, on the runtime's BLAS
+
+
 def test_same_numbers_as_numpy_on_the_convolutions_shapes():
     """On C-contiguous float32 operands of a stage's shapes the product is NumPy's bit for
     bit (both are OpenBLAS's sgemm on the same kernels), so training keeps its numbers."""
@@ -73,30 +103,56 @@ def test_the_layers_products_run_on_the_runtimes_blas(monkeypatch):
 
 
 SETTINGS = ("import json, numpy as np, scratchnet as sn\n"
-            "from scratchnet.runtime import blas\n"
+            "from scratchnet import runtime\n"
             "sn.Linear(3, 2).forward(np.ones((2, 3), dtype=np.float32))\n"
-            "print(json.dumps(blas.settings()))")
+            "print(json.dumps(runtime.settings()))")
+KEPT = "kept (M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB)"
 
 
-def test_a_plain_script_gets_the_commands_settings():
-    """A script that imports NumPy before scratchnet (no configure(), no variable) gets the
-    BLAS settings the commands get: the runtime sets them before its BLAS loads."""
+def test_a_plain_script_gets_the_runtimes_settings_whatever_it_imports_first():
+    """A script that imports NumPy before scratchnet (no preamble, no variable) gets the
+    runtime's settings, as one that imports scratchnet first does: the runtime sets its BLAS's
+    before it loads, and keeps freed memory, at its first product.  (The commands record
+    theirs: tests/test_train_smoke.py holds them to a plain script's.)"""
     clean = {k: v for k, v in os.environ.items()
              if k not in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                          "MKL_NUM_THREADS")}
+                          "MKL_NUM_THREADS", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
     user = subprocess.run([sys.executable, "-c", "import numpy\n" + SETTINGS], cwd=ROOT,
                           env=clean, capture_output=True, text=True, check=True)
-    command = subprocess.run([sys.executable, "-c", "from scratchnet.runtime import configure;"
-                              " configure()\n" + SETTINGS], cwd=ROOT, env=clean,
-                             capture_output=True, text=True, check=True)
-    assert json.loads(user.stdout) == json.loads(command.stdout) == {
-        "OPENBLAS_THREAD_TIMEOUT": "18"}
+    first = subprocess.run([sys.executable, "-c", "import scratchnet\n" + SETTINGS], cwd=ROOT,
+                           env=clean, capture_output=True, text=True, check=True)
+    assert json.loads(user.stdout) == json.loads(first.stdout) == {
+        "blas": {"OPENBLAS_THREAD_TIMEOUT": "18"}, "memory": KEPT}
     # Under an MPI launcher with two ranks on the host: each rank's share of the cores too.
     shared = subprocess.run([sys.executable, "-c", "import numpy\n" + SETTINGS], cwd=ROOT,
                             env=dict(clean, MPI_LOCALNRANKS="2"), capture_output=True,
                             text=True, check=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert json.loads(shared.stdout)["OPENBLAS_NUM_THREADS"] == str(max(1, cores // 2))
+    assert json.loads(shared.stdout)["blas"]["OPENBLAS_NUM_THREADS"] == str(max(1, cores // 2))
+    # A user's own malloc tuning is kept, and said.
+    tuned = subprocess.run([sys.executable, "-c", "import numpy\n" + SETTINGS], cwd=ROOT,
+                           env=dict(clean, MALLOC_TRIM_THRESHOLD_="65536"), capture_output=True,
+                           text=True, check=True)
+    assert json.loads(tuned.stdout)["memory"] == "the environment's (MALLOC_TRIM_THRESHOLD_)"
+
+
+def test_a_ranks_share_reaches_a_blas_loaded_before_the_runtime():
+    """Under a launcher with two ranks on the host, a script that loaded SciPy's BLAS first
+    (scipy.signal does, as dsp's resampling imports it) still runs every BLAS of the process
+    on the rank's share of the cores once the runtime has run a product."""
+    code = ("import numpy as np, scipy.signal, scratchnet as sn, json\n"
+            "from threadpoolctl import threadpool_info\n"
+            "sn.Linear(3, 2).forward(np.ones((2, 3), dtype=np.float32))\n"
+            "print(json.dumps([i['num_threads'] for i in threadpool_info()"
+            " if i['user_api'] == 'blas']))")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                         env=dict(clean, MPI_LOCALNRANKS="4"), capture_output=True, text=True,
+                         check=True)
+    counts = json.loads(out.stdout)
+    assert counts and set(counts) == {max(1, cores // 4)}
 
 
 def test_a_blas_loaded_before_scratchnet_is_said_so():
@@ -104,4 +160,4 @@ def test_a_blas_loaded_before_scratchnet_is_said_so():
     so instead of claiming the runtime's."""
     out = subprocess.run([sys.executable, "-c", "import numpy, scipy.linalg\n" + SETTINGS],
                          cwd=ROOT, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == "loaded before scratchnet: its own settings"
+    assert json.loads(out.stdout)["blas"] == "loaded before scratchnet: its own settings"

@@ -35,6 +35,32 @@ def test_two_epochs_write_results_and_the_loss_falls(esc50_root, tmp_path):
         assert (out / "fold1" / name).is_file(), name
 
 
+def test_the_command_and_a_plain_script_get_the_same_runtime_settings(esc50_root, tmp_path):
+    """The command sets nothing up before NumPy loads: what it records as the runtime's
+    settings (BLAS, memory) is what a script that imports NumPy first gets."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                        "MKL_NUM_THREADS")}
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "experiments.train_esc50", "--data", esc50_root,
+                    "--folds", "1", "--epochs", "1", "--batch-size", "16", "--limit", "12",
+                    "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                    "--no-progress"], cwd=root, env=env, check=True, capture_output=True)
+    script = ("import json, numpy as np, scratchnet as sn\n"
+              "from scratchnet import runtime\n"
+              "sn.Linear(3, 2).forward(np.ones((2, 3), dtype=np.float32))\n"
+              "print(json.dumps(runtime.settings()))")
+    plain = subprocess.run([sys.executable, "-c", "import numpy\n" + script], cwd=root,
+                           env=env, check=True, capture_output=True, text=True)
+    recorded = json.loads((out / "results.json").read_text())["config"]["runtime"]
+    assert recorded == json.loads(plain.stdout)
+    assert recorded["memory"].startswith("kept") or "environment" in recorded["memory"]
+
+
 def test_resume_reproduces_an_uninterrupted_run(esc50_root, tmp_path):
     """A run stopped after epoch 1 and resumed ends with the same weights and history as one
     that ran both epochs at once."""

@@ -4,10 +4,6 @@ Open http://127.0.0.1:8000/ in a browser, drop an audio file on the page or reco
 see its classes, its waveform with each window's label, its log-Mel and the feature maps.
 The API: POST the audio file to /api/classify (the raw body, or the multipart field "file").
 """
-from scratchnet.runtime import configure
-
-configure()  # first, before NumPy loads OpenBLAS (scratchnet.runtime)
-
 import argparse
 import sys
 

@@ -23,6 +23,7 @@ slice-adds, each touching every index at most once: no ``add.at`` and no loop ov
 """
 from typing import NamedTuple
 
+from ..runtime import blas
 from ..runtime.backend import as_strided, get_array_module
 from ..runtime.parallel import parallel_slices
 
@@ -199,7 +200,7 @@ def conv2d_reference(x, w, b, stride=1, padding=0):
     c_out, _, kh, kw = w.shape
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
     cols = patch_matrix(to_channels_last(x, padding), kh, kw, stride)
-    y = cols @ w.transpose(0, 2, 3, 1).reshape(c_out, -1).T
+    y = blas.matmul(cols, w.transpose(0, 2, 3, 1).reshape(c_out, -1).T)
     if b is not None:
         y = y + b
     return y.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2)
@@ -212,6 +213,6 @@ def conv2d_reference_backward(dy, x, w, stride=1, padding=0):
     cols = patch_matrix(to_channels_last(x, padding), kh, kw, stride)
     dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, c_out)
     w_mat = w.transpose(0, 2, 3, 1).reshape(c_out, -1)
-    dw = (dy_mat.T @ cols).reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
-    dx = col2im(dy_mat @ w_mat, x.shape, kh, kw, stride, padding)
+    dw = blas.matmul(dy_mat.T, cols).reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
+    dx = col2im(blas.matmul(dy_mat, w_mat), x.shape, kh, kw, stride, padding)
     return dx, dw, dy_mat.sum(axis=0)

@@ -1,6 +1,7 @@
 """Multi-head scaled dot-product self-attention, with PyTorch's parameter layout."""
 import numpy as np
 
+from ..runtime import blas
 from ..runtime.backend import get_array_module
 from .base import Layer, Parameter, check_input
 from .dropout import Dropout
@@ -54,14 +55,14 @@ class MultiHeadSelfAttention(Layer):
         n, t, dim = x.shape
         h, d = self.num_heads, dim // self.num_heads
         x2 = x.reshape(n * t, dim)
-        qkv = x2 @ self.in_proj_weight.data.T + self.in_proj_bias.data
+        qkv = blas.matmul(x2, self.in_proj_weight.data.T) + self.in_proj_bias.data
         q, k, v = qkv.reshape(n, t, 3, h, d).transpose(2, 0, 3, 1, 4)  # each (N, H, T, d)
-        scores = (q @ k.transpose(0, 1, 3, 2)) * x.dtype.type(1.0 / np.sqrt(d))
+        scores = blas.matmul(q, k.transpose(0, 1, 3, 2)) * x.dtype.type(1.0 / np.sqrt(d))
         scores -= scores.max(axis=-1, keepdims=True)  # exp never overflows
         a = xp.exp(scores)
         a /= a.sum(axis=-1, keepdims=True)
         dropped = self.attn_drop.forward(a)
-        context = (dropped @ v).transpose(0, 2, 1, 3).reshape(n * t, dim)
+        context = blas.matmul(dropped, v).transpose(0, 2, 1, 3).reshape(n * t, dim)
         self._cache = (x2, q, k, v, a, dropped, x.shape)
         return self.out_proj.forward(context).reshape(n, t, dim)
 
@@ -72,15 +73,15 @@ class MultiHeadSelfAttention(Layer):
         xp = get_array_module(dy)
         d_context = self.out_proj.backward(dy.reshape(n * t, dim))
         d_context = d_context.reshape(n, t, h, d).transpose(0, 2, 1, 3)   # (N, H, T, d)
-        dv = dropped.transpose(0, 1, 3, 2) @ d_context
-        da = self.attn_drop.backward(d_context @ v.transpose(0, 1, 3, 2))
+        dv = blas.matmul(dropped.transpose(0, 1, 3, 2), d_context)
+        da = self.attn_drop.backward(blas.matmul(d_context, v.transpose(0, 1, 3, 2)))
         ds = a * (da - (a * da).sum(axis=-1, keepdims=True))
         ds *= dy.dtype.type(1.0 / np.sqrt(d))
-        dq, dk = ds @ k, ds.transpose(0, 1, 3, 2) @ q
+        dq, dk = blas.matmul(ds, k), blas.matmul(ds.transpose(0, 1, 3, 2), q)
         dqkv = xp.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(n * t, 3 * dim)
-        self.in_proj_weight.grad += dqkv.T @ x2
+        self.in_proj_weight.grad += blas.matmul(dqkv.T, x2)
         self.in_proj_bias.grad += dqkv.sum(axis=0)
-        return (dqkv @ self.in_proj_weight.data).reshape(n, t, dim)
+        return blas.matmul(dqkv, self.in_proj_weight.data).reshape(n, t, dim)
 
     def attention(self):
         """The attention weights A (N, H, T, T) of the last forward pass (not consumed), or

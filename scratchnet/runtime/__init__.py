@@ -1,14 +1,15 @@
 """The runtime floor: the array module and devices (``backend``, the only module that imports
 CuPy), the CPU's worker threads (``cores``, ``parallel``), the BLAS the products run on
-(``blas``: set up by the runtime whatever was imported first), BLAS settings
-(:func:`blas_settings`, :func:`configure`, below) and memory (``memory``).  Nothing here
+(``blas``), its settings (:func:`blas_settings`, below) and memory (``memory``).  Nothing here
 imports the kernels or the layers.
 
-The products of the kernels and layers run on SciPy's copy of OpenBLAS, which ``blas`` loads
-after setting :func:`blas_settings` in the environment, so a script that imports NumPy first
-gets the same products as the commands.  The commands also call :func:`configure` first,
-before anything imports NumPy, so that NumPy's own OpenBLAS (which the products no longer
-use, but other NumPy calls may) reads the same settings.
+The runtime takes charge of the process at run time, whatever the script imported first:
+every matrix product of the kernels and layers runs on SciPy's copy of OpenBLAS, which
+``blas`` loads at the first product after setting :func:`blas_settings` in the environment,
+and at the same moment ``memory`` keeps freed memory for reuse.  A user's script therefore
+gets what the commands get, with no preamble and no import order, and :func:`settings` reads
+what is in force.  NumPy's own OpenBLAS keeps its defaults; nothing of scratchnet's runs on
+it.
 
 Why the BLAS threads' timeout.  After each GEMM, OpenBLAS's worker threads spin on their cores
 for about a tenth of a second (2^28 cycles) waiting for the next one; between GEMMs a training
@@ -24,8 +25,6 @@ cores the other rank holds.  Each rank takes its share, cores / ranks on the hos
 (scratchnet.runtime.cores), unless the environment names a count.
 """
 import os
-import sys
-import warnings
 
 from .cores import local_ranks, thread_count
 
@@ -42,27 +41,9 @@ def blas_settings(blas_thread_timeout=18):
     return settings
 
 
-def configure(blas_thread_timeout=18):
-    """Set the process up for scratchnet's CPU work; returns the settings in effect.
-
-    ``blas_thread_timeout``: how long OpenBLAS's idle threads spin before they sleep, as
-    OPENBLAS_THREAD_TIMEOUT (2^value cycles; why 18: above).  A
-    value already in the environment is kept.  After NumPy has loaded OpenBLAS it can no longer
-    change, and a warning says so (set the variable in the environment instead).
-
-    Under an MPI launcher with several ranks on this host, the BLAS thread count is set to this
-    rank's share of the cores (why: above), unless one of BLAS_THREAD_VARIABLES is set.
-    The BLAS scratchnet's products run on (scratchnet.runtime.blas) takes the same settings
-    when it loads, whatever was imported first."""
-    settings = {k: v for k, v in blas_settings(blas_thread_timeout).items()
-                if k not in os.environ}
-    if settings:
-        if "numpy" in sys.modules:
-            warnings.warn("scratchnet.runtime.configure() ran after NumPy was imported: "
-                          f"OpenBLAS keeps its defaults for {', '.join(sorted(settings))}; call "
-                          "it first, or set them in the environment", RuntimeWarning,
-                          stacklevel=2)
-        else:
-            os.environ.update(settings)
-    names = ("OPENBLAS_THREAD_TIMEOUT",) + BLAS_THREAD_VARIABLES
-    return {k: os.environ.get(k, "default") for k in names}
+def settings():
+    """What the runtime set up at its first product (running one if none has run): the
+    settings its BLAS loaded with (scratchnet.runtime.blas) and the memory's
+    (scratchnet.runtime.memory): the same for a user's script as for the commands."""
+    from . import blas, memory
+    return {"blas": blas.settings(), "memory": memory.state()}

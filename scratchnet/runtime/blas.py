@@ -13,6 +13,13 @@ just before, and runs every matrix product of the kernels and layers through it,
 their threads are the runtime's whatever NumPy's are.  (If the script imported
 scipy.linalg before scratchnet, SciPy's copy keeps what it read then: :func:`settings` says.)
 
+With its BLAS the runtime also keeps freed memory for reuse (scratchnet.runtime.memory), the
+other setting the commands used to make before anything ran: both are in force from the first
+product on, and scratchnet.runtime.settings() reports them.  Under an MPI launcher the rank's
+share of the cores is also set at run time (threadpoolctl) on every BLAS the process has
+loaded, since a BLAS loaded before the runtime's first product read the environment too early:
+dsp's resampling imports scipy.signal, which loads SciPy's BLAS.
+
 The products are those of NumPy's matmul: BLAS gemm on the same operands, called on the
 transposed (column-major) views so that nothing is copied.
 """
@@ -21,7 +28,7 @@ import sys
 
 import numpy as np
 
-from . import blas_settings
+from . import blas_settings, memory
 from .backend import get_array_module
 
 _GEMM = None  # dtype -> SciPy's gemm, loaded on first use
@@ -33,6 +40,7 @@ def _gemm(dtype):
     runtime's settings if this is its first load."""
     global _GEMM, _LOADED_WITH
     if _GEMM is None:
+        memory.keep_freed_memory()
         fresh = "scipy.linalg._fblas" not in sys.modules
         wanted = blas_settings()
         if fresh:
@@ -47,6 +55,11 @@ def _gemm(dtype):
                  for name in ("gemm", "gemv") for t in (np.float32, np.float64)}
         _LOADED_WITH = ({k: os.environ.get(k, "default") for k in wanted} if fresh
                         else "loaded before scratchnet: its own settings")
+        if "OPENBLAS_NUM_THREADS" in wanted:
+            # The rank's share, also where a BLAS loaded before the runtime (SciPy's, by
+            # scipy.signal say, or NumPy's) started a thread per core: set at run time.
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(limits=int(wanted["OPENBLAS_NUM_THREADS"]), user_api="blas")
     return _GEMM.get(("gemm", np.dtype(dtype)))
 
 
@@ -88,32 +101,70 @@ def _operand(m):
 
 
 def matmul(a, b, out=None, beta=0.0):
-    """a @ b for 2-D arrays, written into ``out`` when given; ``beta`` = 1 adds it into out
-    instead (out += a @ b, with no temporary).  NumPy float32 / float64 operands of one dtype
-    run on the runtime's BLAS; anything else (CuPy arrays, other dtypes, stacks) on the array
-    module's matmul.
+    """a @ b, written into ``out`` when given; ``beta`` = 1 adds it into out instead (out +=
+    a @ b, with no temporary).  NumPy float32 / float64 operands of one dtype run on the
+    runtime's BLAS: 2-D factors as one gemm, stacks (..., M, K) @ (K, N) as one gemm over the
+    stacked rows, stacks with the same leading shape as one gemm per matrix.  Anything else
+    (CuPy arrays, other dtypes, broadcast stacks) runs on the array module's matmul.
 
     BLAS is column-major: a C-contiguous out (M, N) is the column-major out^T (N, M), and
     out^T = b^T a^T is one gemm on transposed views."""
     xp = get_array_module(a, b)
-    gemm = None
-    if (xp is np and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype
-            and min(a.shape + b.shape) > 0
-            and (out is None or (out.dtype == a.dtype and out.flags.c_contiguous))):
-        gemm = _gemm(a.dtype)
-    if gemm is None:
-        if beta == 0.0:
-            return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
-        if beta != 1.0:
-            out *= beta
-        out += a @ b
-        return out
+    if (xp is np and a.dtype == b.dtype and a.ndim >= 2 and b.ndim >= 2
+            and (out is None or out.dtype == a.dtype) and _gemm(a.dtype) is not None):
+        if a.ndim == b.ndim == 2:
+            return _matrix_product(a, b, out, beta)
+        if b.ndim == 2 or a.shape[:-2] == b.shape[:-2]:
+            return _stacked_product(a, b, out, beta)
+    if beta == 0.0:
+        return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
+    if beta != 1.0:
+        out *= beta
+    out += a @ b
+    return out
+
+
+def _matrix_product(a, b, out, beta):
+    """out = a @ b + beta out for 2-D NumPy factors: one gemm."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    if min(a.shape + b.shape) == 0 or not out.flags.c_contiguous:
+        if beta == 0.0:
+            return np.matmul(a, b, out=out)
+        out *= beta
+        out += a @ b
+        return out
     first, trans_first = _operand(b)
     second, trans_second = _operand(a)
-    result = gemm(1.0, first, second, beta=beta, c=out.T, trans_a=trans_first,
-                  trans_b=trans_second, overwrite_c=True)
+    result = _gemm(a.dtype)(1.0, first, second, beta=beta, c=out.T, trans_a=trans_first,
+                            trans_b=trans_second, overwrite_c=True)
     if not np.shares_memory(result, out):  # the wrapper had to copy: keep the product anyway
         out[...] = result.T
     return out
+
+
+def _stacked_product(a, b, out, beta):
+    """out = a @ b + beta out for a stack a (..., M, K): with a matrix b (K, N), the stack's
+    rows are one (... M, K) matrix when they lie evenly in memory, and one gemm does; else
+    one gemm per matrix of the stack."""
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if out is None:
+        out = np.empty(lead + (a.shape[-2], b.shape[-1]), dtype=a.dtype)
+    if b.ndim == 2 and out.flags.c_contiguous:
+        rows = _rows_view(a)
+        if rows is not None:
+            _matrix_product(rows, b, out.reshape(-1, out.shape[-1]), beta)
+            return out
+    for i in np.ndindex(lead):
+        _matrix_product(a[i], b if b.ndim == 2 else b[i], out[i], beta)
+    return out
+
+
+def _rows_view(a):
+    """a (..., M, K) viewed as one (... M, K) matrix without a copy, or None."""
+    rows = a.view()
+    try:
+        rows.shape = (-1, a.shape[-1])
+    except AttributeError:  # the leading axes do not merge without a copy
+        return None
+    return rows

@@ -1,7 +1,8 @@
 """How many cores this process may use: the machine's (its CPU affinity), shared with the other
 ranks of an MPI job on the same host, unless ``$SCRATCHNET_THREADS`` says otherwise.
 
-No NumPy here: :func:`scratchnet.runtime.configure` reads these before NumPy loads OpenBLAS.
+:func:`scratchnet.runtime.blas_settings` reads these for the runtime's BLAS, and
+``parallel`` for its worker threads.
 """
 import os
 

@@ -12,10 +12,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from scratchnet.runtime import configure  # noqa: E402
-
-configure()
-
 import numpy as np  # noqa: E402
 
 from scratchnet import SGD, ResNet, SoftmaxCrossEntropy  # noqa: E402
