@@ -48,6 +48,9 @@ def networks():
         f = preset["features"]
         frames = LogMel(**f).num_frames(int(round(CLIP_SECONDS * f["sr"])))
         nets[f"preset:{name}"] = ((1, f["n_mels"], frames), preset["model"])
+    from .shape_set import SHAPES  # here: shape_set imports this module
+    for name, (shape, _, cfg) in SHAPES.items():
+        nets[f"shape:{name}"] = (shape, cfg)
     return nets
 
 

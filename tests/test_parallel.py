@@ -134,7 +134,7 @@ def _training_step_and_eval(rng_seed):
 @pytest.mark.parametrize("all_shifted", [False, True])
 def test_split_layers_match_one_call_bit_for_bit(monkeypatch, all_shifted):
     # all_shifted: every stride-1 convolution through shifted GEMMs
-    policy = conv_policy.prefer("shifted") if all_shifted else conv_policy.cpu_tuned
+    policy = conv_policy.prefer("shifted") if all_shifted else conv_policy.DEFAULT["cpu"]
     with conv_policy.using(policy):
         monkeypatch.setenv("SCRATCHNET_THREADS", "1")
         whole = _training_step_and_eval(0)

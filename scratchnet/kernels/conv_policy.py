@@ -14,31 +14,29 @@ they differ in speed only, and which one is fastest depends on the device:
                    (scratchnet.kernels.short_maps);
     "reference"    the plain patch GEMM and col2im every other is tested against.
 
-A policy is a function of the convolution's geometry that names one of them.  The CPU's is
-tuned to its BLAS (``cpu_tuned``); the GPU takes the plain GEMM everywhere (``plain_gemm``):
-its many-core GEMM has no use for the CPU's cache-sized tricks, and each shifted product is a
-kernel launch.  ``using(policy)`` replaces both for a block of code; tests run every
-algorithm through it, with no module constant patched.
+A policy is a function of the convolution's geometry that names one of them.  The CPU's takes
+the cheapest by a cost model of the shape and the machine (``cheapest``, with the costs of
+scratchnet.kernels.conv_cost): a function of the shapes alone, so the same run and its
+--resume pick the same algorithms and keep their numbers.  The GPU takes the plain GEMM
+everywhere (``plain_gemm``): its many-core GEMM has no use for the CPU's cache-sized tricks,
+and each shifted product is a kernel launch.  ``using(policy)`` replaces both for a block of
+code; tests run every algorithm through it, with no module constant patched.
 """
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
 
-from .shifted import grid_waste
+from . import conv_cost
 from .short_maps import is_short
 
 ALGORITHMS = ("im2col", "bias_column", "shifted", "short", "reference")
 
-# On maps under MIN_PIXELS pixels, or whose grid wastes more than MAX_WASTE of its positions
-# on zero columns, the k*k short GEMMs lose to im2col's one (docs/speed.md, "Rows outermost").
-MIN_PIXELS = 64
-MAX_WASTE = 0.125
-
 
 class ConvGeometry(NamedTuple):
     """What the choice depends on: the input's channels and map size, the kernel (kh, kw),
-    stride, padding, and whether the convolution adds a bias."""
+    stride, padding, whether the convolution adds a bias, its output channels and the
+    batch."""
     in_channels: int
     height: int
     width: int
@@ -46,6 +44,8 @@ class ConvGeometry(NamedTuple):
     stride: int
     padding: int
     bias: bool
+    out_channels: int = 1
+    batch: int = 1
 
 
 def gridded(g):
@@ -68,17 +68,15 @@ def can_run(algorithm, g):
     raise ValueError(f"unknown convolution algorithm {algorithm!r}; one of {ALGORITHMS}")
 
 
-def cpu_tuned(g):
-    """The CPU's choice: short maps first (they multiply no padding at all), then shifted
-    GEMMs on maps large enough for them, the bias column for a one-channel stem, else im2col."""
-    if can_run("short", g):
-        return "short"
-    if (can_run("shifted", g) and g.height * g.width >= MIN_PIXELS
-            and grid_waste(g.width, g.padding) <= MAX_WASTE):
-        return "shifted"
-    if can_run("bias_column", g):
-        return "bias_column"
-    return "im2col"
+def cheapest(machine=conv_cost.CPU):
+    """The policy taking, of the algorithms that can run, the one the cost model
+    (scratchnet.kernels.conv_cost) charges least on ``machine``; ties go to the earlier of
+    conv_cost.COSTS."""
+    def policy(g):
+        costs = {a: cost(g, machine) for a, cost in conv_cost.COSTS.items() if can_run(a, g)}
+        return min(costs, key=costs.get)
+    policy.machine = machine
+    return policy
 
 
 def plain_gemm(g):
@@ -97,7 +95,7 @@ def prefer(*algorithms):
     return policy
 
 
-DEFAULT = {"cpu": cpu_tuned, "gpu": plain_gemm}
+DEFAULT = {"cpu": cheapest(), "gpu": plain_gemm}
 _forced = []
 
 

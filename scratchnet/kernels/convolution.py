@@ -40,7 +40,7 @@ class ConvContext(NamedTuple):
 def geometry(x_shape, w, has_bias, stride, padding):
     """The convolution policy's view of a call (scratchnet.kernels.conv_policy.ConvGeometry)."""
     return conv_policy.ConvGeometry(w.shape[1], x_shape[2], x_shape[3], tuple(w.shape[2:]),
-                                    stride, padding, has_bias)
+                                    stride, padding, has_bias, w.shape[0], x_shape[0])
 
 
 def conv2d_forward(x, w, b, stride, padding, training):
