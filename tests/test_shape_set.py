@@ -33,3 +33,16 @@ def test_the_flop_count_follows_the_strides():
     assert stages["layer3"].shape[2:] == stages["layer2"].shape[2:]  # the stride-1 stage
     assert bench.forward_flops(shape, cfg) < bench.forward_flops(
         shape, dict(cfg, strides=[1, 1, 1, 2]))
+
+
+def test_the_algorithm_benchmark_finds_every_convolution_and_times_each_algorithm():
+    """benchmarks.conv_algorithms lists a network's convolutions with its own batch (the
+    one-channel stem first) and runs a training pass of any algorithm on a geometry."""
+    from benchmarks import conv_algorithms
+    found = list(conv_algorithms.geometries(["s3-w16-40x100-b64"]))
+    stem = found[0]
+    assert (stem.in_channels, stem.height, stem.width, stem.batch) == (1, 40, 100, 64)
+    assert len(found) == len(set(found)) >= 5
+    small = stem._replace(in_channels=3, height=6, width=7, out_channels=4, batch=2)
+    for algorithm in ("im2col", "shifted"):
+        conv_algorithms.training_pass(algorithm, small, np.random.default_rng(0))()
