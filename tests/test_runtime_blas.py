@@ -155,6 +155,30 @@ def test_a_ranks_share_reaches_a_blas_loaded_before_the_runtime():
     assert counts and set(counts) == {max(1, cores // 4)}
 
 
+def test_a_thread_count_the_script_set_itself_is_kept():
+    """A script that limits NumPy's BLAS to one thread with threadpoolctl before scratchnet's
+    first product gets the runtime's BLAS on one thread too, and settings() says whose it
+    is."""
+    code = ("import numpy as np, json\n"
+            "from threadpoolctl import threadpool_limits, threadpool_info\n"
+            "threadpool_limits(1, user_api='blas')\n"
+            "import scratchnet as sn\n"
+            "from scratchnet import runtime\n"
+            "sn.Linear(3, 2).forward(np.ones((2, 3), dtype=np.float32))\n"
+            "print(json.dumps([runtime.settings()['blas'].get('threads'), [i['num_threads']"
+            " for i in threadpool_info() if i['user_api'] == 'blas']]))")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores < 2:
+        pytest.skip("one core: a limit of one thread is everyone's default")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean,
+                         capture_output=True, text=True, check=True)
+    said, counts = json.loads(out.stdout)
+    assert said == "1 (the script's own limit)"
+    assert len(counts) >= 2 and set(counts) == {1}   # NumPy's and the runtime's
+
+
 def test_a_blas_loaded_before_scratchnet_is_said_so():
     """If the script loaded SciPy's BLAS first, its settings were read then: settings() says
     so instead of claiming the runtime's."""

@@ -18,7 +18,9 @@ other setting the commands used to make before anything ran: both are in force f
 product on, and scratchnet.runtime.settings() reports them.  Under an MPI launcher the rank's
 share of the cores is also set at run time (threadpoolctl) on every BLAS the process has
 loaded, since a BLAS loaded before the runtime's first product read the environment too early:
-dsp's resampling imports scipy.signal, which loads SciPy's BLAS.
+dsp's resampling imports scipy.signal, which loads SciPy's BLAS.  A thread count the script
+set itself, before the first product (threadpoolctl, or a variable), is kept: the runtime's
+BLAS takes it too.
 
 The products are those of NumPy's matmul: BLAS gemm on the same operands, called on the
 transposed (column-major) views so that nothing is copied.
@@ -30,6 +32,7 @@ import numpy as np
 
 from . import blas_settings, memory
 from .backend import get_array_module
+from .cores import machine_cores
 
 _GEMM = None  # dtype -> SciPy's gemm, loaded on first use
 _LOADED_WITH = None  # the settings SciPy's OpenBLAS read when it loaded
@@ -43,6 +46,7 @@ def _gemm(dtype):
         memory.keep_freed_memory()
         fresh = "scipy.linalg._fblas" not in sys.modules
         wanted = blas_settings()
+        users = _users_thread_count()
         if fresh:
             for key, value in wanted.items():
                 os.environ.setdefault(key, value)
@@ -55,12 +59,25 @@ def _gemm(dtype):
                  for name in ("gemm", "gemv") for t in (np.float32, np.float64)}
         _LOADED_WITH = ({k: os.environ.get(k, "default") for k in wanted} if fresh
                         else "loaded before scratchnet: its own settings")
-        if "OPENBLAS_NUM_THREADS" in wanted:
-            # The rank's share, also where a BLAS loaded before the runtime (SciPy's, by
-            # scipy.signal say, or NumPy's) started a thread per core: set at run time.
+        threads = users or wanted.get("OPENBLAS_NUM_THREADS")
+        if threads:
+            # The user's count, or the rank's share, set at run time on every BLAS loaded:
+            # one loaded before the runtime (SciPy's, by scipy.signal say) read the
+            # environment too early, and threadpoolctl's limits reach only loaded libraries.
             from threadpoolctl import threadpool_limits
-            threadpool_limits(limits=int(wanted["OPENBLAS_NUM_THREADS"]), user_api="blas")
+            threadpool_limits(limits=int(threads), user_api="blas")
+            if users and isinstance(_LOADED_WITH, dict):
+                _LOADED_WITH["threads"] = f"{users} (the script's own limit)"
     return _GEMM.get(("gemm", np.dtype(dtype)))
+
+
+def _users_thread_count():
+    """The thread count the script gave the BLAS libraries it had loaded (threadpoolctl's
+    threadpool_limits, or a variable NumPy's OpenBLAS read), when it is below the cores
+    this process may use; else None."""
+    from threadpoolctl import threadpool_info
+    counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    return min(counts) if counts and min(counts) < machine_cores() else None
 
 
 def _blas(name, dtype):
