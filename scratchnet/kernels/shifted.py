@@ -55,9 +55,9 @@ from ..runtime import blas
 from ..runtime.parallel import parallel_slices
 from .im2col import output_rows
 
-# Where Conv2d sums shifted GEMMs (maps large enough, little waste) is decided by
-# scratchnet.kernels.conv_policy.  The 4 x 16 maps (64 pixels) lost in eval mode until BLAS's
-# threads stayed awake across the k*k GEMMs (scratchnet.runtime); timings in docs/speed.md.
+# Where Conv2d sums shifted GEMMs is decided by scratchnet.kernels.conv_policy, from the costs
+# of scratchnet.kernels.conv_cost: not on one-channel inputs, where each of the k*k products
+# is an outer product that reads and writes the whole output (docs/speed.md).
 
 
 def grid_geometry(n, h, w, p):
