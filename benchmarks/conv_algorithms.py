@@ -100,9 +100,8 @@ def main(argv=None):
         name = (f"{g.in_channels} {g.height}x{g.width} k{g.kernel[0]} s{g.stride} "
                 f"{g.out_channels} {g.batch}")
         text = " ".join(f"{a}={measured[a] * 1e3:.1f}" for a in algorithms)
-        print(f"{name:<30} {text:<44} {best:<8} {chosen:<8}"
-              f"{'' if best == chosen else '  model loses x%.2f' % (measured[chosen] / measured[best])}",
-              flush=True)
+        loss = "" if best == chosen else f"  model loses x{measured[chosen] / measured[best]:.2f}"
+        print(f"{name:<30} {text:<44} {best:<8} {chosen:<8}{loss}", flush=True)
         rows.append(dict(geometry=g._asdict(), networks=where, measured=measured, model=model))
     return rows
 

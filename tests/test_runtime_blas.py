@@ -136,45 +136,46 @@ def test_a_plain_script_gets_the_runtimes_settings_whatever_it_imports_first():
     assert json.loads(tuned.stdout)["memory"] == "the environment's (MALLOC_TRIM_THRESHOLD_)"
 
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+BLAS_THREADS = ("from threadpoolctl import threadpool_info\n"
+                "threads = [i['num_threads'] for i in threadpool_info()\n"
+                "           if i['user_api'] == 'blas']\n")
+FIRST_PRODUCT = "sn.Linear(3, 2).forward(np.ones((2, 3), dtype=np.float32))\n"
+
+
+def run_script(code, **environment):
+    """The JSON a fresh script prints, run without the BLAS thread variables of this process
+    and with ``environment`` added."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, **environment),
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
 def test_a_ranks_share_reaches_a_blas_loaded_before_the_runtime():
     """Under a launcher with two ranks on the host, a script that loaded SciPy's BLAS first
     (scipy.signal does, as dsp's resampling imports it) still runs every BLAS of the process
     on the rank's share of the cores once the runtime has run a product."""
-    code = ("import numpy as np, scipy.signal, scratchnet as sn, json\n"
-            "from threadpoolctl import threadpool_info\n"
-            "sn.Linear(3, 2).forward(np.ones((2, 3), dtype=np.float32))\n"
-            "print(json.dumps([i['num_threads'] for i in threadpool_info()"
-            " if i['user_api'] == 'blas']))")
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                         env=dict(clean, MPI_LOCALNRANKS="4"), capture_output=True, text=True,
-                         check=True)
-    counts = json.loads(out.stdout)
-    assert counts and set(counts) == {max(1, cores // 4)}
+    counts = run_script("import numpy as np, scipy.signal, scratchnet as sn, json\n" +
+                        FIRST_PRODUCT + BLAS_THREADS + "print(json.dumps(threads))",
+                        MPI_LOCALNRANKS="4")
+    assert counts and set(counts) == {max(1, CORES // 4)}
 
 
 def test_a_thread_count_the_script_set_itself_is_kept():
     """A script that limits NumPy's BLAS to one thread with threadpoolctl before scratchnet's
     first product gets the runtime's BLAS on one thread too, and settings() says whose it
     is."""
-    code = ("import numpy as np, json\n"
-            "from threadpoolctl import threadpool_limits, threadpool_info\n"
-            "threadpool_limits(1, user_api='blas')\n"
-            "import scratchnet as sn\n"
-            "from scratchnet import runtime\n"
-            "sn.Linear(3, 2).forward(np.ones((2, 3), dtype=np.float32))\n"
-            "print(json.dumps([runtime.settings()['blas'].get('threads'), [i['num_threads']"
-            " for i in threadpool_info() if i['user_api'] == 'blas']]))")
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if cores < 2:
+    if CORES < 2:
         pytest.skip("one core: a limit of one thread is everyone's default")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean,
-                         capture_output=True, text=True, check=True)
-    said, counts = json.loads(out.stdout)
+    said, counts = run_script(
+        "import numpy as np, json\n"
+        "from threadpoolctl import threadpool_limits\n"
+        "threadpool_limits(1, user_api='blas')\n"
+        "import scratchnet as sn\n"
+        "from scratchnet import runtime\n" + FIRST_PRODUCT + BLAS_THREADS +
+        "print(json.dumps([runtime.settings()['blas'].get('threads'), threads]))")
     assert said == "1 (the script's own limit)"
     assert len(counts) >= 2 and set(counts) == {1}   # NumPy's and the runtime's
 
