@@ -5,7 +5,7 @@ import numpy as np
 
 from ._array import get_array_module, rfft
 from .mel import mel_filterbank
-from .stft import _check_signal, _window_for, frame, stft_frames
+from .stft import _check_signal, _window_for, check_centre_padding, frame, stft_frames
 
 
 def melspectrogram(y, sr, n_fft=2048, hop_length=512, win_length=None, window="hann",
@@ -129,9 +129,7 @@ class LogMel:
             return y
         half = self.n_fft // 2
         if self.pad_mode != "constant":
-            if self.pad_mode == "reflect" and y.shape[-1] <= half:
-                raise ValueError(f"reflect padding needs more than {half} samples, "
-                                 f"got {y.shape[-1]}")
+            check_centre_padding(y, self.n_fft, self.pad_mode)
             return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(half, half)], mode=self.pad_mode)
         padded = self._workspace("padded", y.shape[:-1] + (y.shape[-1] + 2 * half,), y.dtype,
                                  zeros=True)

@@ -71,6 +71,13 @@ def _check_signal(y):
         raise ValueError("audio is empty (0 samples)")
 
 
+def check_centre_padding(y, n_fft, pad_mode):
+    """Reflect padding of n_fft // 2 samples needs more samples than that."""
+    if pad_mode == "reflect" and y.shape[-1] <= n_fft // 2:
+        raise ValueError(f"reflect padding needs more than {n_fft // 2} samples, "
+                         f"got {y.shape[-1]}")
+
+
 def stft_frames(y, n_fft=2048, hop_length=None, win_length=None, window="hann", center=True,
                 pad_mode="constant"):
     """The STFT laid out frames-major: (..., frames, 1 + n_fft // 2), contiguous."""
@@ -82,11 +89,8 @@ def stft_frames(y, n_fft=2048, hop_length=None, win_length=None, window="hann", 
         raise ValueError(f"hop_length must be positive, got {hop_length}")
     w = _window_for(window, win_length, n_fft, xp).astype(y.dtype)
     if center:
-        pad = [(0, 0)] * (y.ndim - 1) + [(n_fft // 2, n_fft // 2)]
-        if pad_mode == "reflect" and y.shape[-1] <= n_fft // 2:
-            raise ValueError(f"reflect padding needs more than {n_fft // 2} samples, "
-                             f"got {y.shape[-1]}")
-        y = xp.pad(y, pad, mode=pad_mode)
+        check_centre_padding(y, n_fft, pad_mode)
+        y = xp.pad(y, [(0, 0)] * (y.ndim - 1) + [(n_fft // 2, n_fft // 2)], mode=pad_mode)
     frames = frame(y, n_fft, hop_length) * w
     return rfft(frames, axis=-1)
 

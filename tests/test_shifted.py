@@ -6,7 +6,7 @@ import scratchnet as sn
 from scratchnet.kernels import conv_cost, conv_policy
 from scratchnet.gradcheck import check_layer
 from scratchnet.kernels.im2col import im2col
-from scratchnet.kernels.shifted import (correlate_shifted, crop, grid_geometry, grid_waste,
+from scratchnet.kernels.shifted import (correlate_shifted, crop, grid_geometry,
                                         matmul_add, row_blocks, row_patches, to_grid,
                                         weight_gradient_shifted)
 
@@ -90,11 +90,6 @@ def test_crop_takes_the_images_columns_adds_the_bias_and_is_contiguous(rng):
     assert out.shape == (2, 4, 5, 3) and out.flags.c_contiguous
     np.testing.assert_array_equal(out, y.reshape(4, 2, 7, 3)[:, :, :5].transpose(1, 0, 2, 3)
                                   + bias)
-
-
-def test_grid_waste():
-    assert grid_waste(63, 1) == pytest.approx(1 / 63)
-    assert grid_waste(8, 1) == pytest.approx(1 / 8)
 
 
 def cpu_choice(conv, h, w):

@@ -30,6 +30,9 @@ matters to the choice is the constants' ratios, not their scale.
 """
 from typing import NamedTuple
 
+from .im2col import conv_output_size
+from .shifted import grid_geometry
+
 
 class Machine(NamedTuple):
     """gemm_flops: a large float32 GEMM's rate (FLOP/s); bandwidth: bytes/s of a streaming
@@ -60,9 +63,8 @@ def copy(elements, machine):
 
 def output_size(g):
     """(Ho, Wo) of geometry ``g``."""
-    kh, kw = g.kernel
-    return ((g.height + 2 * g.padding - kh) // g.stride + 1,
-            (g.width + 2 * g.padding - kw) // g.stride + 1)
+    return (conv_output_size(g.height, g.kernel[0], g.stride, g.padding),
+            conv_output_size(g.width, g.kernel[1], g.stride, g.padding))
 
 
 def im2col(g, machine):
@@ -99,7 +101,7 @@ def shifted(g, machine):
     output (kernel row a skipping the rows it would read as padding), for the forward and
     for dx; dW from row patches (k times the input) in k products; the grids and crops."""
     k, p, c, o = g.kernel[0], g.padding, g.in_channels, g.out_channels
-    grid = g.height * g.batch * (g.width + p)
+    grid = g.height * grid_geometry(g.batch, g.height, g.width, p)[1]   # H rows of N (W + p)
     rows = grid * (k * g.height - p * (p + 1)) / (k * g.height)     # per product, on average
     seconds = copy(grid * c, machine) + copy(grid * o, machine)     # x's grid; the crop of y
     seconds += k * k * product(rows, c, o, machine, accumulate=True)

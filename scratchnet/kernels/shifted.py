@@ -67,11 +67,6 @@ def grid_geometry(n, h, w, p):
     return wq, n * wq, p
 
 
-def grid_waste(w, p):
-    """Share of the grid's positions that the shifted sum computes and throws away."""
-    return p / w
-
-
 def to_grid(x, p):
     """F (lead + H*N*Wq + lead, C): x (N, C, H, W) laid out on the grid (module docstring)."""
     xp = get_array_module(x)
