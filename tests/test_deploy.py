@@ -90,10 +90,11 @@ def test_the_int8_graph_runs_integer_kernels_and_tracks_the_int8_engine(exported
 
 
 def test_the_readme_deployment_example_needs_no_scratchnet(exported, esc50_root, tmp_path):
-    """onnxruntime, numpy and soundfile only: README's ten lines, with scratchnet unimportable."""
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    start = readme.index("# deploy.py")
-    code = readme[start:readme.index("```", start)]
+    """onnxruntime, numpy and soundfile only: docs/deployment.md's script, with scratchnet
+    unimportable."""
+    page = open(os.path.join(ROOT, "docs", "deployment.md"), encoding="utf-8").read()
+    start = page.index("# deploy.py")
+    code = page[start:page.index("```", start)]
     (tmp_path / "blocker").mkdir()
     for name in ("scratchnet", "dsp", "experiments"):
         (tmp_path / "blocker" / f"{name}.py").write_text(
