@@ -70,6 +70,24 @@ def runtime_cblas():
     return found["gemm"], found["threads"]
 
 
+def operand(m):
+    """(trans flag, leading dimension) of a float32 matrix, C- or F-contiguous (or a slice of
+    rows of either), for row-major cblas."""
+    if m.strides[1] == 4:
+        return NO_TRANS, m.strides[0] // 4
+    if m.strides[0] == 4:
+        return TRANS, m.strides[1] // 4
+    raise ValueError(f"cblas needs a unit stride along one axis, not strides {m.strides}")
+
+
+def product(sgemm, a, b, out):
+    """out = a @ b through cblas sgemm (float32; ``out`` C-contiguous)."""
+    (ta, lda), (tb, ldb) = operand(a), operand(b)
+    sgemm(ROW_MAJOR, ta, tb, a.shape[0], b.shape[1], a.shape[1], 1.0, a.ctypes.data, lda,
+          b.ctypes.data, ldb, 0.0, out.ctypes.data, out.shape[1])
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.gemm_split", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,14 +108,7 @@ def main(argv=None):
                                                for i in threadpool_info()))
 
     def gemm(a, b, out):
-        """out = a @ b (row-major float32; a, b C- or F-contiguous, out C-contiguous)."""
-        m, k = a.shape
-        ta, lda = (NO_TRANS, a.strides[0] // 4) if a.strides[1] == 4 else (TRANS,
-                                                                            a.strides[1] // 4)
-        tb, ldb = (NO_TRANS, b.strides[0] // 4) if b.strides[1] == 4 else (TRANS,
-                                                                            b.strides[1] // 4)
-        sgemm(ROW_MAJOR, ta, tb, m, b.shape[1], k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
-              0.0, out.ctypes.data, out.shape[1])
+        product(sgemm, a, b, out)
 
     rng = np.random.default_rng(0)
     print(f"{'product':>30} {'BLAS threads':>13} {'our threads':>12} {'one thread':>11}")
