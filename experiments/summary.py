@@ -3,6 +3,7 @@ accuracy/time frontier, over the folds they share, when several runs are given.
 
     python -m experiments.summary results/cpu128-5fold
     python -m experiments.summary runs/val-h1-fold2 runs/val-h1-fold2-bc --plot frontier.png
+    python -m experiments.summary results/cpu128bc-5fold results/ast-tiny-5fold --classes
 
 Every figure is read from the run's own files (``results.json``, each fold's ``metrics.json``
 and ``predictions.json``), and each fold is checked to be scored at the end of its schedule:
@@ -101,12 +102,7 @@ def frontier(rows_by_run, plot=None):
     run folder -> its :func:`fold_rows`), over the folds every run has finished, since folds
     differ by several points and a mean over other folds compares nothing; with ``plot`` a PNG
     of the same, the runs on the frontier (none both faster and more accurate) joined."""
-    folds = sorted(set.intersection(*({r["fold"] for r in rows}
-                                      for rows in rows_by_run.values())))
-    if not folds:
-        raise SummaryError("the runs share no finished fold: " + "; ".join(
-            f"{run} has fold(s) {', '.join(str(r['fold']) for r in rows)}"
-            for run, rows in rows_by_run.items()))
+    folds = shared_folds(rows_by_run)
     rows_by_run = {run: [r for r in rows if r["fold"] in folds]
                    for run, rows in rows_by_run.items()}
     points = [(os.path.basename(os.path.normpath(run_dir)),
@@ -145,13 +141,77 @@ def frontier(rows_by_run, plot=None):
     return "\n".join(lines)
 
 
+def shared_folds(rows_by_run):
+    """The folds every run of ``rows_by_run`` (run folder -> its :func:`fold_rows`) has
+    finished, sorted; refused when there are none."""
+    folds = sorted(set.intersection(*({r["fold"] for r in rows}
+                                      for rows in rows_by_run.values())))
+    if not folds:
+        raise SummaryError("the runs share no finished fold: " + "; ".join(
+            f"{run} has fold(s) {', '.join(str(r['fold']) for r in rows)}"
+            for run, rows in rows_by_run.items()))
+    return folds
+
+
+def class_counts(run_dir, folds):
+    """{class name: (clips right, clips)} over ``folds`` of ``run_dir``, from each fold's
+    predictions.json; the names are per_class_accuracy.json's, in class order, where the fold
+    wrote one ("class K" otherwise)."""
+    counts = {}
+    for fold in folds:
+        scored = os.path.join(run_dir, f"fold{fold}", "predictions.json")
+        if not os.path.isfile(scored):
+            raise SummaryError(f"{scored} is missing: the per-class comparison counts each "
+                               "clip's prediction")
+        names_file = os.path.join(run_dir, f"fold{fold}", "per_class_accuracy.json")
+        names = list(read_json(names_file)) if os.path.isfile(names_file) else []
+        for r in read_json(scored):
+            t = r["target"]
+            name = names[t] if t < len(names) else f"class {t}"
+            right, clips = counts.get(name, (0, 0))
+            counts[name] = (right + (r["predicted"] == t), clips + 1)
+    return counts
+
+
+def class_comparison(rows_by_run):
+    """Markdown: each class's accuracy in every run, pooled over the folds every run has
+    finished, the classes ordered by the last run's lead over the first; and on how many
+    classes the last run trails, equals and leads the first."""
+    folds = shared_folds(rows_by_run)
+    runs = list(rows_by_run)
+    counts = [class_counts(run, folds) for run in runs]
+    names = [n for n in counts[0] if all(n in c for c in counts[1:])]
+    accuracy = [{n: c[n][0] / c[n][1] for n in names} for c in counts]
+    lead = {n: accuracy[-1][n] - accuracy[0][n] for n in names}
+    label = [os.path.basename(os.path.normpath(run)) for run in runs]
+    behind = sum(d < 0 for d in lead.values())
+    level = sum(d == 0 for d in lead.values())
+    sizes = {counts[0][n][1] for n in names}
+    each = f" ({sizes.pop()} clips of each class)" if len(sizes) == 1 else ""
+    lines = [f"Per class, over fold{'s' if len(folds) > 1 else ''} "
+             f"{', '.join(map(str, folds))}{each}: {label[-1]} behind {label[0]} on {behind} "
+             f"classes, level on {level}, ahead on {len(names) - behind - level}.", "",
+             "| class | " + " | ".join(label) + " | difference |",
+             "|---|" + "---|" * (len(label) + 1)]
+    for n in sorted(names, key=lambda n: (lead[n], n)):
+        lines.append(f"| {n} | " + " | ".join(f"{100 * a[n]:.1f}%" for a in accuracy)
+                     + f" | {100 * lead[n]:+.1f} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None):
     p = cli.parser("experiments.summary", __doc__)
     p.add_argument("runs", nargs="+", type=cli.existing_dir,
                    help="train_esc50 output folders (--out)")
     p.add_argument("--plot", type=cli.output_file,
                    help="with several runs: write the frontier as this PNG")
-    return p.parse_args(argv)
+    p.add_argument("--classes", action="store_true",
+                   help="with several runs: each class's accuracy in each, over the folds "
+                        "they share, and where the last run trails or leads the first")
+    args = p.parse_args(argv)
+    if args.classes and len(args.runs) < 2:
+        p.error("--classes compares runs: give at least two")
+    return args
 
 
 def main(argv=None):
@@ -160,6 +220,8 @@ def main(argv=None):
     text = "\n\n".join(f"{run}:\n\n{fold_table(rows)}" for run, rows in rows_by_run.items())
     if len(args.runs) > 1 or args.plot:
         text += "\n\n" + frontier(rows_by_run, args.plot)
+    if args.classes:
+        text += "\n\n" + class_comparison(rows_by_run)
     print(text)
     return text
 

@@ -148,3 +148,24 @@ def test_a_five_fold_run_is_its_presets_configuration_on_every_fold(name):
     parts = ("features", "model", "train")
     assert with_added_keys({p: config[p] for p in parts}) == \
         with_added_keys({p: PRESETS[preset][p] for p in parts})
+
+
+def test_classes_compares_runs_class_by_class_over_shared_folds(tmp_path, capsys, refused):
+    """Pooled over the folds both runs finished (fold 3 only the first has), named as
+    per_class_accuracy.json names them; the classes ordered by the last run's lead."""
+    first = [(0, 0), (0, 0), (1, 1), (1, 1), (2, 2), (2, 0)]
+    second = [(0, 0), (0, 1), (1, 1), (1, 1), (2, 2), (2, 2)]
+    write_run(tmp_path / "a", {1: ([0.5, 5 / 6, 5 / 6], 60.0, first),
+                               3: ([0.5, 0.5, 0.0], 60.0, [(0, 1), (1, 0)])})
+    write_run(tmp_path / "b", {1: ([0.5, 5 / 6, 5 / 6], 60.0, second)})
+    for run in ("a", "b"):
+        (tmp_path / run / "fold1" / "per_class_accuracy.json").write_text(
+            json.dumps({"dog": 0.0, "rain": 0.0, "siren": 0.0}))
+    summary.main([str(tmp_path / "a"), str(tmp_path / "b"), "--classes"])
+    out = capsys.readouterr().out
+    assert ("Per class, over fold 1 (2 clips of each class): b behind a on 1 classes, level on "
+            "1, ahead on 1.") in out
+    rows = [line for line in out.splitlines() if line.startswith(("| dog", "| rain", "| siren"))]
+    assert rows == ["| dog | 100.0% | 50.0% | -50.0 |", "| rain | 100.0% | 100.0% | +0.0 |",
+                    "| siren | 50.0% | 100.0% | +50.0 |"]
+    refused(summary.main, [str(tmp_path / "a"), "--classes"], "--classes compares runs")
