@@ -155,19 +155,27 @@ def shared_folds(rows_by_run):
 
 def class_counts(run_dir, folds):
     """{class name: (clips right, clips)} over ``folds`` of ``run_dir``, from each fold's
-    predictions.json; the names are per_class_accuracy.json's, in class order, where the fold
-    wrote one ("class K" otherwise)."""
-    counts = {}
+    predictions.json.  The names are those of a fold's per_class_accuracy.json that lists
+    every class 0..K-1 its predictions hold, in class order ("class K" where no fold's does):
+    a fold that lacks a class (under --limit) lists fewer names, which would shift them."""
+    scored = {}
+    names = None
     for fold in folds:
-        scored = os.path.join(run_dir, f"fold{fold}", "predictions.json")
-        if not os.path.isfile(scored):
-            raise SummaryError(f"{scored} is missing: the per-class comparison counts each "
+        path = os.path.join(run_dir, f"fold{fold}", "predictions.json")
+        if not os.path.isfile(path):
+            raise SummaryError(f"{path} is missing: the per-class comparison counts each "
                                "clip's prediction")
+        scored[fold] = read_json(path)
         names_file = os.path.join(run_dir, f"fold{fold}", "per_class_accuracy.json")
-        names = list(read_json(names_file)) if os.path.isfile(names_file) else []
-        for r in read_json(scored):
+        if names is None and os.path.isfile(names_file):
+            listed = list(read_json(names_file))
+            if {r["target"] for r in scored[fold]} == set(range(len(listed))):
+                names = listed
+    counts = {}
+    for rows in scored.values():
+        for r in rows:
             t = r["target"]
-            name = names[t] if t < len(names) else f"class {t}"
+            name = names[t] if names is not None and t < len(names) else f"class {t}"
             right, clips = counts.get(name, (0, 0))
             counts[name] = (right + (r["predicted"] == t), clips + 1)
     return counts

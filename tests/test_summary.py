@@ -169,3 +169,16 @@ def test_classes_compares_runs_class_by_class_over_shared_folds(tmp_path, capsys
     assert rows == ["| dog | 100.0% | 50.0% | -50.0 |", "| rain | 100.0% | 100.0% | +0.0 |",
                     "| siren | 50.0% | 100.0% | +50.0 |"]
     refused(summary.main, [str(tmp_path / "a"), "--classes"], "--classes compares runs")
+
+
+def test_classes_takes_names_only_from_a_fold_that_lists_every_class(tmp_path):
+    """Under --limit a fold may lack a class; its per_class_accuracy.json then lists fewer
+    names, and reading them by index would misname the classes after the gap."""
+    write_run(tmp_path, {1: ([1.0, 1.0, 1.0], 60.0, [(0, 0), (2, 2)]),
+                         2: ([0.5, 0.5, 2 / 3], 60.0, [(0, 0), (1, 1), (2, 0)])})
+    (tmp_path / "fold1" / "per_class_accuracy.json").write_text(
+        json.dumps({"dog": 1.0, "siren": 1.0}))              # class 1 (rain) absent
+    (tmp_path / "fold2" / "per_class_accuracy.json").write_text(
+        json.dumps({"dog": 1.0, "rain": 1.0, "siren": 0.0}))
+    counts = summary.class_counts(str(tmp_path), [1, 2])
+    assert counts == {"dog": (2, 2), "rain": (1, 1), "siren": (1, 2)}
