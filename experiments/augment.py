@@ -22,7 +22,8 @@ def time_shift(x, rng, max_fraction):
         index = xp.asarray((np.arange(t)[None, :] - shifts[:, None]) % t)
         return xp.take_along_axis(x, index.reshape((n,) + (1,) * (x.ndim - 2) + (t,)), axis=-1)
     # out[..., j] = x[..., (j - s) mod T]: two slice copies per clip (on the CPU a gather
-    # through an index array is several times slower: docs/speed.md).
+    # through an index array is several times slower: docs/speed.md,
+    # "Slices, not index arrays").
     out = xp.empty_like(x)
     for i, s in enumerate(shifts % t):
         out[i, ..., s:] = x[i, ..., :t - s]

@@ -181,8 +181,9 @@ class AdamW(Optimizer):
     on blocks of BLOCK consecutive elements of each tensor's memory (memory_order_views), one
     block through all of them before the next, so that the block and its temporaries stay in
     the core's cache and each tensor crosses memory once per step instead of once per pass:
-    the same numbers, element for element, in less time; BLOCK is the size that measured
-    fastest (docs/speed.md, "Code figures"; benchmarks.profile_layers)."""
+    the same numbers, element for element, in less time; BLOCK is among the sizes that
+    measured fastest (docs/speed.md, "AdamW in cache-sized blocks";
+    benchmarks.profile_layers)."""
 
     BLOCK = 1 << 16
 

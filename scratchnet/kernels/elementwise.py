@@ -7,7 +7,8 @@ from ..runtime.parallel import parallel_slices
 def rectify(x, with_mask):
     """(max(x, 0), the mask [max(x, 0) > 0] or None), in x's layout.  The 0 is an array of one
     sample's zeros in x's layout, broadcast over the samples, not a scalar: NumPy runs maximum
-    against a scalar several times slower (docs/speed.md), and the result is the same."""
+    against a scalar several times slower (docs/speed.md, "Long rows"), and the result is the
+    same."""
     xp = get_array_module(x)
     y = xp.empty_like(x)  # the layout of x (empty_like keeps its strides' order)
     mask = xp.empty_like(x, dtype=bool) if with_mask else None

@@ -4,7 +4,7 @@ BatchNorm's passes are of the form out[m, c] = f(a[m, c], v[c], ...): matrices (
 channels-last memory and per-channel vectors v (C,) broadcast down the rows.  NumPy runs such
 a broadcast as M inner loops of C numbers each, and its fast (SIMD) loops only pay off on long
 runs: a broadcast vector, or a scalar in ``maximum``, runs about twice as slow as an operand
-of the same shape (docs/speed.md, "Code figures").
+of the same shape (docs/speed.md, "Long rows").
 
 The same values in other rows.  The matrix is C-contiguous, so k consecutive rows are one
 run of k*C numbers: a viewed as (M/k, k*C) for any k dividing M is the same memory, and

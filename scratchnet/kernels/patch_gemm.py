@@ -45,7 +45,8 @@ def forward(x, w, b, stride, padding):
 def weight_gradient_matrix(cols, dy_mat):
     """dL/dWm = dY^T X (C_out, K) from the patches X (M, K) and dY (M, C_out): a sum over the M
     rows, which BLAS runs faster with the wider factor giving the rows of its output, so it is
-    (X^T dY)^T when K > C_out and dY^T X otherwise (benchmarks.profile_layers; docs/speed.md)."""
+    (X^T dY)^T when K > C_out and dY^T X otherwise (benchmarks.profile_layers; docs/speed.md,
+    "The convolution algorithms, one table")."""
     if cols.shape[1] > dy_mat.shape[1]:
         return blas.matmul(cols.T, dy_mat).T
     return blas.matmul(dy_mat.T, cols)

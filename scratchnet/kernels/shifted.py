@@ -57,7 +57,8 @@ from .im2col import output_rows
 
 # Where Conv2d sums shifted GEMMs is decided by scratchnet.kernels.conv_policy, from the costs
 # of scratchnet.kernels.conv_cost: not on one-channel inputs, where each of the k*k products
-# is an outer product that reads and writes the whole output (docs/speed.md).
+# is an outer product that reads and writes the whole output (docs/speed.md, "A cost model
+# picks the convolution").
 
 
 def grid_geometry(n, h, w, p):
@@ -119,7 +120,8 @@ def correlate_shifted(flat, h, weight):
     # W_ab^T (C_in, C_out) of every tap, each contiguous: one copy of the kernel per call.
     # Every product, the first included, is one gemm of the same BLAS (matmul_add): NumPy and
     # SciPy each load their own OpenBLAS with its own threads, and a first product through
-    # NumPy's left those spinning beside SciPy's for the other k*k - 1 (docs/speed.md).
+    # NumPy's left those spinning beside SciPy's for the other k*k - 1 (docs/speed.md, "The
+    # convolution algorithms, one table").
     taps = xp.ascontiguousarray(weight.transpose(2, 3, 1, 0))
     y = xp.empty((positions, c_out), dtype=flat.dtype)
     for a, i0, i1 in row_blocks(h, k):
@@ -142,7 +144,8 @@ def row_patches(flat, kw):
     starts at element r*C of F: Q is F read through a view whose rows overlap (row stride C,
     row length kw*C), and one copy of that view, in runs of kw*C numbers, forms it (BLAS cannot
     take the view itself: a leading dimension shorter than a row).  Copying the kw blocks of
-    C columns one at a time would copy in runs of C, slower (docs/speed.md)."""
+    C columns one at a time would copy in runs of C, 2.4x slower on stage 1's grids
+    (docs/speed.md, "The convolution algorithms, one table")."""
     xp = get_array_module(flat)
     c = flat.shape[1]
     rows = flat.shape[0] - (kw - 1)
@@ -171,7 +174,7 @@ def weight_gradient_shifted(x_flat, dy_flat, h, k):
     d_grid = dy_flat[p:p + positions]                           # dY at the grid positions
     patches = row_patches(x_flat, k)                            # Q[g] = F[g .. g + k - 1]
     # Computed transposed, Q^T dY (k*C_in, C_out): the same products, faster on stage 1's
-    # shapes (docs/speed.md).
+    # shapes (docs/speed.md, "The convolution algorithms, one table").
     dw_t = xp.empty((k, k * c, c_out), dtype=x_flat.dtype)
     for a, i0, i1 in row_blocks(h, k):
         if i1 <= i0:

@@ -3,7 +3,8 @@
 A training step allocates and frees the same large arrays (patch matrices, activations) every
 time.  By default glibc serves allocations above 128 KiB-32 MiB with fresh ``mmap`` pages and
 gives them back on ``free``, so every step page-faults its working set in again, writing
-fresh pages at a third of the speed of reused ones (docs/speed.md, "Code figures").
+fresh pages at a third of the speed of reused ones (docs/speed.md, "Memory kept, not
+page-faulted").
 Serving every allocation from the heap (M_MMAP_MAX = 0) and never trimming it
 (M_TRIM_THRESHOLD = 2 GiB) makes the second step reuse the first step's pages.  The cost is
 that the process keeps its peak heap until it exits, which a training run does anyway.

@@ -56,7 +56,7 @@ def parallel_slices(fn, n, elements, xp=np):
     taking the next piece not yet taken until none is left, and the caller then waits for the
     pieces, not for the helpers: waking a sleeping thread costs about as long as a 1 MB
     element-wise pass, and a helper that wakes after the caller has taken every piece finds
-    none (docs/speed.md, "Code figures"; benchmarks.profile_layers)."""
+    none (docs/speed.md, "Waking threads"; benchmarks.profile_layers)."""
     # A piece that splits its own work would wait on the threads it occupies: it runs whole.
     inside = getattr(_local, "inside", False)
     workers = 1 if xp is not np or elements < PIECE_ELEMENTS or inside else min(thread_count(), n)
