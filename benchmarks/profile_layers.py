@@ -1,7 +1,7 @@
 """Where a training step goes, layer by layer: each leaf layer's forward and backward timed in
 place.
 
-    python -m benchmarks.profile_layers [--models preset:cpu128] [--steps 6] [--inference]
+    python -m benchmarks.profile_layers [--models preset:cpu128] [--steps 6] [--inference | --eval]
 
 cProfile (``benchmarks.bench --profile``) charges time to functions, so the stem's BatchNorm
 and stage 4's are one line; here every leaf layer (Conv2d, BatchNorm2d, ReLU, MaxPool2d, ...)
@@ -11,7 +11,8 @@ gradients) is the step's time minus the layers'.  The timers wrap whole calls, s
 nothing inside the layers; on a GPU each call is synchronised first, which serialises the
 device and makes the shares those of a synchronous run.  ``--inference`` times the forward
 pass of the network as it is deployed instead (eval mode, BatchNorm folded into the
-convolutions: scratchnet.fold_batchnorm).
+convolutions: scratchnet.fold_batchnorm); ``--eval`` the eval-mode forward pass with
+BatchNorm unfolded, as benchmarks.shape_set measures inference.
 """
 import argparse
 import time
@@ -89,13 +90,17 @@ def stem_kernels_timed(timers):
             setattr(stem, name, call)
 
 
-def profile(shape, cfg, batch, steps, device, inference=False):
-    """Seconds per training step (or per folded forward pass, ``inference``), and
-    {(stage, kind, direction): seconds per step}."""
+def profile(shape, cfg, batch, steps, device, inference=False, eval_mode=False):
+    """Seconds per training step (or per folded forward pass, ``inference``, or per eval-mode
+    forward pass with BatchNorm unfolded, ``eval_mode``), and {(stage, kind, direction):
+    seconds per step}."""
     xp = check_device(device)
     model = build_model(cfg, 50, seed=0, input_grad=False).to(device).train()
     if inference:
         model = sn.fold_batchnorm(model)
+    elif eval_mode:
+        model.eval()
+    inference = inference or eval_mode
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch,) + tuple(shape)), dtype=xp.float32)
     y = xp.asarray(rng.integers(0, 50, size=batch))
@@ -133,18 +138,25 @@ def main(argv=None):
     p.add_argument("--top", type=int, default=20, help="lines to print per network")
     p.add_argument("--inference", action="store_true",
                    help="time the folded network's forward pass instead of a training step")
+    p.add_argument("--eval", action="store_true",
+                   help="time the eval-mode forward pass with BatchNorm unfolded (as "
+                        "benchmarks.shape_set measures inference)")
     args = p.parse_args(argv)
+    if args.inference and args.eval:
+        p.error("--inference and --eval are two different passes: give one")
     nets = networks()
     keep_freed_memory()
     results = {}
     for name in args.models:
         shape, cfg = nets[name]
         per_step, parts = profile(shape, cfg, args.batch, args.steps, args.device,
-                                  args.inference)
+                                  args.inference, args.eval)
         rest = per_step - sum(parts.values())
-        what = "folded forward pass" if args.inference else "training step"
+        forward_only = args.inference or args.eval
+        what = ("folded forward pass" if args.inference else
+                "eval-mode forward pass" if args.eval else "training step")
         print(f"{name}: {per_step * 1e3:.0f} ms per {what} ({args.batch / per_step:.1f} "
-              f"clips/s); " + ("outside the layers" if args.inference else
+              f"clips/s); " + ("outside the layers" if forward_only else
                                "loss, optimiser and zeroing") + f" {rest * 1e3:.0f} ms")
         by_kind = defaultdict(float)
         for (stage, kind, direction), seconds in parts.items():

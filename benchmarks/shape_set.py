@@ -10,8 +10,10 @@ up (no malloc or BLAS settings; --keep-memory gives both sides glibc's kept memo
 measures both libraries as users get them.  For each shape: training clips/s (forward, loss, backward, AdamW
 step) and eval inference clips/s, ours and PyTorch's (torch.set_num_threads equal to our
 cores, eval under torch.inference_mode(), BatchNorm unfolded on both sides), rounds
-alternating, medians; the ratios ours / PyTorch's, their geometric means and ranges; and each
-side's training GFLOP/s as a share of the float32 GEMM rate measured in the same run.
+alternating, medians; the ratios ours / PyTorch's, their geometric means and ranges; each
+side's training GFLOP/s as a share of the float32 GEMM rate measured in the same run; and
+each side's median milliseconds a step (benchmarks.conv_vs_torch times the convolutions
+alone, to set beside them).
 """
 import numpy  # first, as a user's script does: measured as users get the library
 
@@ -62,7 +64,8 @@ def main(argv=None):
     rate = bench.gemm_rate(numpy)
     print(f"float32 GEMM (2048^3): {rate:.0f} GFLOP/s; BLAS kernels: {bench.blas_kernels()}")
     print(f"{'shape':<28} {'train ours/pt':>13} {'infer ours/pt':>13} "
-          f"{'GEMM share ours':>15} {'pt':>5}")
+          f"{'GEMM share ours':>15} {'pt':>5}   {'ms a step, train ours pt':>24} "
+          f"{'infer ours pt':>13}")
     ratios = {"train": [], "infer": []}
     rows = {}
     for name in args.shapes:
@@ -90,8 +93,11 @@ def main(argv=None):
         ratios["infer"].append(infer_ratio)
         rows[name] = dict(train_ratio=train_ratio, infer_ratio=infer_ratio,
                           gemm_share_ours=share[0], gemm_share_torch=share[1])
+        ms = [statistics.median(side) * 1e3 for side in (*train, *infer)]
+        rows[name].update(train_ms=ms[:2], infer_ms=ms[2:])
         print(f"{name:<28} {train_ratio:>13.2f} {infer_ratio:>13.2f} {share[0]:>15.2f} "
-              f"{share[1]:>5.2f}", flush=True)
+              f"{share[1]:>5.2f}   {ms[0]:>18.0f} {ms[1]:>5.0f} {ms[2]:>7.0f} {ms[3]:>5.0f}",
+              flush=True)
     for kind in ("train", "infer"):
         values = ratios[kind]
         print(f"geometric mean, {kind}: {geometric_mean(values):.2f} "

@@ -368,6 +368,22 @@ def test_profile_layers_accounts_for_every_leaf_layer():
         assert entry["parts"][("stem", profile_layers.STEM_TAIL, direction)] > 0
 
 
+def test_profile_layers_eval_times_the_unfolded_forward_pass():
+    """--eval: the eval-mode forward pass with BatchNorm unfolded (the shape set's inference):
+    forward parts only, BatchNorm among them, which --inference folds away; both flags at
+    once are refused."""
+    from benchmarks import profile_layers
+    parts = {m: profile_layers.main(["--models", "reference", "--steps", "1", "--batch", "2",
+                                     flag])["reference"]["parts"]
+             for m, flag in (("eval", "--eval"), ("folded", "--inference"))}
+    for found in parts.values():
+        assert {direction for (_, _, direction) in found} == {"forward"}
+    assert "BatchNorm2d" in {kind for (_, kind, _) in parts["eval"]}
+    assert "BatchNorm2d" not in {kind for (_, kind, _) in parts["folded"]}
+    with pytest.raises(SystemExit):
+        profile_layers.main(["--models", "reference", "--inference", "--eval"])
+
+
 def test_ab_commits_alternates_two_trees_and_reports_ratios(tmp_path):
     """benchmarks.ab_commits against HEAD itself: a worktree made and removed, one figure per
     side and pair, ratios new/old."""

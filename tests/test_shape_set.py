@@ -46,3 +46,31 @@ def test_the_algorithm_benchmark_finds_every_convolution_and_times_each_algorith
     small = stem._replace(in_channels=3, height=6, width=7, out_channels=4, batch=2)
     for algorithm in ("im2col", "shifted"):
         conv_algorithms.training_pass(algorithm, small, np.random.default_rng(0))()
+
+
+def test_the_convolution_benchmark_runs_our_kernels_and_counts_the_flops():
+    """benchmarks.conv_vs_torch counts a convolution's forward FLOPs as 2 x its multiply-adds,
+    and its passes of ours run the kernels: the eval forward gives the reference's output and
+    the training pass the reference's gradients, whichever algorithm the policy takes."""
+    from benchmarks import conv_vs_torch
+    from scratchnet.kernels import conv_policy, im2col
+    g = conv_policy.ConvGeometry(3, 6, 7, (3, 3), 2, 1, False, 4, 2)
+    assert conv_vs_torch.conv_flops(g) == 2 * 2 * 3 * 4 * 4 * 3 * 9   # Ho = 3, Wo = 4
+    for algorithm, stride in (("im2col", 2), ("shifted", 1)):
+        geometry = g._replace(stride=stride)
+        data = conv_vs_torch.operands(geometry, np.random.default_rng(0))
+        x, w, _, dy = data
+        with conv_policy.using(conv_policy.prefer(algorithm)):
+            forward, training = conv_vs_torch.ours(geometry, data)
+            y = forward()
+            dx, dw, db = training()
+        np.testing.assert_allclose(y, im2col.conv2d_reference(x, w, None, stride, 1),
+                                   rtol=1e-4, atol=1e-4)
+        ref_dx, ref_dw, _ = im2col.conv2d_reference_backward(dy, x, w, stride, 1)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(dw, ref_dw, rtol=1e-4, atol=1e-4)
+        assert db is None
+    times = conv_vs_torch.median_times({"ours": (forward, training)}, rounds=2, repeats=2,
+                                           settle=0.0)
+    assert set(times["ours"]) == {"forward", "training"}
+    assert all(t > 0 for t in times["ours"].values())
