@@ -17,6 +17,13 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 
+def network_names():
+    """The names ``geometries`` knows: the shape set's shapes, then the presets."""
+    from experiments.models import PRESETS
+    from . import shape_set
+    return list(shape_set.SHAPES) + list(PRESETS)
+
+
 def geometries(names):
     """{ConvGeometry: [network names]} of every convolution in the named networks (presets of
     experiments.models or shapes of benchmarks.shape_set), in order of appearance."""
@@ -74,8 +81,9 @@ def main(argv=None):
     from . import shape_set
     p = argparse.ArgumentParser(prog="python -m benchmarks.conv_algorithms", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--networks", nargs="+",
-                   default=["cpu128bc", "seed", "ast-tiny"] + list(shape_set.SHAPES))
+    p.add_argument("--networks", nargs="+", choices=network_names(), metavar="NAME",
+                   default=["cpu128bc", "seed", "ast-tiny"] + list(shape_set.SHAPES),
+                   help="shapes of benchmarks.shape_set or presets: " + ", ".join(network_names()))
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)

@@ -5,16 +5,16 @@ float32 GEMM rate.
     python -m benchmarks.conv_vs_torch [--networks s3-w16-40x100-b64 ...] [--rounds 3]
 
 For each distinct convolution of the named networks (benchmarks.conv_algorithms finds them,
-with the network's own batch): an eval forward pass and a training pass (forward, then
-backward with dL/dx except for a one-channel input, whose gradient no one asks for) of
-scratchnet's kernels with the algorithm its policy takes, and the same of
-``torch.nn.Conv2d`` (bias-free, NCHW, as benchmarks.bench builds PyTorch's networks; forward
-under ``torch.inference_mode()``, training by autograd), the sides taking turns within each
-round, each pass the fastest of a few calls in a row, medians of the rounds.  Then, per network, the sums over its convolutions (each
-counted as often as the network has it).  GFLOP/s are the convolution's multiply-adds
-(forward, 2x for backward: 3x, or 2x without dL/dx) over the time, and "of GEMM" divides them
-by the float32 GEMM rate of a 2048^3 product measured in the same run: above 1 a side runs
-faster than any product of that BLAS could.  A plain script: NumPy first, nothing set up.
+with the network's own batch): an eval forward pass and a training pass (forward, then backward
+with dL/dx except for a one-channel input, whose gradient no one asks for) of scratchnet's
+kernels with the algorithm its policy takes, and the same of ``torch.nn.Conv2d`` (a bias where
+the convolution has one; NCHW, as benchmarks.bench builds PyTorch's networks; forward under ``torch.inference_mode()``,
+training by autograd), the sides taking turns within each round, each pass the fastest of a few
+calls in a row, medians of the rounds. Then, per network, the sums over its convolutions (each
+counted as often as the network has it). GFLOP/s are the convolution's multiply-adds (forward,
+2x for backward: 3x, or 2x without dL/dx) over the time, and "of GEMM" divides them by the
+float32 GEMM rate of a 2048^3 product measured in the same run: above 1 a side runs faster than
+that product of our BLAS. A plain script: NumPy first, nothing set up.
 """
 import numpy as np  # first, as a user's script does
 
@@ -110,12 +110,14 @@ def median_times(sides, rounds, repeats=3, settle=0.25):
 
 def main(argv=None):
     from . import bench, shape_set
-    from .conv_algorithms import geometries
+    from .conv_algorithms import geometries, network_names
     from scratchnet.kernels import conv_policy
     p = argparse.ArgumentParser(prog="python -m benchmarks.conv_vs_torch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--networks", nargs="+", default=list(shape_set.SHAPES),
-                   help="shapes of benchmarks.shape_set or presets (default: the shape set)")
+                   choices=network_names(), metavar="NAME",
+                   help="shapes of benchmarks.shape_set or presets (default: the shape set): "
+                        + ", ".join(network_names()))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3,
                    help="calls of each pass in a row per round, the fastest kept")
