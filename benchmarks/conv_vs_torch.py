@@ -8,13 +8,14 @@ For each distinct convolution of the named networks (benchmarks.conv_algorithms 
 with the network's own batch): an eval forward pass and a training pass (forward, then backward
 with dL/dx except for a one-channel input, whose gradient no one asks for) of scratchnet's
 kernels with the algorithm its policy takes, and the same of ``torch.nn.Conv2d`` (a bias where
-the convolution has one; NCHW, as benchmarks.bench builds PyTorch's networks; forward under ``torch.inference_mode()``,
-training by autograd), the sides taking turns within each round, each pass the fastest of a few
-calls in a row, medians of the rounds. Then, per network, the sums over its convolutions (each
-counted as often as the network has it). GFLOP/s are the convolution's multiply-adds (forward,
-2x for backward: 3x, or 2x without dL/dx) over the time, and "of GEMM" divides them by the
-float32 GEMM rate of a 2048^3 product measured in the same run: above 1 a side runs faster than
-that product of our BLAS. A plain script: NumPy first, nothing set up.
+the convolution has one; NCHW, as benchmarks.bench builds PyTorch's networks; forward under
+``torch.inference_mode()``, training by autograd), the sides taking turns within each round,
+each pass the fastest of a few calls in a row, medians of the rounds. Then, per network, the
+sums over its convolutions (each counted as often as the network has it). GFLOP/s are the
+convolution's multiply-adds (forward, 2x for backward: 3x, or 2x without dL/dx) over the time,
+and "of GEMM" divides them by the float32 GEMM rate of a 2048^3 product measured in the same
+run: above 1 a side runs faster than that product of our BLAS. A plain script: NumPy first,
+nothing set up.
 """
 import numpy as np  # first, as a user's script does
 
