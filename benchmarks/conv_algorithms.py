@@ -56,19 +56,28 @@ def geometries(names):
     return found
 
 
-def training_pass(algorithm, g, rng):
-    """A function running ``algorithm``'s forward and backward on geometry ``g``."""
-    from scratchnet.kernels.convolution import ALGORITHMS
-    module = ALGORITHMS[algorithm]
+def operands(g, rng):
+    """(x, w, b, dy): random float32 input and weight of geometry ``g`` in scratchnet's
+    layouts (channels-last input, weight in patch order), a bias if ``g`` has one, and an
+    upstream gradient of the output's shape (channels-last too)."""
+    from scratchnet.kernels.im2col import conv_output_size
     kh, kw = g.kernel
     x = rng.standard_normal((g.batch, g.in_channels, g.height, g.width)).astype(np.float32)
     x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # channels-last
     w = rng.standard_normal((g.out_channels, kh, kw, g.in_channels)).astype(np.float32)
     w = w.transpose(0, 3, 1, 2)                                               # patch order
     b = rng.standard_normal(g.out_channels).astype(np.float32) if g.bias else None
-    y, _ = module.forward(x, w, b, g.stride, g.padding)
-    dy = np.ascontiguousarray(rng.standard_normal(y.shape).astype(np.float32)
-                              .transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    ho = conv_output_size(g.height, kh, g.stride, g.padding)
+    wo = conv_output_size(g.width, kw, g.stride, g.padding)
+    dy = rng.standard_normal((g.batch, ho, wo, g.out_channels)).astype(np.float32)
+    return x, w, b, dy.transpose(0, 3, 1, 2)
+
+
+def training_pass(algorithm, g, rng):
+    """A function running ``algorithm``'s forward and backward on geometry ``g``."""
+    from scratchnet.kernels.convolution import ALGORITHMS
+    module = ALGORITHMS[algorithm]
+    x, w, b, dy = operands(g, rng)
 
     def run():
         _, saved = module.forward(x, w, b, g.stride, g.padding)

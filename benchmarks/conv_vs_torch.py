@@ -33,26 +33,10 @@ def conv_flops(g):
     return 2 * g.batch * ho * wo * g.out_channels * g.in_channels * kh * kw
 
 
-def operands(g, rng):
-    """(x, w, b, dy): random float32 input and weight of geometry ``g`` in scratchnet's
-    layouts (channels-last input, weight in patch order), a bias if ``g`` has one, and an
-    upstream gradient of the output's shape."""
-    from scratchnet.kernels.im2col import conv_output_size
-    kh, kw = g.kernel
-    x = rng.standard_normal((g.batch, g.in_channels, g.height, g.width)).astype(np.float32)
-    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # channels-last
-    w = rng.standard_normal((g.out_channels, kh, kw, g.in_channels)).astype(np.float32)
-    w = w.transpose(0, 3, 1, 2)                                               # patch order
-    b = rng.standard_normal(g.out_channels).astype(np.float32) if g.bias else None
-    ho = conv_output_size(g.height, kh, g.stride, g.padding)
-    wo = conv_output_size(g.width, kw, g.stride, g.padding)
-    dy = rng.standard_normal((g.batch, ho, wo, g.out_channels)).astype(np.float32)
-    return x, w, b, dy.transpose(0, 3, 1, 2)
-
-
 def ours(g, data):
     """(eval forward, training pass) of scratchnet's kernels on geometry ``g`` and its
-    operands ``data`` (:func:`operands`), with the algorithm the policy takes."""
+    operands ``data`` (benchmarks.conv_algorithms.operands), with the algorithm the policy
+    takes."""
     from scratchnet.kernels.convolution import conv2d_backward, conv2d_forward
     x, w, b, dy = data
 
@@ -88,12 +72,15 @@ def pytorch(g, rng):
 
 
 def median_times(sides, rounds, repeats=3, settle=0.25):
-    """{side: {pass: seconds}} of sides {side: (forward, training)}: in each of ``rounds``
-    the sides take turns, and in its turn a side runs each pass ``repeats`` times in a row,
-    keeping the fastest (warm: the threads awake, the memory mapped); the figure is the median
-    of the rounds' fastest.  Before each turn the process sleeps ``settle`` seconds, since
-    PyTorch's OpenMP threads spin on the cores for a while after its last call: timed at once,
-    the call after them ran up to 3x slower."""
+    """{side: {pass: seconds}} of sides {side: (forward, training)}: after one warm-up call of
+    each, in each of ``rounds`` the sides take turns, and in its turn a side runs each pass
+    ``repeats`` times in a row, keeping the fastest (warm: the threads awake, the memory
+    mapped); the figure is the median of the rounds' fastest. Before each turn the process
+    sleeps ``settle`` seconds, since PyTorch's OpenMP threads spin on the cores for a while
+    after its last call: timed at once, the call after them ran up to 3x slower."""
+    for fns in sides.values():  # warm-up: first touch of every buffer, threads started
+        for fn in fns:
+            fn()
     times = {s: ([], []) for s in sides}
     for _ in range(rounds):
         for s, fns in sides.items():
@@ -111,7 +98,7 @@ def median_times(sides, rounds, repeats=3, settle=0.25):
 
 def main(argv=None):
     from . import bench, shape_set
-    from .conv_algorithms import geometries, network_names
+    from .conv_algorithms import geometries, network_names, operands
     from scratchnet.kernels import conv_policy
     p = argparse.ArgumentParser(prog="python -m benchmarks.conv_vs_torch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

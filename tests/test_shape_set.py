@@ -52,13 +52,13 @@ def test_the_convolution_benchmark_runs_our_kernels_and_counts_the_flops():
     """benchmarks.conv_vs_torch counts a convolution's forward FLOPs as 2 x its multiply-adds,
     and its passes of ours run the kernels: the eval forward gives the reference's output and
     the training pass the reference's gradients, whichever algorithm the policy takes."""
-    from benchmarks import conv_vs_torch
+    from benchmarks import conv_algorithms, conv_vs_torch
     from scratchnet.kernels import conv_policy, im2col
     g = conv_policy.ConvGeometry(3, 6, 7, (3, 3), 2, 1, False, 4, 2)
     assert conv_vs_torch.conv_flops(g) == 2 * 2 * 3 * 4 * 4 * 3 * 9   # Ho = 3, Wo = 4
     for algorithm, stride in (("im2col", 2), ("shifted", 1)):
         geometry = g._replace(stride=stride)
-        data = conv_vs_torch.operands(geometry, np.random.default_rng(0))
+        data = conv_algorithms.operands(geometry, np.random.default_rng(0))
         x, w, _, dy = data
         with conv_policy.using(conv_policy.prefer(algorithm)):
             forward, training = conv_vs_torch.ours(geometry, data)
