@@ -13,14 +13,15 @@ NumPy first (as a user's does):
   (K, C_out) matrix, and the shares are added).
 
 Every product runs on the runtime's BLAS (SciPy's OpenBLAS) through its C interface, cblas
-gemm called with ctypes, which lets go of the GIL; SciPy's Python wrapper of gemm holds it, so
-threads calling that wrapper would run one at a time.  Columns: (a) OpenBLAS's own threads,
+gemm called with ctypes (scratchnet.runtime.blas.cblas), which lets go of the GIL; SciPy's
+Python wrapper of gemm holds it, so threads calling that wrapper would run one at a time.
+The weight gradients' split is what scratchnet.runtime.blas.summed_matmul does with fixed
+parts since 2026-12-07; the benchmark keeps one block per core.  Columns: (a) OpenBLAS's own threads,
 one product; (b) OpenBLAS held to one thread and the product cut into one block per core, each
 on a thread of scratchnet.runtime.parallel; (c) OpenBLAS at one thread, one product (the
 single-core baseline).  Medians of the rounds, ms per product.
 """
 import argparse
-import ctypes
 import statistics
 import time
 
@@ -37,57 +38,6 @@ WEIGHT_GRADIENT = [(64 * 40 * 101, 3 * 16, 16), (64 * 20 * 51, 3 * 32, 32),
                    (32 * 16 * 50, 9 * 64, 64), (32 * 8 * 25, 9 * 128, 128),
                    (32 * 4 * 13, 9 * 256, 256), (1600, 512, 50), (32 * 300, 64, 192)]
 
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-
-
-def runtime_cblas():
-    """(sgemm, set_threads) of SciPy's OpenBLAS through ctypes, or None when its symbols are
-    not found.  The runtime loads that BLAS first, with its settings: loaded with OpenBLAS's
-    default thread timeout, a worker spins for a tenth of a second after each product on two
-    threads, on the core our threads need next."""
-    from threadpoolctl import threadpool_info
-
-    from scratchnet.runtime import blas
-    blas.settings()  # the runtime's first product: SciPy's OpenBLAS loads with its settings
-    paths = [i["filepath"] for i in threadpool_info()
-             if i["internal_api"] == "openblas" and "scipy" in i["filepath"]
-             and "numpy" not in i["filepath"]]
-    if not paths:
-        return None
-    lib = ctypes.CDLL(paths[0])
-    found = {}
-    for role, names in (("gemm", ("scipy_cblas_sgemm", "cblas_sgemm")),
-                        ("threads", ("scipy_openblas_set_num_threads",
-                                     "openblas_set_num_threads"))):
-        found[role] = next((getattr(lib, n) for n in names if hasattr(lib, n)), None)
-    if None in found.values():
-        return None
-    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-    found["gemm"].argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
-    found["gemm"].restype = None
-    found["threads"].argtypes = [i]
-    found["threads"].restype = None
-    return found["gemm"], found["threads"]
-
-
-def operand(m):
-    """(trans flag, leading dimension) of a float32 matrix, C- or F-contiguous (or a slice of
-    rows of either), for row-major cblas."""
-    if m.strides[1] == 4:
-        return NO_TRANS, m.strides[0] // 4
-    if m.strides[0] == 4:
-        return TRANS, m.strides[1] // 4
-    raise ValueError(f"cblas needs a unit stride along one axis, not strides {m.strides}")
-
-
-def product(sgemm, a, b, out):
-    """out = a @ b through cblas sgemm (float32; ``out`` C-contiguous)."""
-    (ta, lda), (tb, ldb) = operand(a), operand(b)
-    sgemm(ROW_MAJOR, ta, tb, a.shape[0], b.shape[1], a.shape[1], 1.0, a.ctypes.data, lda,
-          b.ctypes.data, ldb, 0.0, out.ctypes.data, out.shape[1])
-    return out
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.gemm_split", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,18 +47,19 @@ def main(argv=None):
     from threadpoolctl import threadpool_info
 
     from scratchnet.runtime.parallel import PIECE_ELEMENTS, parallel_slices, thread_count
-    cblas = runtime_cblas()
-    if cblas is None:
-        raise SystemExit("SciPy's OpenBLAS has no cblas_sgemm / openblas_set_num_threads "
+    from scratchnet.runtime import blas
+    lib = blas.cblas()  # loads the runtime's BLAS with its settings, as its first product does
+    if lib is None:
+        raise SystemExit("SciPy's OpenBLAS has no cblas gemm / openblas_set_num_threads "
                          "that ctypes can find: nothing to compare")
-    sgemm, set_threads = cblas
+    set_threads = lib.set_threads
     cores = thread_count()
     print(f"{cores} cores; BLAS: " + ", ".join(f"{i['internal_api']} {i.get('version')} "
                                                f"{i.get('architecture')}"
                                                for i in threadpool_info()))
 
     def gemm(a, b, out):
-        product(sgemm, a, b, out)
+        lib.product(a, b, out)
 
     rng = np.random.default_rng(0)
     print(f"{'product':>30} {'BLAS threads':>13} {'our threads':>12} {'one thread':>11}")

@@ -79,3 +79,22 @@ def test_every_algorithm_is_one_module_with_one_signature():
             ["x", "w", "b", "stride", "padding"], name
         assert list(inspect.signature(module.backward).parameters) == \
             ["dy", "saved", "needs_input_grad"], name
+
+
+@pytest.mark.parametrize("algorithm, stride", [("shifted", 1), ("im2col", 2)])
+def test_weight_gradients_summed_in_parts_match_the_reference(algorithm, stride):
+    """Batches large enough that the weight gradient's sum runs in parts on the runtime's
+    threads (scratchnet.runtime.blas.summed_matmul): the reference's gradients, float64."""
+    from scratchnet.kernels.convolution import ALGORITHMS
+    from scratchnet.runtime import blas
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 64 * stride, 130 * stride))
+    w = rng.standard_normal((6, 4, 3, 3))
+    module = ALGORITHMS[algorithm]
+    y, saved = module.forward(x, w, None, stride, 1)
+    assert y.shape[0] * y.shape[2] * y.shape[3] >= blas.LONG_SUM   # the sum is cut
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = module.backward(dy, saved, needs_input_grad=True)
+    ref_dx, ref_dw, _ = conv2d_reference_backward(dy, x, w, stride, 1)
+    np.testing.assert_allclose(dw, ref_dw, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-9)

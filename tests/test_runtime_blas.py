@@ -186,3 +186,68 @@ def test_a_blas_loaded_before_scratchnet_is_said_so():
     out = subprocess.run([sys.executable, "-c", "import numpy, scipy.linalg\n" + SETTINGS],
                          cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["blas"] == "loaded before scratchnet: its own settings"
+
+
+LONG = blas.LONG_SUM + 123  # terms per output: enough to be cut into parts
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["patches^T dY", "dY^T patches"])
+def test_long_sums_are_the_products_to_rounding(dtype, layout):
+    """summed_matmul on a weight gradient's shapes, either orientation, into a new array and
+    into out: the float64 product to float rounding; the parts add up in a fixed order."""
+    rng = np.random.default_rng(0)
+    patches = rng.standard_normal((LONG, 27)).astype(dtype)
+    dy = rng.standard_normal((LONG, 8)).astype(dtype)
+    a, b = (patches.T, dy) if layout == "patches^T dY" else (dy.T, patches)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    got = blas.summed_matmul(a, b)
+    np.testing.assert_allclose(got, exact, rtol=tol, atol=tol * np.sqrt(LONG))
+    out = np.full(exact.shape, np.nan, dtype=dtype)
+    assert blas.summed_matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(out, got)
+    lib = blas.cblas()
+    if lib is not None:  # the parts, each a one-thread product, added in order: bit for bit
+        bounds = blas.sum_parts(LONG, blas.SUM_PARTS)
+        threads = lib.get_threads()
+        lib.set_threads(1)
+        try:
+            parts = [lib.product(a[:, lo:hi], b[lo:hi], np.empty(exact.shape, dtype))
+                     for lo, hi in zip(bounds, bounds[1:])]
+        finally:
+            lib.set_threads(threads)
+        expected = parts[0].copy()
+        for p in parts[1:]:
+            expected += p
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_long_sums_are_the_same_on_any_number_of_cores(monkeypatch):
+    """The parts are fixed, not one per thread: one thread gives the same numbers bit for bit,
+    and the BLAS's thread count is what it was after the call."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((LONG, 49)).astype(np.float32).T   # 49 rows: OpenBLAS's own
+    b = rng.standard_normal((LONG, 32)).astype(np.float32)     # products round by thread count
+    lib = blas.cblas()
+    before = lib.get_threads() if lib else None
+    many = blas.summed_matmul(a, b)
+    assert (lib.get_threads() if lib else None) == before
+    monkeypatch.setenv("SCRATCHNET_THREADS", "1")
+    np.testing.assert_array_equal(blas.summed_matmul(a, b), many)
+
+
+def test_short_sums_and_large_outputs_are_plain_products():
+    rng = np.random.default_rng(2)
+    short = rng.standard_normal((300, 20)).astype(np.float32)
+    wide = rng.standard_normal((LONG, 200)).astype(np.float32)
+    for a, b in ((short.T, short), (wide.T, wide[:, :100])):   # 400 or 20000 outputs
+        np.testing.assert_array_equal(blas.summed_matmul(a, b), blas.matmul(a, b))
+
+
+def test_long_sums_without_the_c_interface_run_the_parts_in_turn(monkeypatch):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((LONG, 12)).astype(np.float64).T
+    b = rng.standard_normal((LONG, 5)).astype(np.float64)
+    monkeypatch.setattr(blas, "_CBLAS", False)
+    np.testing.assert_allclose(blas.summed_matmul(a, b), a @ b, rtol=1e-10, atol=1e-9)

@@ -48,8 +48,8 @@ def weight_gradient_matrix(cols, dy_mat):
     (X^T dY)^T when K > C_out and dY^T X otherwise (benchmarks.profile_layers; docs/speed.md,
     "The convolution algorithms, one table")."""
     if cols.shape[1] > dy_mat.shape[1]:
-        return blas.matmul(cols.T, dy_mat).T
-    return blas.matmul(dy_mat.T, cols)
+        return blas.summed_matmul(cols.T, dy_mat).T
+    return blas.summed_matmul(dy_mat.T, cols)
 
 
 def backward(dy, saved, needs_input_grad=True):

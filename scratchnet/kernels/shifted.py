@@ -181,7 +181,10 @@ def weight_gradient_shifted(x_flat, dy_flat, h, k):
             dw_t[a] = 0
             continue
         start = (i0 + a - p) * r
-        blas.matmul(patches[start:start + (i1 - i0) * r].T, d_grid[i0 * r:i1 * r], out=dw_t[a])
+        # A long sum into a small output: cut into fixed parts on the runtime's threads
+        # (scratchnet.runtime.blas.summed_matmul).
+        blas.summed_matmul(patches[start:start + (i1 - i0) * r].T, d_grid[i0 * r:i1 * r],
+                           out=dw_t[a])
     return dw_t.reshape(k, k, c, c_out).transpose(3, 0, 1, 2)
 
 

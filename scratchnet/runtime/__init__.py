@@ -19,15 +19,17 @@ before each of the nine GEMMs of a shifted convolution.  2^18 cycles (under a
 tenth of a millisecond) keeps a thread awake across such a run and asleep through the
 element-wise work (docs/speed.md, "Waking threads"; ``python -m benchmarks.bench``).
 
-Why BLAS keeps the threads.  Two designs give both cores to a product: OpenBLAS's own
-threads split it, or scratchnet's threads each run a one-thread BLAS on a block of it.
-Measured (``python -m benchmarks.gemm_split``; docs/speed.md, "Who splits the GEMMs"): on
-the convolutions' forward products the two are level (0.92-1.04), and only the weight
-gradients with a small output (16-64 channels), whose sums OpenBLAS's threads share poorly,
-run faster on ours (1.03-1.37x), a few per cent of a step.  Ours would need BLAS held to one
-thread, a global setting, while they work.  So BLAS keeps the threads for the products,
-``parallel`` splits only the element-wise work, and the timeout below keeps the two from
-running at once.
+Who splits the products.  Two designs give both cores to a product: OpenBLAS's own threads
+split it, or scratchnet's threads each run a one-thread BLAS on a block of it.  Measured
+(``python -m benchmarks.gemm_split``; docs/speed.md, "Who splits the GEMMs"): on the
+convolutions' forward products the two are level (0.92-1.04); the weight gradients with a
+small output (16-64 channels), whose sums OpenBLAS's threads share poorly, run faster on ours
+(1.03-1.37x).  So BLAS keeps the threads for every product but those long sums into a small
+output, which ``blas.summed_matmul`` cuts into fixed parts and runs on ``parallel``'s threads,
+BLAS held to one thread (a global setting) for the moment they take: 2-7% of a training step
+where the narrow convolutions are (docs/speed.md, "Long sums over the runtime's threads").
+``parallel`` splits the element-wise work, and the timeout below keeps BLAS's threads from
+spinning beside it.
 
 Why the BLAS thread count under MPI.  OpenBLAS starts a thread per core in every process: two
 ranks on two cores would run four BLAS threads on two cores, each GEMM's threads waiting for

@@ -24,7 +24,20 @@ BLAS takes it too.
 
 The products are those of NumPy's matmul: BLAS gemm on the same operands, called on the
 transposed (column-major) views so that nothing is copied.
+
+Long sums into a small output (:func:`summed_matmul`).  A convolution's weight gradient sums
+over every position of the batch into a k C_in x C_out matrix.  OpenBLAS splits a product
+among its threads by the output, so a small output gives each thread a sliver and the
+threads meet at every block of the sum; run instead as SUM_PARTS products over fixed parts of
+the sum, each on one of the runtime's threads with BLAS held to one thread, and the parts
+added in order, the same products took 0.73-0.97 of the time (docs/speed.md, "Long sums over
+the runtime's threads").  The parts are fixed, not one per thread, and each is a one-thread
+product, so the numbers are the same on any number of cores (OpenBLAS's own products are
+not: on some shapes, 49 x 4096 . 4096 x 32 say, one thread and two round differently).  Where
+SciPy's OpenBLAS cannot be reached through ctypes the parts run one after another at BLAS's
+own thread count.
 """
+import ctypes
 import os
 import sys
 
@@ -32,10 +45,18 @@ import numpy as np
 
 from . import blas_settings, memory
 from .backend import get_array_module
-from .cores import machine_cores
+from .cores import machine_cores, thread_count
+from .parallel import PIECE_ELEMENTS, parallel_slices
 
 _GEMM = None  # dtype -> SciPy's gemm, loaded on first use
 _LOADED_WITH = None  # the settings SciPy's OpenBLAS read when it loaded
+_CBLAS = None  # SciPy's OpenBLAS through ctypes (:func:`cblas`), False where not found
+
+# summed_matmul: the parts a long sum is cut into, whatever the cores; products with at most
+# SMALL_OUTPUT outputs and at least LONG_SUM terms per output are cut (docs/speed.md).
+SUM_PARTS = 4
+SMALL_OUTPUT = 1 << 14
+LONG_SUM = 1 << 14
 
 
 def _gemm(dtype):
@@ -185,3 +206,116 @@ def _rows_view(a):
     except AttributeError:  # the leading axes do not merge without a copy
         return None
     return rows
+
+
+class CBlas:
+    """SciPy's OpenBLAS called through ctypes, which lets go of the GIL during the call (SciPy's
+    Python wrapper holds it): row-major cblas gemm for float32 / float64, and the library's
+    thread count, read and set."""
+    ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
+    def __init__(self, lib, names):
+        i, p = ctypes.c_int, ctypes.c_void_p
+        self.gemm = {}
+        for dtype, scalar, name in ((np.float32, ctypes.c_float, names["sgemm"]),
+                                    (np.float64, ctypes.c_double, names["dgemm"])):
+            fn = getattr(lib, name)
+            fn.argtypes = [i, i, i, i, i, i, scalar, p, i, p, i, scalar, p, i]
+            fn.restype = None
+            self.gemm[np.dtype(dtype)] = fn
+        self.set_threads = getattr(lib, names["set"])
+        self.set_threads.argtypes, self.set_threads.restype = [i], None
+        self.get_threads = getattr(lib, names["get"])
+        self.get_threads.argtypes, self.get_threads.restype = [], i
+
+    @classmethod
+    def operand(cls, m):
+        """(trans flag, leading dimension) of a matrix with a unit stride along one axis."""
+        item = m.itemsize
+        if m.strides[1] == item and m.strides[0] % item == 0:
+            return cls.NO_TRANS, max(m.strides[0] // item, m.shape[1], 1)
+        if m.strides[0] == item and m.strides[1] % item == 0:
+            return cls.TRANS, max(m.strides[1] // item, m.shape[0], 1)
+        return None
+
+    def product(self, a, b, out):
+        """out = a @ b (``out`` C-contiguous, one dtype throughout), in the calling thread."""
+        (ta, lda), (tb, ldb) = self.operand(a), self.operand(b)
+        self.gemm[out.dtype](self.ROW_MAJOR, ta, tb, a.shape[0], b.shape[1], a.shape[1], 1.0,
+                             a.ctypes.data, lda, b.ctypes.data, ldb, 0.0, out.ctypes.data,
+                             out.shape[1])
+        return out
+
+
+def cblas():
+    """The runtime's BLAS (SciPy's OpenBLAS, loaded with its settings) through ctypes, or None
+    where its library or its cblas symbols cannot be found (another SciPy build)."""
+    global _CBLAS
+    if _CBLAS is None:
+        _CBLAS = False
+        if _gemm(np.float32) is not None:
+            from threadpoolctl import threadpool_info
+            paths = [i["filepath"] for i in threadpool_info()
+                     if i["internal_api"] == "openblas" and "scipy" in i["filepath"]
+                     and "numpy" not in i["filepath"]]
+            if paths:
+                lib = ctypes.CDLL(paths[0])
+                found = {}
+                for role, candidates in (
+                        ("sgemm", ("scipy_cblas_sgemm", "cblas_sgemm")),
+                        ("dgemm", ("scipy_cblas_dgemm", "cblas_dgemm")),
+                        ("set", ("scipy_openblas_set_num_threads", "openblas_set_num_threads")),
+                        ("get", ("scipy_openblas_get_num_threads", "openblas_get_num_threads"))):
+                    found[role] = next((n for n in candidates if hasattr(lib, n)), None)
+                if None not in found.values():
+                    _CBLAS = CBlas(lib, found)
+    return _CBLAS or None
+
+
+def sum_parts(k, parts=SUM_PARTS):
+    """The bounds of ``parts`` contiguous parts of range(k), as even as they come."""
+    return [k * j // parts for j in range(parts + 1)]
+
+
+def summed_matmul(a, b, out=None):
+    """a @ b for a long inner dimension and a small output (a weight gradient: patches^T dY),
+    written into ``out`` when given.  For NumPy float32 / float64 products with at most
+    SMALL_OUTPUT outputs and at least LONG_SUM terms each: the sum cut into SUM_PARTS fixed
+    parts, a_j b_j over the rows of each part, and out = ((P_0 + P_1) + P_2) + ... in that
+    order; the parts run on the runtime's threads (one after another on one), each with a one-thread
+    BLAS (:class:`CBlas`), where SciPy's OpenBLAS is reachable through ctypes, else one after
+    another through :func:`matmul` (module docstring: why).  Anything else is
+    :func:`matmul`."""
+    m, k = a.shape[-2:] if a.ndim == 2 else (None, None)
+    if (get_array_module(a, b) is not np or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
+            or a.dtype not in (np.float32, np.float64) or m * b.shape[1] > SMALL_OUTPUT
+            or k < LONG_SUM or (out is not None and (out.dtype != a.dtype
+                                                     or not out.flags.c_contiguous))):
+        return matmul(a, b, out=out)
+    bounds = sum_parts(k, SUM_PARTS)
+    partial = np.empty((SUM_PARTS, m, b.shape[1]), dtype=a.dtype)
+    lib = cblas()
+    if lib is not None and lib.operand(a) is not None and lib.operand(b) is not None:
+        def parts(js):
+            for j in (range(js.start, js.stop) if isinstance(js, slice) else js):
+                lib.product(a[:, bounds[j]:bounds[j + 1]], b[bounds[j]:bounds[j + 1]],
+                            partial[j])
+
+        threads = lib.get_threads()
+        if threads == 1:  # BLAS held to one thread (the script's limit): the parts in turn
+            parts(range(SUM_PARTS))
+        else:
+            lib.set_threads(1)  # a global setting: the parts beside each other, a core each
+            try:
+                parallel_slices(parts, SUM_PARTS, PIECE_ELEMENTS * thread_count(), np)
+            finally:
+                lib.set_threads(threads)
+    else:
+        for j in range(SUM_PARTS):
+            matmul(a[:, bounds[j]:bounds[j + 1]], b[bounds[j]:bounds[j + 1]], out=partial[j])
+    if out is None:
+        out = np.empty((m, b.shape[1]), dtype=a.dtype)
+    np.copyto(out, partial[0])
+    for j in range(1, SUM_PARTS):
+        out += partial[j]
+    return out
