@@ -258,3 +258,21 @@ def test_long_sums_without_the_c_interface_run_the_parts_in_turn(monkeypatch):
     b = rng.standard_normal((LONG, 5)).astype(np.float64)
     monkeypatch.setattr(blas, "_CBLAS", False)
     np.testing.assert_allclose(blas.summed_matmul(a, b), a @ b, rtol=1e-10, atol=1e-9)
+
+
+def test_the_long_sums_benchmark_alternates_ours_and_openblass(monkeypatch):
+    """benchmarks.long_sums: SMALL_OUTPUT = 0 sends every product to OpenBLAS's threads,
+    as before the change (bit for bit blas.matmul); the steps alternate the two settings
+    round by round after a warm-up of each, and the setting is given back."""
+    from benchmarks import long_sums
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((LONG, 12)).astype(np.float32).T
+    b = rng.standard_normal((LONG, 5)).astype(np.float32)
+    ours = blas.SMALL_OUTPUT
+    monkeypatch.setattr(blas, "SMALL_OUTPUT", 0)
+    np.testing.assert_array_equal(blas.summed_matmul(a, b), blas.matmul(a, b))
+    monkeypatch.setattr(blas, "SMALL_OUTPUT", ours)
+    seen = []
+    times = long_sums.alternate(lambda: seen.append(blas.SMALL_OUTPUT), rounds=3)
+    assert seen == [0, ours, 0, ours, ours, 0, 0, ours]
+    assert blas.SMALL_OUTPUT == ours and len(times["ours"]) == len(times["openblas"]) == 3

@@ -53,7 +53,8 @@ _LOADED_WITH = None  # the settings SciPy's OpenBLAS read when it loaded
 _CBLAS = None  # SciPy's OpenBLAS through ctypes (:func:`cblas`), False where not found
 
 # summed_matmul: the parts a long sum is cut into, whatever the cores; products with at most
-# SMALL_OUTPUT outputs and at least LONG_SUM terms per output are cut (docs/speed.md).
+# SMALL_OUTPUT outputs and at least LONG_SUM terms per output are cut (docs/speed.md; 0 cuts
+# none, as benchmarks.long_sums sets it to compare).
 SUM_PARTS = 4
 SMALL_OUTPUT = 1 << 14
 LONG_SUM = 1 << 14

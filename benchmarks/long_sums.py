@@ -1,0 +1,95 @@
+"""The weight gradients' long sums on the runtime's threads against OpenBLAS's, inside real
+training steps, alternating step by step in one process.
+
+    python -m benchmarks.long_sums [--models preset:cpu128bc shape:s3-w16-40x100-b64] [--rounds 30]
+
+scratchnet.runtime.blas.summed_matmul cuts a long sum into a small output (a narrow
+convolution's weight gradient) into fixed parts on the runtime's threads; with
+``blas.SMALL_OUTPUT`` at 0 no product qualifies and every one runs whole on OpenBLAS's
+threads, as before the change.  Each round runs one training step (forward, loss, backward,
+AdamW) with each setting, the order alternating from round to round, after one warm-up step
+each; the figures are the median step times and the median of the rounds' ratios, ours over
+OpenBLAS's (below 1: ours faster).  One process and step-by-step alternation see a few per
+cent that separate processes (benchmarks.ab_commits) lose in this host's drift.  A plain
+script: NumPy first, nothing set up.
+"""
+import numpy as np  # first, as a user's script does
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+
+def step_function(shape, cfg, batch, seed=0):
+    """One training step of the network on a fixed random batch, as a function."""
+    import scratchnet as sn
+    from experiments.models import build_model
+    model = build_model(cfg, 50, seed=seed, input_grad=False).train()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch,) + tuple(shape)).astype(np.float32)
+    y = rng.integers(0, 50, size=batch)
+    loss = sn.SoftmaxCrossEntropy(0.1)
+    opt = sn.AdamW(list(model.parameters()), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        opt.step()
+    return step
+
+
+def alternate(step, rounds):
+    """{"openblas": [s], "ours": [s]}: ``step`` timed under each setting of
+    blas.SMALL_OUTPUT, one step each per round, the order alternating."""
+    from scratchnet.runtime import blas
+    settings = {"openblas": 0, "ours": blas.SMALL_OUTPUT}
+    times = {name: [] for name in settings}
+    try:
+        for value in settings.values():
+            blas.SMALL_OUTPUT = value
+            step()  # warm-up
+        for r in range(rounds):
+            for name in (list(settings) if r % 2 == 0 else list(settings)[::-1]):
+                blas.SMALL_OUTPUT = settings[name]
+                t = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - t)
+    finally:
+        blas.SMALL_OUTPUT = settings["ours"]
+    return times
+
+
+def main(argv=None):
+    from .bench import networks
+    nets = networks()
+    p = argparse.ArgumentParser(prog="python -m benchmarks.long_sums", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", choices=list(nets), metavar="NAME",
+                   default=["preset:cpu128bc", "shape:s3-w16-40x100-b64"],
+                   help="among: " + ", ".join(nets))
+    p.add_argument("--batch", type=int, help="the batch (default: the shape's, else 32)")
+    p.add_argument("--rounds", type=int, default=30)
+    args = p.parse_args(argv)
+    if args.rounds < 1 or (args.batch is not None and args.batch < 1):
+        p.error("--rounds and --batch must be at least 1")
+    from .shape_set import SHAPES
+    from .bench import blas_kernels
+    print(f"BLAS kernels: {blas_kernels()}")
+    results = {}
+    for name in args.models:
+        shape, cfg = nets[name]
+        batch = args.batch or (SHAPES[name[len("shape:"):]][1] if name.startswith("shape:")
+                               else 32)
+        times = alternate(step_function(shape, cfg, batch), args.rounds)
+        ratio = statistics.median(o / b for o, b in zip(times["ours"], times["openblas"]))
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        print(f"{name} (batch {batch}): step {med['openblas']:.0f} ms on OpenBLAS's threads, "
+              f"{med['ours']:.0f} ms on ours; ours / OpenBLAS's, median of {args.rounds} "
+              f"rounds: x{ratio:.3f}", flush=True)
+        results[name] = dict(times=times, ratio=ratio)
+    return results
+
+
+if __name__ == "__main__":
+    main()
