@@ -154,15 +154,16 @@ def time_steps(step, steps, warmup, sync_fn):
     return (time.perf_counter() - t) / steps
 
 
-def measure_scratchnet(shape, cfg, batch, steps, warmup, device, profile=False):
+def scratchnet_step(shape, cfg, batch, device="cpu"):
+    """(model, x, train_step): the network (seed 0) on a fixed random batch, and one training
+    step of it (forward, label-smoothed loss, backward, AdamW) as a function."""
     import scratchnet as sn
     from scratchnet.runtime.backend import check_device
-    from scratchnet.fusion import fold_batchnorm
     from experiments.models import build_model
     xp = check_device(device)
     model = build_model(cfg, 50, seed=0, input_grad=False).to(device)
     rng = np.random.default_rng(0)
-    x = xp.asarray(rng.standard_normal((batch,) + shape).astype(np.float32))
+    x = xp.asarray(rng.standard_normal((batch,) + tuple(shape)).astype(np.float32))
     y = xp.asarray(rng.integers(0, 50, size=batch))
     loss = sn.SoftmaxCrossEntropy(0.1)
     opt = sn.AdamW(list(model.parameters()), lr=1e-3)
@@ -172,6 +173,14 @@ def measure_scratchnet(shape, cfg, batch, steps, warmup, device, profile=False):
         loss.forward(model.forward(x), y)
         model.backward(loss.backward())
         opt.step()
+    return model, x, train_step
+
+
+def measure_scratchnet(shape, cfg, batch, steps, warmup, device, profile=False):
+    from scratchnet.runtime.backend import check_device
+    from scratchnet.fusion import fold_batchnorm
+    xp = check_device(device)
+    model, x, train_step = scratchnet_step(shape, cfg, batch, device)
 
     def infer_step():
         model.forward(x)

@@ -13,30 +13,11 @@ OpenBLAS's (below 1: ours faster).  One process and step-by-step alternation see
 cent that separate processes (benchmarks.ab_commits) lose in this host's drift.  A plain
 script: NumPy first, nothing set up.
 """
-import numpy as np  # first, as a user's script does
+import numpy  # noqa: F401  (first, as a user's script does)
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-
-
-def step_function(shape, cfg, batch, seed=0):
-    """One training step of the network on a fixed random batch, as a function."""
-    import scratchnet as sn
-    from experiments.models import build_model
-    model = build_model(cfg, 50, seed=seed, input_grad=False).train()
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch,) + tuple(shape)).astype(np.float32)
-    y = rng.integers(0, 50, size=batch)
-    loss = sn.SoftmaxCrossEntropy(0.1)
-    opt = sn.AdamW(list(model.parameters()), lr=1e-3)
-
-    def step():
-        opt.zero_grad()
-        loss.forward(model.forward(x), y)
-        model.backward(loss.backward())
-        opt.step()
-    return step
 
 
 def alternate(step, rounds):
@@ -61,7 +42,7 @@ def alternate(step, rounds):
 
 
 def main(argv=None):
-    from .bench import networks
+    from .bench import networks, scratchnet_step
     nets = networks()
     p = argparse.ArgumentParser(prog="python -m benchmarks.long_sums", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,7 +62,9 @@ def main(argv=None):
         shape, cfg = nets[name]
         batch = args.batch or (SHAPES[name[len("shape:"):]][1] if name.startswith("shape:")
                                else 32)
-        times = alternate(step_function(shape, cfg, batch), args.rounds)
+        model, _, step = scratchnet_step(shape, cfg, batch)
+        model.train()
+        times = alternate(step, args.rounds)
         ratio = statistics.median(o / b for o, b in zip(times["ours"], times["openblas"]))
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         print(f"{name} (batch {batch}): step {med['openblas']:.0f} ms on OpenBLAS's threads, "
