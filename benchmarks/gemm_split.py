@@ -16,10 +16,10 @@ Every product runs on the runtime's BLAS (SciPy's OpenBLAS) through its C interf
 gemm called with ctypes (scratchnet.runtime.blas.cblas), which lets go of the GIL; SciPy's
 Python wrapper of gemm holds it, so threads calling that wrapper would run one at a time.
 The weight gradients' split is what scratchnet.runtime.blas.summed_matmul does with fixed
-parts since 2026-12-07; the benchmark keeps one block per core.  Columns: (a) OpenBLAS's own threads,
-one product; (b) OpenBLAS held to one thread and the product cut into one block per core, each
-on a thread of scratchnet.runtime.parallel; (c) OpenBLAS at one thread, one product (the
-single-core baseline).  Medians of the rounds, ms per product.
+parts since 2026-12-07; the benchmark keeps one block per core.  Columns: (a) OpenBLAS's own
+threads, one product; (b) OpenBLAS held to one thread and the product cut into one block per
+core, each on a thread of scratchnet.runtime.parallel; (c) OpenBLAS at one thread, one
+product (the single-core baseline).  Medians of the rounds, ms per product.
 """
 import argparse
 import statistics
@@ -58,8 +58,7 @@ def main(argv=None):
                                                f"{i.get('architecture')}"
                                                for i in threadpool_info()))
 
-    def gemm(a, b, out):
-        lib.product(a, b, out)
+    gemm = lib.product
 
     rng = np.random.default_rng(0)
     print(f"{'product':>30} {'BLAS threads':>13} {'our threads':>12} {'one thread':>11}")

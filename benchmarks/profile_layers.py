@@ -100,7 +100,7 @@ def profile(shape, cfg, batch, steps, device, inference=False, eval_mode=False):
         model = sn.fold_batchnorm(model)
     elif eval_mode:
         model.eval()
-    inference = inference or eval_mode
+    forward_only = inference or eval_mode
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch,) + tuple(shape)), dtype=xp.float32)
     y = xp.asarray(rng.integers(0, 50, size=batch))
@@ -111,7 +111,7 @@ def profile(shape, cfg, batch, steps, device, inference=False, eval_mode=False):
     time_layers(model, timers)
 
     def step():
-        if inference:
+        if forward_only:
             model.forward(x)
             return
         opt.zero_grad()

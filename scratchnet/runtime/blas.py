@@ -273,7 +273,7 @@ def cblas():
     return _CBLAS or None
 
 
-def sum_parts(k, parts=SUM_PARTS):
+def sum_parts(k, parts):
     """The bounds of ``parts`` contiguous parts of range(k), as even as they come."""
     return [k * j // parts for j in range(parts + 1)]
 
@@ -283,28 +283,28 @@ def summed_matmul(a, b, out=None):
     written into ``out`` when given.  For NumPy float32 / float64 products with at most
     SMALL_OUTPUT outputs and at least LONG_SUM terms each: the sum cut into SUM_PARTS fixed
     parts, a_j b_j over the rows of each part, and out = ((P_0 + P_1) + P_2) + ... in that
-    order; the parts run on the runtime's threads (one after another on one), each with a one-thread
-    BLAS (:class:`CBlas`), where SciPy's OpenBLAS is reachable through ctypes, else one after
-    another through :func:`matmul` (module docstring: why).  Anything else is
+    order; the parts run on the runtime's threads (one after another on one), each with a
+    one-thread BLAS (:class:`CBlas`), where SciPy's OpenBLAS is reachable through ctypes, else
+    one after another through :func:`matmul` (module docstring: why).  Anything else is
     :func:`matmul`."""
-    m, k = a.shape[-2:] if a.ndim == 2 else (None, None)
     if (get_array_module(a, b) is not np or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
-            or a.dtype not in (np.float32, np.float64) or m * b.shape[1] > SMALL_OUTPUT
-            or k < LONG_SUM or (out is not None and (out.dtype != a.dtype
-                                                     or not out.flags.c_contiguous))):
+            or a.dtype not in (np.float32, np.float64)
+            or a.shape[0] * b.shape[1] > SMALL_OUTPUT or a.shape[1] < LONG_SUM
+            or (out is not None and (out.dtype != a.dtype or not out.flags.c_contiguous))):
         return matmul(a, b, out=out)
+    m, k = a.shape
     bounds = sum_parts(k, SUM_PARTS)
     partial = np.empty((SUM_PARTS, m, b.shape[1]), dtype=a.dtype)
     lib = cblas()
     if lib is not None and lib.operand(a) is not None and lib.operand(b) is not None:
         def parts(js):
-            for j in (range(js.start, js.stop) if isinstance(js, slice) else js):
+            for j in range(js.start, js.stop):
                 lib.product(a[:, bounds[j]:bounds[j + 1]], b[bounds[j]:bounds[j + 1]],
                             partial[j])
 
         threads = lib.get_threads()
         if threads == 1:  # BLAS held to one thread (the script's limit): the parts in turn
-            parts(range(SUM_PARTS))
+            parts(slice(0, SUM_PARTS))
         else:
             lib.set_threads(1)  # a global setting: the parts beside each other, a core each
             try:
