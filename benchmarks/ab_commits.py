@@ -2,6 +2,7 @@
 
     python -m benchmarks.ab_commits 125919f                      # that commit against the tree
     python -m benchmarks.ab_commits 125919f --models reference preset:cpu128 --pairs 6
+    python -m benchmarks.ab_commits 01fe888 --models shape:s7-w64-128x431-b8 --batch 8
 
 The old commit is checked out in a temporary git worktree; each pair runs the speed harness
 once in each tree, each run in its own process, the order alternating from pair to pair (so
@@ -27,10 +28,13 @@ def harness(tree):
             else "experiments.bench")
 
 
-def run_bench(tree, models, steps, out):
-    """One run of the harness in ``tree`` (one round, no PyTorch); returns its JSON report."""
+def run_bench(tree, models, steps, out, batch=None):
+    """One run of the harness in ``tree`` (one round, no PyTorch; the harness's batch unless
+    ``batch``); returns its JSON report."""
     cmd = [sys.executable, "-m", harness(tree), "--models", *models, "--steps", str(steps),
            "--rounds", "1", "--no-torch", "--json", out]
+    if batch is not None:
+        cmd += ["--batch", str(batch)]
     done = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
     report = None
     if done.returncode == 0 and os.path.isfile(out):
@@ -42,13 +46,14 @@ def run_bench(tree, models, steps, out):
     return report
 
 
-def compare(old_tree, new_tree, models, steps, pairs, work):
+def compare(old_tree, new_tree, models, steps, pairs, work, batch=None):
     """{(model, figure): (old values, new values)} over ``pairs`` alternating pairs."""
     values = {(m, k): ([], []) for m in models for k in FIGURES}
     for i in range(pairs):
         sides = [(0, old_tree), (1, new_tree)]
         for side, tree in (sides if i % 2 else sides[::-1]):
-            report = run_bench(tree, models, steps, os.path.join(work, f"{i}-{side}.json"))
+            report = run_bench(tree, models, steps, os.path.join(work, f"{i}-{side}.json"),
+                               batch)
             for m in models:
                 for k in FIGURES:
                     values[(m, k)][side].append(report["models"][m]["scratchnet"][k])
@@ -63,10 +68,13 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=["reference"])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--pairs", type=int, default=6)
+    p.add_argument("--batch", type=int, help="the clips a step (default: the harness's, 32)")
     p.add_argument("--json", help="also write the figures there")
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error(f"--pairs must be at least 1, got {args.pairs}")
+    if args.batch is not None and args.batch < 1:
+        p.error(f"--batch must be at least 1, got {args.batch}")
     with tempfile.TemporaryDirectory() as work:
         old_tree = os.path.join(work, "old")
         made = subprocess.run(["git", "worktree", "add", "--detach", old_tree, args.old],
@@ -74,7 +82,8 @@ def main(argv=None):
         if made.returncode:
             sys.exit(f"error: cannot check out {args.old!r}: {made.stderr.strip()}")
         try:
-            values = compare(old_tree, ROOT, args.models, args.steps, args.pairs, work)
+            values = compare(old_tree, ROOT, args.models, args.steps, args.pairs, work,
+                             args.batch)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", old_tree], cwd=ROOT,
                            capture_output=True)

@@ -32,7 +32,7 @@ import numpy as np
 from .bench import gemm_rate, in_child, measure_torch, networks
 from experiments.models import build_model
 from scratchnet.kernels import conv_policy
-from scratchnet.kernels.im2col import conv_output_size
+from scratchnet.kernels.im2col import conv_output_size, gradient_transposed
 from scratchnet.layers.conv import Conv2d
 from scratchnet.layers.linear import Linear
 from scratchnet.runtime.memory import keep_freed_memory
@@ -64,8 +64,9 @@ def im2col_products(conv, shape):
     s, p, c_out = conv.stride, conv.padding, conv.out_channels
     m = n * conv_output_size(h, kh, s, p) * conv_output_size(w, kw, s, p)
     k = kh * kw * c
-    # dL/dWm in the orientation scratchnet.kernels.convolution.weight_gradient_matrix takes.
-    dw = ("dW", k, m, c_out, True, False) if k > c_out else ("dW", c_out, m, k, True, False)
+    # dL/dWm in the orientation scratchnet.kernels.patch_gemm.weight_gradient_matrix takes.
+    dw = (("dW", k, m, c_out, True, False) if gradient_transposed(k, c_out)
+          else ("dW", c_out, m, k, True, False))
     products = [("forward", m, k, c_out, False, False), dw]
     if conv.needs_input_grad:
         if s == 1 and kh == kw and p <= kh - 1:  # the flipped-kernel convolution of dy
@@ -77,7 +78,7 @@ def im2col_products(conv, shape):
 
 def shifted_products(conv, shape):
     """The same for the shifted grid: k*k GEMMs (rows, C_in)(C_in, C_out) for Y, k of
-    (k C_in, rows)(rows, C_out) for dL/dW, k*k of (rows, C_out)(C_out, C_in) for dL/dx, the
+    (k C_in, rows)(rows, C_out) for dL/dW (their transposes for a large gradient), k*k of (rows, C_out)(C_out, C_in) for dL/dx, the
     rows of each kernel row being the output rows it meets (scratchnet.kernels.shifted.row_blocks);
     every product of Y and dL/dx but the first adds into its output (BLAS beta = 1)."""
     n, c, h, w = shape
@@ -91,7 +92,9 @@ def shifted_products(conv, shape):
         first = not products          # the middle kernel row comes first and writes Y
         products += [("forward", rows, c, c_out, False, not (first and b == 0))
                      for b in range(k)]
-        products.append(("dW", k * c, rows, c_out, True, False))
+        products.append(("dW", k * c, rows, c_out, True, False)
+                        if gradient_transposed(k * k * c, c_out)
+                        else ("dW", c_out, rows, k * c, True, False))
         if conv.needs_input_grad:
             products += [("dX", rows, c_out, c, False, not (first and b == 0))
                          for b in range(k)]

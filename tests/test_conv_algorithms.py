@@ -98,3 +98,27 @@ def test_weight_gradients_summed_in_parts_match_the_reference(algorithm, stride)
     ref_dx, ref_dw, _ = conv2d_reference_backward(dy, x, w, stride, 1)
     np.testing.assert_allclose(dw, ref_dw, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("algorithm, c_in, c_out, stride", [("shifted", 192, 192, 1),
+                                                            ("im2col", 128, 256, 2)])
+def test_large_weight_gradients_come_in_the_weights_memory_order(algorithm, c_in, c_out,
+                                                                 stride):
+    """From im2col.LARGE_GRADIENT numbers up the kernels form dL/dW as dY^T X, whose rows
+    run along C_in as Conv2d's weight memory does, instead of its transpose; both forms hold
+    to the reference in float64, and the small form keeps the transposed product."""
+    from scratchnet.kernels.convolution import ALGORITHMS
+    from scratchnet.kernels.im2col import LARGE_GRADIENT, gradient_transposed
+    assert c_in * c_out * 9 >= LARGE_GRADIENT
+    assert gradient_transposed(9 * c_in, c_out // 4) and not gradient_transposed(9 * c_in, c_out)
+    rng = np.random.default_rng(0)
+    for c_o in (c_out // 4, c_out):       # below the threshold, then above it
+        x = rng.standard_normal((2, c_in, 5, 6))
+        w = sn.layers.conv.channels_last_weight(rng.standard_normal((c_o, c_in, 3, 3)))
+        y, saved = ALGORITHMS[algorithm].forward(x, w, None, stride, 1)
+        dy = rng.standard_normal(y.shape)
+        _, dw, _ = ALGORITHMS[algorithm].backward(dy, saved, needs_input_grad=False)
+        _, ref_dw, _ = conv2d_reference_backward(dy, x, w, stride, 1)
+        np.testing.assert_allclose(dw, ref_dw, rtol=1e-10, atol=1e-9)
+        c_in_unit = dw.strides[1] == dw.itemsize
+        assert c_in_unit == (c_o == c_out), (c_o, dw.strides)

@@ -393,7 +393,7 @@ def test_ab_commits_alternates_two_trees_and_reports_ratios(tmp_path):
                           text=True)
     if head.returncode:
         pytest.skip("not a git checkout")
-    rows = ab_commits.main([head.stdout.strip(), "--pairs", "2", "--steps", "1",
+    rows = ab_commits.main([head.stdout.strip(), "--pairs", "2", "--steps", "1", "--batch", "4",
                             "--json", str(tmp_path / "ab.json")])
     assert {r["figure"] for r in rows} == set(ab_commits.FIGURES)
     assert all(len(r["ratios"]) == 2 and r["old"] > 0 and r["new"] > 0 for r in rows)
@@ -403,3 +403,5 @@ def test_ab_commits_alternates_two_trees_and_reports_ratios(tmp_path):
     assert "/old " not in listed                              # the worktree is gone
     with pytest.raises(SystemExit, match="cannot check out 'no-such-revision'"):
         ab_commits.main(["no-such-revision", "--pairs", "1"])
+    with pytest.raises(SystemExit):
+        ab_commits.main([head.stdout.strip(), "--batch", "0"])

@@ -210,3 +210,19 @@ def test_weight_gradient_shifted_is_dy_transposed_times_the_patches(rng, k, h, w
     dw = weight_gradient_shifted(to_grid(x, p), to_grid(dy, p), h, k)
     assert dw.shape == (5, k, k, 4)
     np.testing.assert_allclose(dw.reshape(5, -1), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_tap_matrices_in_any_weight_memory(rng):
+    """taps[a, b] = W[:, :, a, b]^T (C_in, C_out) for weights in Conv2d's (C_out, k, k, C_in)
+    memory, in NCHW memory, and for the flipped, channel-swapped kernel of dL/dx."""
+    from scratchnet.kernels.shifted import tap_matrices
+    from scratchnet.layers.conv import channels_last_weight
+    w = rng.standard_normal((5, 4, 3, 3))
+    for weight in (w, channels_last_weight(w),
+                   channels_last_weight(w)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)):
+        taps = tap_matrices(weight)
+        assert taps.shape == (3, 3) + weight.shape[1::-1]
+        for a in range(3):
+            for b in range(3):
+                np.testing.assert_array_equal(taps[a, b], weight[:, :, a, b].T)
+                assert taps[a, b].flags.c_contiguous or taps[a, b].flags.f_contiguous

@@ -164,6 +164,20 @@ def weight_matrix(w):
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
+# From this many numbers up a weight gradient is formed in the weight's own memory order:
+# Conv2d adds it into a gradient of (C_out, kh, kw, C_in) memory, and an addition across
+# transposed memory that outgrows the cache costs more than the transposed product saves
+# (docs/speed.md, "The convolution algorithms, one table").
+LARGE_GRADIENT = 2 ** 18
+
+
+def gradient_transposed(k, c_out):
+    """Whether the kernels form dL/dWm (C_out, K), a sum over the patch rows, as its transpose
+    X^T dY (K, C_out): BLAS runs the sum faster with the wider factor giving the rows of its
+    output (K > C_out), unless the gradient has LARGE_GRADIENT numbers or more."""
+    return k > c_out and k * c_out < LARGE_GRADIENT
+
+
 def output_rows(dy):
     """dL/dy (N, C_out, Ho, Wo) as the rows of the patch matrix's product: (N*Ho*Wo, C_out)."""
     xp = get_array_module(dy)

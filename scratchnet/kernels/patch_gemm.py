@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 from ..runtime.backend import get_array_module
 from ..runtime import blas
-from .im2col import col2im, conv_output_size, im2col, output_rows, weight_matrix
+from .im2col import (col2im, conv_output_size, gradient_transposed, im2col, output_rows,
+                     weight_matrix)
 from .long_rows import map_long_rows
 
 
@@ -45,9 +46,10 @@ def forward(x, w, b, stride, padding):
 def weight_gradient_matrix(cols, dy_mat):
     """dL/dWm = dY^T X (C_out, K) from the patches X (M, K) and dY (M, C_out): a sum over the M
     rows, which BLAS runs faster with the wider factor giving the rows of its output, so it is
-    (X^T dY)^T when K > C_out and dY^T X otherwise (benchmarks.profile_layers; docs/speed.md,
-    "The convolution algorithms, one table")."""
-    if cols.shape[1] > dy_mat.shape[1]:
+    (X^T dY)^T when K > C_out and dY^T X otherwise, and dY^T X, in the weight's memory order,
+    for large gradients (im2col.gradient_transposed; docs/speed.md, "The convolution
+    algorithms, one table")."""
+    if gradient_transposed(cols.shape[1], dy_mat.shape[1]):
         return blas.summed_matmul(cols.T, dy_mat).T
     return blas.summed_matmul(dy_mat.T, cols)
 

@@ -44,7 +44,8 @@ zero at the zero columns: the rows of dy's own grid after its lead),
 For one kernel row a the k offsets b are neighbouring rows of F, so with the row patches
 Q[r] = (F[r], F[r+1], ..., F[r+k-1]) (one row of k*C numbers, a gather k times the input, not
 k*k times as im2col) and lead = p, the k gradients of kernel row a are one GEMM,
-dL/dW_a^T = Q[(i0_a+a-p) R : (i1_a+a-p) R]^T dY[i0_a R : i1_a R]  (k*C_in, C_out): k GEMMs.
+dL/dW_a^T = Q[(i0_a+a-p) R : (i1_a+a-p) R]^T dY[i0_a R : i1_a R]  (k*C_in, C_out): k GEMMs
+(or their transposes, dY^T Q, for a large gradient: then it lies in the weight's own order).
 dL/dx is the correlation of dy with the flipped, channel-transposed kernel at padding
 k-1-p = p (Conv2d derives it): the same shifted sum over dy's grid.
 """
@@ -53,7 +54,7 @@ from typing import NamedTuple
 from ..runtime.backend import as_strided, get_array_module
 from ..runtime import blas
 from ..runtime.parallel import parallel_slices
-from .im2col import output_rows
+from .im2col import gradient_transposed, output_rows
 
 # Where Conv2d sums shifted GEMMs is decided by scratchnet.kernels.conv_policy, from the costs
 # of scratchnet.kernels.conv_cost: not on one-channel inputs, where each of the k*k products
@@ -108,6 +109,19 @@ def row_blocks(h, k):
     return [(a, max(0, p - a), min(h, h + p - a)) for a in centre_first(k)]
 
 
+def tap_matrices(weight):
+    """W_ab^T (C_in, C_out) of every tap (a, b) of weight (C_out, C_in, k, k), indexed [a, b],
+    each a C- or F-contiguous matrix (BLAS reads either): one copy that runs along the
+    weight's memory.  Conv2d keeps C_in innermost, (C_out, k, k, C_in), and the flipped kernel
+    of dL/dx has C_out outermost: copying either into (k, k, C_in, C_out) order would read it
+    across its memory, 2.9 ms against 0.2 for 512 channels (docs/speed.md, "The convolution
+    algorithms, one table")."""
+    xp = get_array_module(weight)
+    if abs(weight.strides[1]) < abs(weight.strides[0]):   # C_in the faster axis
+        return xp.ascontiguousarray(weight.transpose(2, 3, 0, 1)).transpose(0, 1, 3, 2)
+    return xp.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+
+
 def correlate_shifted(flat, h, weight):
     """Cross-correlation of a grid F (from :func:`to_grid`, of h-row images) with weight
     (C_out, C, k, k), stride 1, padding p = (k-1)/2: returns Y (H*N*Wq, C_out), one row per grid
@@ -117,12 +131,11 @@ def correlate_shifted(flat, h, weight):
     p = (k - 1) // 2
     positions = flat.shape[0] - 2 * p
     r = positions // h
-    # W_ab^T (C_in, C_out) of every tap, each contiguous: one copy of the kernel per call.
-    # Every product, the first included, is one gemm of the same BLAS (matmul_add): NumPy and
+    # W_ab^T (C_in, C_out) of every tap: one copy of the kernel per call.  Every product, the first included, is one gemm of the same BLAS (matmul_add): NumPy and
     # SciPy each load their own OpenBLAS with its own threads, and a first product through
     # NumPy's left those spinning beside SciPy's for the other k*k - 1 (docs/speed.md, "The
     # convolution algorithms, one table").
-    taps = xp.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+    taps = tap_matrices(weight)
     y = xp.empty((positions, c_out), dtype=flat.dtype)
     for a, i0, i1 in row_blocks(h, k):
         if i1 <= i0:                 # kernel row a meets no image row (h <= |a - p|)
@@ -165,7 +178,8 @@ def row_patches(flat, kw):
 def weight_gradient_shifted(x_flat, dy_flat, h, k):
     """dL/dW (C_out, k, k, C_in) of the shifted correlation of the grid x_flat (C_in columns,
     h-row images) from dy_flat, the upstream gradient on the same grid (C_out columns): k GEMMs
-    over row patches (see the module docstring).  A view of (k, k, C_in, C_out) memory."""
+    over row patches (see the module docstring).  A view of (k, k, C_in, C_out) memory, or
+    for a large gradient of (k, C_out, k, C_in) memory: runs of k*C_in as in the weight's."""
     xp = get_array_module(x_flat, dy_flat)
     c, c_out = x_flat.shape[1], dy_flat.shape[1]
     p = (k - 1) // 2
@@ -174,18 +188,25 @@ def weight_gradient_shifted(x_flat, dy_flat, h, k):
     d_grid = dy_flat[p:p + positions]                           # dY at the grid positions
     patches = row_patches(x_flat, k)                            # Q[g] = F[g .. g + k - 1]
     # Computed transposed, Q^T dY (k*C_in, C_out): the same products, faster on stage 1's
-    # shapes (docs/speed.md, "The convolution algorithms, one table").
-    dw_t = xp.empty((k, k * c, c_out), dtype=x_flat.dtype)
+    # shapes; a large gradient as dY^T Q (C_out, k*C_in), rows of the weight's memory order
+    # (im2col.gradient_transposed; docs/speed.md, "The convolution algorithms, one table").
+    transposed = gradient_transposed(k * k * c, c_out)
+    dw = xp.empty((k, k * c, c_out) if transposed else (k, c_out, k * c), dtype=x_flat.dtype)
     for a, i0, i1 in row_blocks(h, k):
         if i1 <= i0:
-            dw_t[a] = 0
+            dw[a] = 0
             continue
         start = (i0 + a - p) * r
+        q, d = patches[start:start + (i1 - i0) * r], d_grid[i0 * r:i1 * r]
         # A long sum into a small output: cut into fixed parts on the runtime's threads
         # (scratchnet.runtime.blas.summed_matmul).
-        blas.summed_matmul(patches[start:start + (i1 - i0) * r].T, d_grid[i0 * r:i1 * r],
-                           out=dw_t[a])
-    return dw_t.reshape(k, k, c, c_out).transpose(3, 0, 1, 2)
+        if transposed:
+            blas.summed_matmul(q.T, d, out=dw[a])
+        else:
+            blas.summed_matmul(d.T, q, out=dw[a])
+    if transposed:
+        return dw.reshape(k, k, c, c_out).transpose(3, 0, 1, 2)
+    return dw.reshape(k, c_out, k, c).transpose(1, 0, 2, 3)
 
 
 def crop(y, n, h, w, bias=None):
