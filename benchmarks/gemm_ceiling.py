@@ -78,9 +78,10 @@ def im2col_products(conv, shape):
 
 def shifted_products(conv, shape):
     """The same for the shifted grid: k*k GEMMs (rows, C_in)(C_in, C_out) for Y, k of
-    (k C_in, rows)(rows, C_out) for dL/dW (their transposes for a large gradient), k*k of (rows, C_out)(C_out, C_in) for dL/dx, the
-    rows of each kernel row being the output rows it meets (scratchnet.kernels.shifted.row_blocks);
-    every product of Y and dL/dx but the first adds into its output (BLAS beta = 1)."""
+    (k C_in, rows)(rows, C_out) for dL/dW (their transposes for a large gradient), k*k of
+    (rows, C_out)(C_out, C_in) for dL/dx, the rows of each kernel row being the output rows it
+    meets (scratchnet.kernels.shifted.row_blocks); every product of Y and dL/dx but the first
+    adds into its output (BLAS beta = 1)."""
     n, c, h, w = shape
     k, c_out = conv.kernel_size[0], conv.out_channels
     _, r, _ = grid_geometry(n, h, w, conv.padding)

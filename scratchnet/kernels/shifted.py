@@ -112,10 +112,11 @@ def row_blocks(h, k):
 def tap_matrices(weight):
     """W_ab^T (C_in, C_out) of every tap (a, b) of weight (C_out, C_in, k, k), indexed [a, b],
     each a C- or F-contiguous matrix (BLAS reads either): one copy that runs along the
-    weight's memory.  Conv2d keeps C_in innermost, (C_out, k, k, C_in), and the flipped kernel
-    of dL/dx has C_out outermost: copying either into (k, k, C_in, C_out) order would read it
-    across its memory, 2.9 ms against 0.2 for 512 channels (docs/speed.md, "The convolution
-    algorithms, one table")."""
+    weight's memory.  Conv2d keeps C_in innermost, (C_out, k, k, C_in) memory: the copy is in
+    (k, k, C_out, C_in) order and each tap is read transposed.  The flipped kernel of dL/dx
+    has its C_out (the layer's C_in) innermost: the copy is in (k, k, C_in, C_out) order.  A
+    copy across the memory took 2.9 ms against 0.2 along it for 512 channels (docs/speed.md,
+    "The convolution algorithms, one table")."""
     xp = get_array_module(weight)
     if abs(weight.strides[1]) < abs(weight.strides[0]):   # C_in the faster axis
         return xp.ascontiguousarray(weight.transpose(2, 3, 0, 1)).transpose(0, 1, 3, 2)
@@ -131,10 +132,11 @@ def correlate_shifted(flat, h, weight):
     p = (k - 1) // 2
     positions = flat.shape[0] - 2 * p
     r = positions // h
-    # W_ab^T (C_in, C_out) of every tap: one copy of the kernel per call.  Every product, the first included, is one gemm of the same BLAS (matmul_add): NumPy and
-    # SciPy each load their own OpenBLAS with its own threads, and a first product through
-    # NumPy's left those spinning beside SciPy's for the other k*k - 1 (docs/speed.md, "The
-    # convolution algorithms, one table").
+    # W_ab^T (C_in, C_out) of every tap: one copy of the kernel per call.  Every product, the
+    # first included, is one gemm of the same BLAS (matmul_add): NumPy and SciPy each load
+    # their own OpenBLAS with its own threads, and a first product through NumPy's left those
+    # spinning beside SciPy's for the other k*k - 1 (docs/speed.md, "The convolution
+    # algorithms, one table").
     taps = tap_matrices(weight)
     y = xp.empty((positions, c_out), dtype=flat.dtype)
     for a, i0, i1 in row_blocks(h, k):
