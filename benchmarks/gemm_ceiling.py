@@ -35,8 +35,9 @@ from scratchnet.kernels import conv_policy
 from scratchnet.kernels.im2col import conv_output_size, gradient_transposed
 from scratchnet.layers.conv import Conv2d
 from scratchnet.layers.linear import Linear
+from scratchnet.runtime import blas
 from scratchnet.runtime.memory import keep_freed_memory
-from scratchnet.kernels.shifted import grid_geometry, matmul_add, row_blocks
+from scratchnet.kernels.shifted import grid_geometry, row_blocks
 
 from .profile_layers import leaf_layers
 
@@ -125,7 +126,8 @@ def time_product(m, k, n, transpose_a, accumulate, repeats, rng):
     a = a.T if transpose_a else a
     b = rng.standard_normal((n, k), dtype=np.float32).T   # layers pass weights transposed
     out = np.zeros((m, n), dtype=np.float32)
-    call = (lambda: matmul_add(out, a, b)) if accumulate else (lambda: np.matmul(a, b, out=out))
+    call = ((lambda: blas.matmul(a, b, out=out, beta=1.0)) if accumulate
+            else (lambda: np.matmul(a, b, out=out)))
     call()
     best = float("inf")
     for _ in range(repeats):

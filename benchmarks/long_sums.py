@@ -20,24 +20,28 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 
-def alternate(step, rounds):
-    """{"openblas": [s], "ours": [s]}: ``step`` timed under each setting of
-    blas.SMALL_OUTPUT, one step each per round, the order alternating."""
-    from scratchnet.runtime import blas
-    settings = {"openblas": 0, "ours": blas.SMALL_OUTPUT}
+def alternate(step, rounds, owner=None, attribute="SMALL_OUTPUT", settings=None):
+    """{name: [s]}: ``step`` timed under each of ``settings`` ({name: value} of ``owner``'s
+    ``attribute``; by default blas.SMALL_OUTPUT, "openblas": 0 and "ours": as it is), one step
+    each per round, the order alternating, after a warm-up step each; the attribute is given
+    back its value after."""
+    if owner is None:
+        from scratchnet.runtime import blas as owner
+    kept = getattr(owner, attribute)
+    settings = settings or {"openblas": 0, "ours": kept}
     times = {name: [] for name in settings}
     try:
         for value in settings.values():
-            blas.SMALL_OUTPUT = value
+            setattr(owner, attribute, value)
             step()  # warm-up
         for r in range(rounds):
             for name in (list(settings) if r % 2 == 0 else list(settings)[::-1]):
-                blas.SMALL_OUTPUT = settings[name]
+                setattr(owner, attribute, settings[name])
                 t = time.perf_counter()
                 step()
                 times[name].append(time.perf_counter() - t)
     finally:
-        blas.SMALL_OUTPUT = settings["ours"]
+        setattr(owner, attribute, kept)
     return times
 
 

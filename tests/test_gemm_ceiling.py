@@ -14,8 +14,8 @@ from scratchnet.layers.conv import Conv2d
 
 def recorded_gemms(run):
     """(m, k, n, transpose_a, accumulate) of every product the kernels run on the runtime's
-    BLAS (scratchnet.runtime.blas.matmul: shifted.matmul_add's too) while ``run()``
-    executes."""
+    BLAS (scratchnet.runtime.blas.matmul) while ``run()`` executes: on these small maps the
+    shifted sums run in one block, each product through matmul."""
     calls = []
     matmul = blas.matmul
 

@@ -276,3 +276,69 @@ def test_the_long_sums_benchmark_alternates_ours_and_openblass(monkeypatch):
     times = long_sums.alternate(lambda: seen.append(blas.SMALL_OUTPUT), rounds=3)
     assert seen == [0, ours, 0, ours, ours, 0, 0, ours]
     assert blas.SMALL_OUTPUT == ours and len(times["ours"]) == len(times["openblas"]) == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reachable", [True, False])
+def test_one_thread_products_add_into_rows_and_give_the_threads_back(dtype, reachable,
+                                                                     monkeypatch):
+    """Products into row blocks of one output, the first of each block written (beta 0) and
+    the rest added (beta 1), on the runtime's threads through the C interface or in turn
+    through matmul: NumPy's products, and BLAS's thread count as it was."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((3, 60, 7)).astype(dtype)
+    b = rng.standard_normal((3, 5, 7)).astype(dtype).transpose(0, 2, 1)   # read transposed
+    out = np.full((60, 5), np.nan, dtype)
+    bounds = [0, 13, 30, 47, 60]
+    if not reachable:
+        monkeypatch.setattr(blas, "_CBLAS", False)
+    lib = blas.cblas()
+    before = lib.get_threads() if lib else None
+
+    def work(blocks, product):
+        if lib is not None and CORES >= 2 and before > 1:
+            assert lib.get_threads() == 1     # held to one thread inside
+        for j in range(blocks.start, blocks.stop):
+            rows = slice(bounds[j], bounds[j + 1])
+            for t in range(3):
+                product(a[t, rows], b[t], out[rows], 0.0 if t == 0 else 1.0)
+
+    blas.one_thread_products(work, len(bounds) - 1, out.size)
+    np.testing.assert_allclose(out, sum(a[t] @ b[t] for t in range(3)),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    if lib is not None:
+        assert lib.get_threads() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_add_into_their_output_in_place(rng, dtype):
+    out = rng.standard_normal((50, 6)).astype(dtype)
+    a = rng.standard_normal((50, 4)).astype(dtype)
+    b = rng.standard_normal((6, 4)).astype(dtype).T        # a transposed view, as Conv2d passes
+    expected = out + a @ b
+    result = blas.matmul(a, b, out=out, beta=1.0)
+    assert result is out
+    np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_products_with_beta_scale_or_overwrite_the_output(rng, dtype, beta):
+    out = rng.standard_normal((50, 6)).astype(dtype)
+    out[0, 0] = np.nan                      # beta = 0 must write, not scale, what was there
+    a = rng.standard_normal((50, 4)).astype(dtype)
+    b = rng.standard_normal((4, 6)).astype(dtype)
+    expected = a @ b + (beta * out if beta else 0)  # NaN at [0, 0] for beta = 0.5
+    result = blas.matmul(a, b, out=out, beta=beta)
+    assert result is out
+    np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5, 0.0])
+def test_products_into_a_non_contiguous_output(rng, beta):
+    base = rng.standard_normal((50, 12))
+    out = base[:, ::2]                                      # the fallback, without BLAS
+    a, b = rng.standard_normal((50, 3)), rng.standard_normal((3, 6))
+    expected = a @ b + beta * out
+    blas.matmul(a, b, out=out, beta=beta)
+    np.testing.assert_allclose(base[:, ::2], expected, rtol=1e-12)

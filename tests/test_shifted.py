@@ -6,46 +6,10 @@ import scratchnet as sn
 from scratchnet.kernels import conv_cost, conv_policy
 from scratchnet.gradcheck import check_layer
 from scratchnet.kernels.im2col import im2col
+from scratchnet.kernels import shifted
 from scratchnet.kernels.shifted import (correlate_shifted, crop, grid_geometry,
-                                        matmul_add, row_blocks, row_patches, to_grid,
+                                        position_blocks, row_blocks, row_patches, to_grid,
                                         weight_gradient_shifted)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matmul_add_adds_in_place(rng, dtype):
-    out = rng.standard_normal((50, 6)).astype(dtype)
-    a = rng.standard_normal((50, 4)).astype(dtype)
-    b = rng.standard_normal((6, 4)).astype(dtype).T        # a transposed view, as Conv2d passes
-    expected = out + a @ b
-    result = matmul_add(out, a, b)
-    assert result is out
-    np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("beta", [0.0, 0.5])
-def test_matmul_add_with_beta_scales_or_overwrites_the_output(rng, dtype, beta):
-    out = rng.standard_normal((50, 6)).astype(dtype)
-    out[0, 0] = np.nan                      # beta = 0 must write, not scale, what was there
-    a = rng.standard_normal((50, 4)).astype(dtype)
-    b = rng.standard_normal((4, 6)).astype(dtype)
-    expected = a @ b + (beta * out if beta else 0)  # NaN at [0, 0] for beta = 0.5
-    result = matmul_add(out, a, b, beta)
-    assert result is out
-    np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
-
-
-@pytest.mark.parametrize("beta", [None, 1.0, 0.5, 0.0])      # None: the default, out += a @ b
-def test_matmul_add_on_a_non_contiguous_output(rng, beta):
-    base = rng.standard_normal((50, 12))
-    out = base[:, ::2]                                      # the fallback, without BLAS
-    a, b = rng.standard_normal((50, 3)), rng.standard_normal((3, 6))
-    expected = a @ b + (1.0 if beta is None else beta) * out
-    if beta is None:
-        matmul_add(out, a, b)
-    else:
-        matmul_add(out, a, b, beta)
-    np.testing.assert_allclose(base[:, ::2], expected, rtol=1e-12)
 
 
 def test_to_grid_lays_image_rows_out_row_index_outermost(rng):
@@ -81,6 +45,45 @@ def test_correlate_shifted_is_the_im2col_convolution(rng, k, h, w):
     assert y.shape == (h * r, 5)
     np.testing.assert_allclose(crop(y, 3, h, w).reshape(-1, 5), expected,
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_the_sums_in_blocks_are_the_convolution(rng, monkeypatch, k):
+    """Blocks of grid positions small enough that kernel rows start and end inside blocks:
+    the im2col convolution, and on these small products (one thread either way) bit for bit
+    the sums over the whole grid in one block: every output row gets the same products in
+    the same order."""
+    n, c, h, w, c_out = 3, 4, 9, 11, 5
+    p = (k - 1) // 2
+    x = rng.standard_normal((n, c, h, w))
+    weight = rng.standard_normal((c_out, c, k, k))
+    grid = to_grid(x, p)
+    whole = correlate_shifted(grid, h, weight)        # 9 * 3 * 13 positions: one block
+    expected = im2col(x, k, k, 1, p) @ weight.transpose(0, 2, 3, 1).reshape(c_out, -1).T
+    monkeypatch.setattr(shifted, "BLOCK_BYTES", 0)
+    for rows in (7, 30):                              # 16 and 8 blocks
+        monkeypatch.setattr(shifted, "BLOCK_ROWS", rows)
+        assert len(position_blocks(grid.shape[0] - 2 * p, c, c_out, 8)) > 2
+        blocked = correlate_shifted(grid, h, weight)
+        np.testing.assert_allclose(crop(blocked, n, h, w).reshape(-1, c_out), expected,
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(crop(blocked, n, h, w), crop(whole, n, h, w))
+
+
+def test_position_blocks_cover_the_grid_evenly_from_the_shapes_alone():
+    rows = max(shifted.BLOCK_ROWS, shifted.BLOCK_BYTES // (32 * 4))
+    multiple = shifted.BLOCK_MULTIPLE
+    assert position_blocks(2 * rows - 1, 16, 16, 4) == [0, 2 * rows - 1]   # one block
+    for positions in (2 * rows, 5 * rows + 3, 3 * rows, 17 * rows):
+        bounds = position_blocks(positions, 16, 16, 4)
+        sizes = np.diff(bounds)
+        assert bounds[0] == 0 and bounds[-1] == positions
+        assert len(sizes) % multiple == 0 and len(sizes) >= positions // rows
+        assert sizes.max() - sizes.min() <= 1
+    # Wider rows, fewer of them per block: the bytes bound.
+    wide = shifted.BLOCK_BYTES // (1024 * 4)
+    least = max(wide, shifted.BLOCK_ROWS)
+    assert np.diff(position_blocks(100 * least, 512, 512, 4)).min() >= least * 25 // 26
 
 
 def test_crop_takes_the_images_columns_adds_the_bias_and_is_contiguous(rng):
@@ -226,3 +229,21 @@ def test_tap_matrices_in_any_weight_memory(rng):
             for b in range(3):
                 np.testing.assert_array_equal(taps[a, b], weight[:, :, a, b].T)
                 assert taps[a, b].flags.c_contiguous or taps[a, b].flags.f_contiguous
+
+
+def test_the_blocks_benchmark_times_both_settings_and_gives_the_blocks_back(capsys):
+    """benchmarks.shifted_blocks: each model's training step and eval pass under one block
+    and under the blocks, and shifted.BLOCK_ROWS as it was after."""
+    from benchmarks import shifted_blocks
+    kept = shifted.BLOCK_ROWS
+    results = shifted_blocks.main(["--models", "shape:s3-w16-40x100-b64", "--batch", "2",
+                                   "--rounds", "2"])
+    assert shifted.BLOCK_ROWS == kept
+    runs = results["shape:s3-w16-40x100-b64"]
+    assert set(runs) == {"training", "eval"}
+    for run in runs.values():
+        assert len(run["times"]["blocks"]) == len(run["times"]["one block"]) == 2
+        assert run["ratio"] > 0
+    assert "blocks / one block" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        shifted_blocks.main(["--rounds", "0"])

@@ -51,7 +51,7 @@ k-1-p = p (Conv2d derives it): the same shifted sum over dy's grid.
 """
 from typing import NamedTuple
 
-from ..runtime.backend import as_strided, get_array_module
+from ..runtime.backend import as_strided, device_of, get_array_module
 from ..runtime import blas
 from ..runtime.parallel import parallel_slices
 from .im2col import gradient_transposed, output_rows
@@ -90,12 +90,6 @@ def to_grid(x, p):
     return flat
 
 
-def matmul_add(out, a, b, beta=1.0):
-    """out = a @ b + beta * out in place (beta = 1: out += a @ b; beta = 0: out = a @ b), without
-    a temporary on NumPy: one gemm of the runtime's BLAS (scratchnet.runtime.blas)."""
-    return blas.matmul(a, b, out=out, beta=beta)
-
-
 def centre_first(k):
     """The offsets 0..k-1 of a kernel axis with the middle one, p = (k-1)/2, first."""
     p = (k - 1) // 2
@@ -123,31 +117,72 @@ def tap_matrices(weight):
     return xp.ascontiguousarray(weight.transpose(2, 3, 1, 0))
 
 
+# The sums run over blocks of grid positions, a block's k*k products on one core with its
+# output in cache: blocks of at least BLOCK_ROWS positions (a call's fixed cost) and about
+# BLOCK_BYTES of input and output rows, in a multiple of BLOCK_MULTIPLE blocks so that 1, 2 or
+# 4 cores finish together (docs/speed.md, "The convolution algorithms, one table").
+BLOCK_BYTES = 1 << 21
+BLOCK_ROWS = 8192
+BLOCK_MULTIPLE = 4
+
+
+def position_blocks(positions, c_in, c_out, itemsize):
+    """The bounds of the blocks of grid positions the shifted sums run over: as many even
+    blocks of at least max(BLOCK_ROWS, BLOCK_BYTES / ((C_in + C_out) itemsize)) positions as
+    fit, rounded up to a multiple of BLOCK_MULTIPLE; or one block of them all (BLAS's own
+    threads) where two would not fit.  A function of the shapes alone: OpenBLAS rounds a
+    product's rows differently with the size of the product they are in (by a float32 unit in
+    the last place or so), so blocks that followed the core count would make the numbers
+    follow it too."""
+    rows = max(BLOCK_ROWS, BLOCK_BYTES // ((c_in + c_out) * itemsize))
+    count = positions // rows
+    if count < 2:
+        return [0, positions]
+    count = -(-count // BLOCK_MULTIPLE) * BLOCK_MULTIPLE
+    return [positions * j // count for j in range(count + 1)]
+
+
 def correlate_shifted(flat, h, weight):
     """Cross-correlation of a grid F (from :func:`to_grid`, of h-row images) with weight
     (C_out, C, k, k), stride 1, padding p = (k-1)/2: returns Y (H*N*Wq, C_out), one row per grid
-    position (see the module docstring); the rows of the zero columns are unspecified."""
+    position (see the module docstring); the rows of the zero columns are unspecified.
+
+    The sum over the k*k taps runs a block of positions at a time (:func:`position_blocks`):
+    each block's k*k products add into the same rows of Y, which stay in cache from one tap
+    to the next instead of being read from memory and written back k*k times, and the blocks
+    share the cores, each block's products on one core (blas.one_thread_products).  Each
+    output row gets the same products in the same order however the positions are blocked
+    (the blocks change the rounding only: :func:`position_blocks`)."""
     xp = get_array_module(flat)
-    c_out, _, k, _ = weight.shape
+    c_out, c_in, k, _ = weight.shape
     p = (k - 1) // 2
     positions = flat.shape[0] - 2 * p
     r = positions // h
     # W_ab^T (C_in, C_out) of every tap: one copy of the kernel per call.  Every product, the
-    # first included, is one gemm of the same BLAS (matmul_add): NumPy and SciPy each load
-    # their own OpenBLAS with its own threads, and a first product through NumPy's left those
-    # spinning beside SciPy's for the other k*k - 1 (docs/speed.md, "The convolution
-    # algorithms, one table").
+    # first included, is one gemm of the same BLAS: NumPy and SciPy each load their own
+    # OpenBLAS with its own threads, and a first product through NumPy's left those spinning
+    # beside SciPy's for the other k*k - 1 (docs/speed.md, "The convolution algorithms, one
+    # table").
     taps = tap_matrices(weight)
     y = xp.empty((positions, c_out), dtype=flat.dtype)
-    for a, i0, i1 in row_blocks(h, k):
-        if i1 <= i0:                 # kernel row a meets no image row (h <= |a - p|)
-            continue
-        out = y[i0 * r:i1 * r]
-        start = (i0 + a - p) * r     # lead + (i0 + a - p) R + (b - p) - b, with lead = p
-        # The middle row's middle tap first: it covers every position, so it writes Y.
-        for b in centre_first(k) if a == p else range(k):
-            src = flat[start + b:start + b + out.shape[0]]
-            matmul_add(out, src, taps[a, b], beta=0.0 if a == p and b == p else 1.0)
+    bounds = (position_blocks(positions, c_in, c_out, y.itemsize) if device_of(y) == "cpu"
+              else [0, positions])   # a GPU's products: whole, one launch each
+    kernel_rows = row_blocks(h, k)
+
+    def sums(blocks, product):
+        for j in range(blocks.start, blocks.stop):
+            g0, g1 = bounds[j], bounds[j + 1]
+            for a, i0, i1 in kernel_rows:
+                lo, hi = max(g0, i0 * r), min(g1, i1 * r)  # kernel row a's rows in the block
+                if hi <= lo:
+                    continue
+                start = lo + (a - p) * r     # lead + lo + (a - p) R + (b - p) - b, lead = p
+                # The middle row's middle tap first: it covers every position, so it writes Y.
+                for b in centre_first(k) if a == p else range(k):
+                    product(flat[start + b:start + b + hi - lo], taps[a, b], y[lo:hi],
+                            0.0 if a == p and b == p else 1.0)
+
+    blas.one_thread_products(sums, len(bounds) - 1, y.size)
     return y
 
 

@@ -24,10 +24,12 @@ split it, or scratchnet's threads each run a one-thread BLAS on a block of it.  
 (``python -m benchmarks.gemm_split``; docs/speed.md, "Who splits the GEMMs"): on the
 convolutions' forward products the two are level (0.92-1.04); the weight gradients with a
 small output (16-64 channels), whose sums OpenBLAS's threads share poorly, run faster on ours
-(1.03-1.37x).  So BLAS keeps the threads for every product but those long sums into a small
-output, which ``blas.summed_matmul`` cuts into fixed parts and runs on ``parallel``'s threads,
-BLAS held to one thread (a global setting) for the moment they take: 2-7% of a training step
-where the narrow convolutions are (docs/speed.md, "Long sums over the runtime's threads").
+(1.03-1.37x).  So BLAS keeps the threads for every product but two kinds, which run on
+``parallel``'s threads with BLAS held to one thread (a global setting) for the moment they take
+(``blas.one_thread_products``): the long sums into a small output, which
+``blas.summed_matmul`` cuts into fixed parts (2-7% of a training step where the narrow
+convolutions are; docs/speed.md, "Long sums over the runtime's threads"), and the shifted
+convolutions' sums, a cache-sized block of the output at a time (scratchnet.kernels.shifted).
 ``parallel`` splits the element-wise work, and the timeout below keeps BLAS's threads from
 spinning beside it.
 

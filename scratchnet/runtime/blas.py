@@ -239,12 +239,13 @@ class CBlas:
             return cls.TRANS, max(m.strides[1] // item, m.shape[0], 1)
         return None
 
-    def product(self, a, b, out):
-        """out = a @ b (``out`` C-contiguous, one dtype throughout), in the calling thread."""
+    def product(self, a, b, out, beta=0.0):
+        """out = a @ b + beta out (``out`` with unit stride along its rows, one dtype
+        throughout), in the calling thread."""
         (ta, lda), (tb, ldb) = self.operand(a), self.operand(b)
         self.gemm[out.dtype](self.ROW_MAJOR, ta, tb, a.shape[0], b.shape[1], a.shape[1], 1.0,
-                             a.ctypes.data, lda, b.ctypes.data, ldb, 0.0, out.ctypes.data,
-                             out.shape[1])
+                             a.ctypes.data, lda, b.ctypes.data, ldb, beta, out.ctypes.data,
+                             max(out.strides[0] // out.itemsize, out.shape[1], 1))
         return out
 
 
@@ -278,15 +279,40 @@ def sum_parts(k, parts):
     return [k * j // parts for j in range(parts + 1)]
 
 
+def one_thread_products(work, pieces, elements):
+    """Run ``work(part, product)`` over slices ``part`` covering range(pieces) on the runtime's
+    threads (scratchnet.runtime.parallel), with the runtime's BLAS held to one thread
+    meanwhile, so that each ``product(a, b, out, beta)`` (out = a @ b + beta out) inside runs
+    on its caller's core.  Each piece's products are one-thread products however many cores
+    there are, so their numbers are too.  ``elements``: the work's size, for parallel_slices.
+    With one piece, or where SciPy's OpenBLAS cannot be reached through ctypes (another SciPy
+    build), the pieces run in turn at BLAS's own thread count, ``product`` being
+    :func:`matmul`; with BLAS held to one thread already (the script's limit), in turn too.
+    ``product``'s factors must have a unit stride along one axis, ``out`` along its rows."""
+    lib = cblas() if pieces > 1 else None
+    if lib is None:
+        work(slice(0, pieces), lambda a, b, out, beta=0.0: matmul(a, b, out=out, beta=beta))
+        return
+    threads = lib.get_threads()
+    if threads == 1:
+        work(slice(0, pieces), lib.product)
+        return
+    lib.set_threads(1)  # a global setting: the pieces beside each other, a core each
+    try:
+        parallel_slices(lambda part: work(part, lib.product), pieces, elements, np)
+    finally:
+        lib.set_threads(threads)
+
+
 def summed_matmul(a, b, out=None):
     """a @ b for a long inner dimension and a small output (a weight gradient: patches^T dY),
     written into ``out`` when given.  For NumPy float32 / float64 products with at most
     SMALL_OUTPUT outputs and at least LONG_SUM terms each: the sum cut into SUM_PARTS fixed
     parts, a_j b_j over the rows of each part, and out = ((P_0 + P_1) + P_2) + ... in that
     order; the parts run on the runtime's threads (one after another on one), each with a
-    one-thread BLAS (:class:`CBlas`), where SciPy's OpenBLAS is reachable through ctypes, else
-    one after another through :func:`matmul` (module docstring: why).  Anything else is
-    :func:`matmul`."""
+    one-thread BLAS (:func:`one_thread_products`) where SciPy's OpenBLAS is reachable through
+    ctypes, else one after another through :func:`matmul` (module docstring: why).  Anything
+    else is :func:`matmul`."""
     if (get_array_module(a, b) is not np or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
             or a.dtype not in (np.float32, np.float64)
             or a.shape[0] * b.shape[1] > SMALL_OUTPUT or a.shape[1] < LONG_SUM
@@ -295,25 +321,15 @@ def summed_matmul(a, b, out=None):
     m, k = a.shape
     bounds = sum_parts(k, SUM_PARTS)
     partial = np.empty((SUM_PARTS, m, b.shape[1]), dtype=a.dtype)
-    lib = cblas()
-    if lib is not None and lib.operand(a) is not None and lib.operand(b) is not None:
-        def parts(js):
-            for j in range(js.start, js.stop):
-                lib.product(a[:, bounds[j]:bounds[j + 1]], b[bounds[j]:bounds[j + 1]],
-                            partial[j])
 
-        threads = lib.get_threads()
-        if threads == 1:  # BLAS held to one thread (the script's limit): the parts in turn
-            parts(slice(0, SUM_PARTS))
-        else:
-            lib.set_threads(1)  # a global setting: the parts beside each other, a core each
-            try:
-                parallel_slices(parts, SUM_PARTS, PIECE_ELEMENTS * thread_count(), np)
-            finally:
-                lib.set_threads(threads)
+    def parts(js, product):
+        for j in range(js.start, js.stop):
+            product(a[:, bounds[j]:bounds[j + 1]], b[bounds[j]:bounds[j + 1]], partial[j])
+
+    if CBlas.operand(a) is not None and CBlas.operand(b) is not None:
+        one_thread_products(parts, SUM_PARTS, PIECE_ELEMENTS * thread_count())
     else:
-        for j in range(SUM_PARTS):
-            matmul(a[:, bounds[j]:bounds[j + 1]], b[bounds[j]:bounds[j + 1]], out=partial[j])
+        parts(slice(0, SUM_PARTS), lambda a, b, out: matmul(a, b, out=out))
     if out is None:
         out = np.empty((m, b.shape[1]), dtype=a.dtype)
     np.copyto(out, partial[0])
