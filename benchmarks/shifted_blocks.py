@@ -1,12 +1,12 @@
-"""The shifted sums over blocks of grid positions against the sums over the whole grid, inside
-real training steps and eval forward passes, alternating step by step in one process.
+"""The shifted convolutions over blocks of grid positions against the whole grid, inside real
+training steps and eval forward passes, alternating step by step in one process.
 
     python -m benchmarks.shifted_blocks [--models shape:s5-w48-96x200-b16 ...] [--rounds 16]
 
-scratchnet.kernels.shifted runs a convolution's k*k products a block of grid positions at a
-time, each block on one core with its rows of the output in cache; with
-``shifted.BLOCK_ROWS`` larger than any grid every sum runs over the whole grid in one block, on
-OpenBLAS's threads, as before the change.  Each round runs one training step (forward, loss,
+scratchnet.kernels.shifted runs a convolution's k*k products, and its weight gradient's row
+patches and products, a block of grid positions at a time, each block on one core with its
+rows in cache; with ``shifted.BLOCK_ROWS`` larger than any grid everything runs over the whole
+grid in one block, on OpenBLAS's threads and the long sums, as before the change.  Each round runs one training step (forward, loss,
 backward, AdamW), then one eval-mode forward pass (BatchNorm unfolded, as
 benchmarks.shape_set measures inference), with each setting, the order alternating from round
 to round, after a warm-up of each; the figures are the median times and the median of the

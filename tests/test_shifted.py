@@ -215,6 +215,28 @@ def test_weight_gradient_shifted_is_dy_transposed_times_the_patches(rng, k, h, w
     np.testing.assert_allclose(dw.reshape(5, -1), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("k,h,w", [(3, 9, 11), (5, 8, 6), (3, 2, 7)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_weight_gradient_in_blocks_is_dy_transposed_times_the_patches(rng, monkeypatch, k, h, w,
+                                                                      transposed):
+    """The gradient a block of positions at a time (blocks so small that kernel rows start
+    and end inside them, and some blocks meet no position of a kernel row), in either
+    orientation: dY^T im2col(x), as over the whole grid's patches."""
+    p = (k - 1) // 2
+    x = rng.standard_normal((3, 4, h, w))
+    dy = rng.standard_normal((3, 5, h, w))
+    expected = (dy.transpose(0, 2, 3, 1).reshape(-1, 5).T @ im2col(x, k, k, 1, p))
+    monkeypatch.setattr(shifted, "gradient_transposed", lambda k, c_out: transposed)
+    monkeypatch.setattr(shifted, "BLOCK_BYTES", 0)
+    monkeypatch.setattr(shifted, "BLOCK_ROWS", 5)
+    positions = h * grid_geometry(3, h, w, p)[1]
+    assert len(position_blocks(positions, k * 4, 5, 8)) > 5
+    dw = weight_gradient_shifted(to_grid(x, p), to_grid(dy, p), h, k)
+    assert dw.shape == (5, k, k, 4)
+    assert (dw.strides[3] == dw.itemsize) != transposed     # dY^T Q: C_in innermost
+    np.testing.assert_allclose(dw.reshape(5, -1), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_tap_matrices_in_any_weight_memory(rng):
     """taps[a, b] = W[:, :, a, b]^T (C_in, C_out) for weights in Conv2d's (C_out, k, k, C_in)
     memory, in NCHW memory, and for the flipped, channel-swapped kernel of dL/dx."""

@@ -117,8 +117,8 @@ def tap_matrices(weight):
     return xp.ascontiguousarray(weight.transpose(2, 3, 1, 0))
 
 
-# The sums run over blocks of grid positions, a block's k*k products on one core with its
-# output in cache: blocks of at least BLOCK_ROWS positions (a call's fixed cost) and about
+# The sums and the weight gradients run over blocks of grid positions, a block's products on
+# one core with its rows in cache: blocks of at least BLOCK_ROWS positions (a call's fixed cost) and about
 # BLOCK_BYTES of input and output rows, in a multiple of BLOCK_MULTIPLE blocks so that 1, 2 or
 # 4 cores finish together (docs/speed.md, "The convolution algorithms, one table").
 BLOCK_BYTES = 1 << 21
@@ -186,29 +186,33 @@ def correlate_shifted(flat, h, weight):
     return y
 
 
-def row_patches(flat, kw):
-    """Q (R - kw + 1, kw*C) of a C-contiguous matrix F (R, C): row r is rows r, r+1, ...,
-    r+kw-1 of F side by side, the kw horizontal offsets of a kernel row.
-
+def overlapping_rows(flat, kw):
+    """Q (R - kw + 1, kw*C) of a C-contiguous matrix F (R, C) as a read-only view: row r is
+    rows r, r+1, ..., r+kw-1 of F side by side, the kw horizontal offsets of a kernel row.
     Those kw rows are consecutive in memory, so row r of Q is the run of kw*C numbers that
-    starts at element r*C of F: Q is F read through a view whose rows overlap (row stride C,
-    row length kw*C), and one copy of that view, in runs of kw*C numbers, forms it (BLAS cannot
-    take the view itself: a leading dimension shorter than a row).  Copying the kw blocks of
-    C columns one at a time would copy in runs of C, 2.4x slower on stage 1's grids
-    (docs/speed.md, "The convolution algorithms, one table")."""
+    starts at element r*C of F: a view whose rows overlap (row stride C, row length kw*C)."""
     xp = get_array_module(flat)
     c = flat.shape[1]
-    rows = flat.shape[0] - (kw - 1)
     item = flat.dtype.itemsize
     if not flat.flags.c_contiguous:
         flat = xp.ascontiguousarray(flat)
-    overlapping = as_strided(flat, (rows, kw * c), (c * item, item))
-    out = xp.empty((rows, kw * c), dtype=flat.dtype)
+    return as_strided(flat, (flat.shape[0] - (kw - 1), kw * c), (c * item, item))
+
+
+def row_patches(flat, kw):
+    """Q (R - kw + 1, kw*C) of a C-contiguous matrix F (R, C), :func:`overlapping_rows`
+    copied: one copy of the view, in runs of kw*C numbers (BLAS cannot take the view itself: a
+    leading dimension shorter than a row).  Copying the kw blocks of C columns one at a time
+    would copy in runs of C, 2.4x slower on stage 1's grids (docs/speed.md, "The convolution
+    algorithms, one table")."""
+    xp = get_array_module(flat)
+    overlapping = overlapping_rows(flat, kw)
+    out = xp.empty(overlapping.shape, dtype=flat.dtype)
 
     def gather(part):
         out[part] = overlapping[part]
 
-    parallel_slices(gather, rows, out.size, xp)
+    parallel_slices(gather, out.shape[0], out.size, xp)
     return out
 
 
@@ -216,18 +220,39 @@ def weight_gradient_shifted(x_flat, dy_flat, h, k):
     """dL/dW (C_out, k, k, C_in) of the shifted correlation of the grid x_flat (C_in columns,
     h-row images) from dy_flat, the upstream gradient on the same grid (C_out columns): k GEMMs
     over row patches (see the module docstring).  A view of (k, k, C_in, C_out) memory, or
-    for a large gradient of (k, C_out, k, C_in) memory: runs of k*C_in as in the weight's."""
-    xp = get_array_module(x_flat, dy_flat)
+    for a large gradient of (k, C_out, k, C_in) memory: runs of k*C_in as in the weight's.
+
+    On a grid of several blocks (:func:`position_blocks`, with rows of k*C_in patch and C_out
+    gradient numbers) the sums run a block of positions at a time (:func:`gradient_in_blocks`),
+    else over the whole grid's row patches (:func:`gradient_in_long_sums`)."""
     c, c_out = x_flat.shape[1], dy_flat.shape[1]
     p = (k - 1) // 2
     positions = x_flat.shape[0] - 2 * p
-    r = positions // h
     d_grid = dy_flat[p:p + positions]                           # dY at the grid positions
-    patches = row_patches(x_flat, k)                            # Q[g] = F[g .. g + k - 1]
     # Computed transposed, Q^T dY (k*C_in, C_out): the same products, faster on stage 1's
     # shapes; a large gradient as dY^T Q (C_out, k*C_in), rows of the weight's memory order
     # (im2col.gradient_transposed; docs/speed.md, "The convolution algorithms, one table").
     transposed = gradient_transposed(k * k * c, c_out)
+    bounds = (position_blocks(positions, k * c, c_out, x_flat.itemsize)
+              if device_of(x_flat) == "cpu" else [0, positions])
+    if len(bounds) > 2:
+        dw = gradient_in_blocks(x_flat, d_grid, h, k, bounds, transposed)
+    else:
+        dw = gradient_in_long_sums(x_flat, d_grid, h, k, transposed)
+    if transposed:
+        return dw.reshape(k, k, c, c_out).transpose(3, 0, 1, 2)
+    return dw.reshape(k, c_out, k, c).transpose(1, 0, 2, 3)
+
+
+def gradient_in_long_sums(x_flat, d_grid, h, k, transposed):
+    """The k kernel rows' gradients (k, k*C_in, C_out), or transposed (k, C_out, k*C_in), from
+    the whole grid's row patches Q (:func:`row_patches`), each a long sum into a small output
+    cut into fixed parts on the runtime's threads (scratchnet.runtime.blas.summed_matmul)."""
+    xp = get_array_module(x_flat, d_grid)
+    c, c_out = x_flat.shape[1], d_grid.shape[1]
+    p = (k - 1) // 2
+    r = d_grid.shape[0] // h
+    patches = row_patches(x_flat, k)                            # Q[g] = F[g .. g + k - 1]
     dw = xp.empty((k, k * c, c_out) if transposed else (k, c_out, k * c), dtype=x_flat.dtype)
     for a, i0, i1 in row_blocks(h, k):
         if i1 <= i0:
@@ -235,15 +260,51 @@ def weight_gradient_shifted(x_flat, dy_flat, h, k):
             continue
         start = (i0 + a - p) * r
         q, d = patches[start:start + (i1 - i0) * r], d_grid[i0 * r:i1 * r]
-        # A long sum into a small output: cut into fixed parts on the runtime's threads
-        # (scratchnet.runtime.blas.summed_matmul).
         if transposed:
             blas.summed_matmul(q.T, d, out=dw[a])
         else:
             blas.summed_matmul(d.T, q, out=dw[a])
-    if transposed:
-        return dw.reshape(k, k, c, c_out).transpose(3, 0, 1, 2)
-    return dw.reshape(k, c_out, k, c).transpose(1, 0, 2, 3)
+    return dw
+
+
+def gradient_in_blocks(x_flat, d_grid, h, k, bounds, transposed):
+    """The k kernel rows' gradients, as :func:`gradient_in_long_sums`, a block of grid
+    positions (``bounds``) at a time: each block's row patches for kernel row a, the rows
+    (a - p) R further on, are gathered into a buffer of the block's size and multiplied there
+    at once, on one core (blas.one_thread_products), into the block's part of the sum; the
+    parts are added in block order.  The whole grid's patches, k*C_in numbers a position,
+    are then never written to memory and read back k times."""
+    xp = get_array_module(x_flat, d_grid)
+    c, c_out = x_flat.shape[1], d_grid.shape[1]
+    p = (k - 1) // 2
+    r = d_grid.shape[0] // h
+    overlapping = overlapping_rows(x_flat, k)
+    blocks = len(bounds) - 1
+    parts = xp.zeros((blocks, k) + ((k * c, c_out) if transposed else (c_out, k * c)),
+                     dtype=x_flat.dtype)
+    kernel_rows = row_blocks(h, k)
+
+    def block_sums(part, product):
+        patches = xp.empty((max(b - a for a, b in zip(bounds, bounds[1:])), k * c),
+                           dtype=x_flat.dtype)
+        for j in range(part.start, part.stop):
+            for a, i0, i1 in kernel_rows:
+                lo, hi = max(bounds[j], i0 * r), min(bounds[j + 1], i1 * r)
+                if hi <= lo:
+                    continue
+                q = patches[:hi - lo]
+                start = lo + (a - p) * r                    # Q's row for position lo
+                q[...] = overlapping[start:start + hi - lo]
+                if transposed:
+                    product(q.T, d_grid[lo:hi], parts[j, a])
+                else:
+                    product(d_grid[lo:hi].T, q, parts[j, a])
+
+    blas.one_thread_products(block_sums, blocks, d_grid.shape[0] * k * c)
+    dw = parts[0].copy()
+    for j in range(1, blocks):
+        dw += parts[j]
+    return dw
 
 
 def crop(y, n, h, w, bias=None):
