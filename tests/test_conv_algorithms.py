@@ -122,3 +122,76 @@ def test_large_weight_gradients_come_in_the_weights_memory_order(algorithm, c_in
         np.testing.assert_allclose(dw, ref_dw, rtol=1e-10, atol=1e-9)
         c_in_unit = dw.strides[1] == dw.itemsize
         assert c_in_unit == (c_o == c_out), (c_o, dw.strides)
+
+
+@pytest.mark.parametrize("c_in, h, w, kernel, stride, padding", [
+    (3, 7, 6, 3, 2, 1),            # dL/dx scattered back a block at a time
+    (4, 5, 5, (1, 3), 2, 0),       # strided, not square
+    (2, 6, 7, 3, 1, 0),            # stride 1: dL/dx the flipped kernel's, whole
+    (3, 6, 7, (3, 1), 1, 1)])      # stride 1, not square: scattered back
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_patch_gemm_in_blocks_of_samples_matches_the_reference(monkeypatch, c_in, h, w,
+                                                                     kernel, stride, padding,
+                                                                     bias):
+    """Blocks of one or two samples (patch_gemm.sample_blocks), uneven over 5 samples: the
+    forward, dL/dx, dL/dW and dL/db of the reference, in float64, with no patch matrix saved."""
+    from scratchnet.kernels import patch_gemm
+    monkeypatch.setattr(patch_gemm, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(patch_gemm, "WEIGHT_SHARE", 0)
+    rng = np.random.default_rng(0)
+    conv = sn.Conv2d(c_in, 4, kernel, stride, padding, bias=bias, rng=rng).astype(np.float64)
+    x = rng.standard_normal((5, c_in, h, w))
+    y_ref = conv2d_reference(x, conv.weight.data, None if conv.bias is None else
+                             conv.bias.data, stride, padding)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref, dw_ref, db_ref = conv2d_reference_backward(dy, x, conv.weight.data, stride, padding)
+    with conv_policy.using(conv_policy.prefer("im2col")):
+        y = conv.forward(x)
+        saved = conv._cache.saved
+        dx = conv.backward(dy)
+    assert saved.cols is None and len(saved.blocks) == 6          # five blocks of one sample
+    np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(conv.weight.grad, dw_ref, rtol=1e-10, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(conv.bias.grad, db_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_sample_blocks_follow_the_shapes_alone():
+    from scratchnet.kernels import patch_gemm
+    x = np.zeros((64, 16, 40, 100), np.float32)
+    per_sample = 20 * 50 * 9 * 16 * 4                   # a sample's patches, 3x3 stride 2
+    blocks = patch_gemm.sample_blocks(x, 3, 3, 2, 1, 32)
+    sizes = np.diff(blocks)
+    assert blocks[0] == 0 and blocks[-1] == 64 and len(sizes) % patch_gemm.BLOCK_MULTIPLE == 0
+    assert sizes.max() - sizes.min() <= 1
+    assert sizes.max() * per_sample <= 2 * patch_gemm.BLOCK_BYTES
+    assert patch_gemm.sample_blocks(x[:, :1], 3, 3, 2, 1, 32) == (0, 64)     # one channel: whole
+    assert patch_gemm.sample_blocks(x, 1, 1, 2, 0, 32) == (0, 64)            # 1x1: whole
+    assert patch_gemm.sample_blocks(x[:2], 3, 3, 2, 1, 32) == (0, 2)         # two blocks: whole
+    wide = np.zeros((64, 256, 8, 27), np.float32)        # a 2304 x 512 weight matrix, 4.7 MB
+    assert patch_gemm.sample_blocks(wide, 3, 3, 2, 1, 512) == (0, 64)
+
+
+def test_the_blocks_benchmark_times_both_settings_and_gives_the_blocks_back(capsys):
+    """benchmarks.cache_blocks: each model's training step and eval pass whole and in blocks,
+    the named kernels' block sizes switched (and given back), the others left alone."""
+    from benchmarks import cache_blocks
+    from scratchnet.kernels import patch_gemm, shifted
+    kept = shifted.BLOCK_ROWS, patch_gemm.BLOCK_BYTES
+    owner = cache_blocks.switch(["patch_gemm"])
+    owner.setting = "whole"
+    assert patch_gemm.BLOCK_BYTES == cache_blocks.WHOLE and shifted.BLOCK_ROWS == kept[0]
+    owner.setting = "blocks"
+    assert (shifted.BLOCK_ROWS, patch_gemm.BLOCK_BYTES) == kept
+    results = cache_blocks.main(["--models", "shape:s3-w16-40x100-b64", "--batch", "2",
+                                 "--rounds", "2"])
+    assert (shifted.BLOCK_ROWS, patch_gemm.BLOCK_BYTES) == kept
+    runs = results["shape:s3-w16-40x100-b64"]
+    assert set(runs) == {"training", "eval"}
+    for run in runs.values():
+        assert len(run["times"]["blocks"]) == len(run["times"]["whole"]) == 2
+        assert run["ratio"] > 0
+    assert "blocks / whole" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cache_blocks.main(["--rounds", "0"])

@@ -251,21 +251,3 @@ def test_tap_matrices_in_any_weight_memory(rng):
             for b in range(3):
                 np.testing.assert_array_equal(taps[a, b], weight[:, :, a, b].T)
                 assert taps[a, b].flags.c_contiguous or taps[a, b].flags.f_contiguous
-
-
-def test_the_blocks_benchmark_times_both_settings_and_gives_the_blocks_back(capsys):
-    """benchmarks.shifted_blocks: each model's training step and eval pass under one block
-    and under the blocks, and shifted.BLOCK_ROWS as it was after."""
-    from benchmarks import shifted_blocks
-    kept = shifted.BLOCK_ROWS
-    results = shifted_blocks.main(["--models", "shape:s3-w16-40x100-b64", "--batch", "2",
-                                   "--rounds", "2"])
-    assert shifted.BLOCK_ROWS == kept
-    runs = results["shape:s3-w16-40x100-b64"]
-    assert set(runs) == {"training", "eval"}
-    for run in runs.values():
-        assert len(run["times"]["blocks"]) == len(run["times"]["one block"]) == 2
-        assert run["ratio"] > 0
-    assert "blocks / one block" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        shifted_blocks.main(["--rounds", "0"])

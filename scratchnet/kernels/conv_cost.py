@@ -18,9 +18,10 @@ and then runs one large product: cheap calls, much traffic.  The shifted sum (k*
 over one padded grid) copies the input once, but each of its k*k products reads and writes the
 whole output again, so it wins when the products have enough channels to be arithmetic-bound
 and loses on a one-channel input, where each product is an outer product and all traffic.
-(On the CPU the sums, and dW's row patches, run a cache-sized block of positions at a time,
-so much of that traffic stays in cache: the model charges it all the same, and still ordered
-the algorithms as timed on all 31 convolutions after the change, docs/speed.md.)
+(On the CPU the sums and dW's row patches run a cache-sized block of positions at a time, and
+the patch matrix of several channels a block of samples at a time, so much of that traffic
+stays in cache: the model charges it all the same, and still ordered the algorithms as timed
+on all 31 convolutions after each change, docs/speed.md.)
 Short maps multiply no padding rows.  Small maps pay the calls.
 
 The constants are read off measurements, not taken from a data sheet: of a grid of rates,

@@ -145,17 +145,20 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     wo = conv_output_size(w, kw, stride, padding)
     cols = cols.reshape(n, ho, wo, kh, kw, c)
     dx = xp.empty((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
-
-    def scatter_add(part):
-        piece = dx[part]
-        piece[...] = 0
-        for a in range(kh):
-            for b in range(kw):
-                piece[:, taps(a, ho, stride), taps(b, wo, stride)] += cols[part, :, :, a, b]
-
-    parallel_slices(scatter_add, n, cols.size, xp)
+    parallel_slices(lambda part: scatter_patches(dx[part], cols[part], stride), n, cols.size,
+                    xp)
     dx = dx[:, padding:padding + h, padding:padding + w]
     return dx.transpose(0, 3, 1, 2)
+
+
+def scatter_patches(dx_padded, cols, stride):
+    """dx_padded (n, Hp, Wp, C) = the sum of the patches cols (n, Ho, Wo, kh, kw, C) put back
+    where im2col read them: zeroed, then kh*kw strided slice-adds (module docstring)."""
+    _, ho, wo, kh, kw, _ = cols.shape
+    dx_padded[...] = 0
+    for a in range(kh):
+        for b in range(kw):
+            dx_padded[:, taps(a, ho, stride), taps(b, wo, stride)] += cols[:, :, :, a, b]
 
 
 def weight_matrix(w):

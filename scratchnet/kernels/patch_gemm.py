@@ -8,25 +8,67 @@ faster than over (N*Ho*Wo, C_out).
 Backward (Conv2d derives it): dL/dWm = dY^T X, dL/db = sum of dY's rows, and dL/dx either
 col2im(dY Wm) or, for a stride-1 square kernel with p <= k - 1, the correlation of dy with
 the flipped kernel: im2col(dy, padding k-1-p) W~m^T, one GEMM with no scatter-add.
+
+In blocks of samples.  Every product above is a sum over the rows of X, one row per output
+pixel, and the rows of a sample depend on that sample alone.  So on the CPU, for an input of
+several channels whose patches span several blocks (:func:`sample_blocks`), the batch runs a
+block of samples at a time, each block on one core (blas.one_thread_products): its patches
+are gathered into a buffer of the block's size and multiplied while in cache, Y's rows and
+dL/dx's samples written by their block alone, and dL/dWm = sum over blocks of dY_j^T X_j, the
+blocks' parts added in order.  The patch matrix, kh*kw times the input, is then never written
+whole and read back: the forward saves the padded input, and the backward gathers each
+block's patches again.
 """
 from typing import NamedTuple
 
-from ..runtime.backend import get_array_module
+from ..runtime.backend import device_of, get_array_module
 from ..runtime import blas
 from .im2col import (col2im, conv_output_size, gradient_transposed, im2col, output_rows,
-                     weight_matrix)
+                     scatter_patches, sliding_windows, to_channels_last, weight_matrix)
 from .long_rows import map_long_rows
+
+# Blocks of samples whose patches take about BLOCK_BYTES, in a multiple of BLOCK_MULTIPLE blocks
+# so that 1, 2 or 4 cores finish together (docs/speed.md, "The convolution algorithms, one
+# table").
+BLOCK_BYTES = 1 << 21
+BLOCK_MULTIPLE = 4
+WEIGHT_SHARE = 4
 
 
 class Saved(NamedTuple):
     """The patches X, the input's shape, the weight (a reference), the bias presence, stride
-    and padding."""
+    and padding; in blocks (module docstring) X is None, and ``padded`` the channels-last
+    padded input and ``blocks`` the bounds of the blocks of samples."""
     cols: object
     x_shape: tuple
     weight: object
     has_bias: bool
     stride: int
     padding: int
+    padded: object = None
+    blocks: tuple = None
+
+
+def sample_blocks(x, kh, kw, stride, padding, c_out):
+    """The bounds of the blocks of samples the patch GEMM runs in (module docstring): even
+    blocks of about BLOCK_BYTES of patches (one sample at least), as many as fit, rounded up to
+    a multiple of BLOCK_MULTIPLE (at most one a sample); or one block of the whole batch where
+    two would not fit, where the weight matrix takes more than BLOCK_BYTES / WEIGHT_SHARE
+    (each block reads it again, and its gradient's part is written and added once a block),
+    for a 1x1 kernel (its patches are no larger than the input), on a one-channel input
+    (whose patches are built transposed: im2col.tap_planes) and off the CPU.  A function of
+    the shapes alone, so the numbers do not follow the core count."""
+    n, c, h, wd = x.shape
+    if (c == 1 or kh * kw == 1 or device_of(x) != "cpu"
+            or kh * kw * c * c_out * x.itemsize * WEIGHT_SHARE > BLOCK_BYTES):
+        return (0, n)
+    ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
+    per_block = max(1, BLOCK_BYTES // (ho * wo * kh * kw * c * x.itemsize))
+    count = n // per_block
+    if count < 2:
+        return (0, n)
+    count = min(n, -(-count // BLOCK_MULTIPLE) * BLOCK_MULTIPLE)
+    return tuple(n * j // count for j in range(count + 1))
 
 
 def forward(x, w, b, stride, padding):
@@ -35,12 +77,50 @@ def forward(x, w, b, stride, padding):
     n, _, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
-    cols = im2col(x, kh, kw, stride, padding)
-    y = blas.matmul(cols, weight_matrix(w).T)
+    blocks = sample_blocks(x, kh, kw, stride, padding, c_out)
+    if len(blocks) > 2:
+        padded = to_channels_last(x, padding)
+        y, cols = forward_in_blocks(padded, weight_matrix(w).T, kh, kw, stride, blocks), None
+    else:
+        padded, blocks = None, None
+        cols = im2col(x, kh, kw, stride, padding)
+        y = blas.matmul(cols, weight_matrix(w).T)
     if b is not None:  # over long rows: scratchnet.kernels.long_rows
         map_long_rows(lambda out, bias: xp.add(out, bias, out=out), y, [], [b])
     return (y.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2),
-            Saved(cols, x.shape, w, b is not None, stride, padding))
+            Saved(cols, x.shape, w, b is not None, stride, padding, padded, blocks))
+
+
+def patch_buffer(windows, blocks):
+    """A buffer for the patches of the largest block of samples: (rows, kh*kw*C)."""
+    xp = get_array_module(windows)
+    n, ho, wo, kh, kw, c = windows.shape
+    largest = max(b - a for a, b in zip(blocks, blocks[1:]))
+    return xp.empty((largest * ho * wo, kh * kw * c), dtype=windows.dtype)
+
+
+def gather_block(buffer, windows, a, b):
+    """Samples a..b-1's patches, gathered into the start of ``buffer``: (rows, kh*kw*C)."""
+    cols = buffer[:(b - a) * windows.shape[1] * windows.shape[2]]
+    cols.reshape((b - a,) + windows.shape[1:])[...] = windows[a:b]
+    return cols
+
+
+def forward_in_blocks(padded, wm_t, kh, kw, stride, blocks):
+    """Y = X Wm^T (N*Ho*Wo, C_out) a block of samples at a time, from the padded input."""
+    xp = get_array_module(padded)
+    windows = sliding_windows(padded, kh, kw, stride)           # (N, Ho, Wo, kh, kw, C)
+    rows = windows.shape[1] * windows.shape[2]                  # a sample's
+    y = xp.empty((windows.shape[0] * rows, wm_t.shape[1]), dtype=padded.dtype)
+
+    def block_products(part, product):
+        buffer = patch_buffer(windows, blocks)
+        for j in range(part.start, part.stop):
+            a, b = blocks[j], blocks[j + 1]
+            product(gather_block(buffer, windows, a, b), wm_t, y[a * rows:b * rows])
+
+    blas.one_thread_products(block_products, len(blocks) - 1, y.size)
+    return y
 
 
 def weight_gradient_matrix(cols, dy_mat):
@@ -54,6 +134,51 @@ def weight_gradient_matrix(cols, dy_mat):
     return blas.summed_matmul(dy_mat.T, cols)
 
 
+def flipped_kernel_applies(w, stride, padding):
+    """Whether dL/dx is the correlation of dy with the flipped kernel (module docstring): a
+    stride-1 square kernel with p <= k - 1."""
+    kh, kw = w.shape[2:]
+    return stride == 1 and kh == kw and padding <= kh - 1
+
+
+def backward_in_blocks(dy_mat, saved, needs_input_grad):
+    """(dL/dWm (C_out, K), and where dL/dx is not the flipped kernel's convolution dL/dx's
+    padded channels-last memory, else None) a block of samples at a time: each block's patches gathered again from the padded
+    input, dY_j^T X_j (or its transpose, as :func:`weight_gradient_matrix`) into the block's
+    part, and dY_j Wm scattered back into the block's samples (im2col.scatter_patches)."""
+    xp = get_array_module(dy_mat)
+    w, blocks, stride = saved.weight, saved.blocks, saved.stride
+    c_out, _, kh, kw = w.shape
+    windows = sliding_windows(saved.padded, kh, kw, stride)
+    k, rows = kh * kw * windows.shape[5], windows.shape[1] * windows.shape[2]
+    transposed = gradient_transposed(k, c_out)
+    parts = xp.empty((len(blocks) - 1,) + ((k, c_out) if transposed else (c_out, k)),
+                     dtype=dy_mat.dtype)
+    scatter = needs_input_grad and not flipped_kernel_applies(w, stride, saved.padding)
+    dx_padded = xp.empty(saved.padded.shape, dtype=dy_mat.dtype) if scatter else None
+    wm = weight_matrix(w)
+
+    def block_sums(part, product):
+        buffer = patch_buffer(windows, blocks)
+        for j in range(part.start, part.stop):
+            a, b = blocks[j], blocks[j + 1]
+            cols, d = gather_block(buffer, windows, a, b), dy_mat[a * rows:b * rows]
+            if transposed:
+                product(cols.T, d, parts[j])
+            else:
+                product(d.T, cols, parts[j])
+            if scatter:                                   # the buffer's patches are used
+                product(d, wm, cols)
+                scatter_patches(dx_padded[a:b], cols.reshape((b - a,) + windows.shape[1:]),
+                                stride)
+
+    blas.one_thread_products(block_sums, len(blocks) - 1, dy_mat.shape[0] * k)
+    dw = parts[0].copy()
+    for j in range(1, len(blocks) - 1):
+        dw += parts[j]
+    return (dw.T if transposed else dw), dx_padded
+
+
 def backward(dy, saved, needs_input_grad=True):
     """(dL/dx or None, dL/dW (C_out, C_in, kh, kw), dL/db or None)."""
     w, s, p = saved.weight, saved.stride, saved.padding
@@ -61,14 +186,20 @@ def backward(dy, saved, needs_input_grad=True):
     c_out, _, kh, kw = w.shape
     dy_mat = output_rows(dy)
     db = dy_mat.sum(axis=0) if saved.has_bias else None
-    dw = weight_gradient_matrix(saved.cols, dy_mat).reshape(c_out, kh, kw, c).transpose(
-        0, 3, 1, 2)
+    dx_padded = None
+    if saved.cols is None:
+        dw_mat, dx_padded = backward_in_blocks(dy_mat, saved, needs_input_grad)
+    else:
+        dw_mat = weight_gradient_matrix(saved.cols, dy_mat)
+    dw = dw_mat.reshape(c_out, kh, kw, c).transpose(0, 3, 1, 2)
     if not needs_input_grad:
         return None, dw, db
-    if s == 1 and kh == kw and p <= kh - 1:
+    if flipped_kernel_applies(w, s, p):
         # The flipped-kernel convolution: W~m^T (kh*kw*C_out, C_in), row (a~, b~, o) being
         # W[o, :, kh-1-a~, kw-1-b~], copied in runs of C_in numbers from channels-last memory.
         flipped_t = w.transpose(2, 3, 0, 1)[::-1, ::-1].reshape(-1, c)
         dx = blas.matmul(im2col(dy, kh, kw, 1, kh - 1 - p), flipped_t)
         return dx.reshape(n, h, wd, c).transpose(0, 3, 1, 2), dw, db
+    if dx_padded is not None:
+        return dx_padded[:, p:p + h, p:p + wd].transpose(0, 3, 1, 2), dw, db
     return col2im(blas.matmul(dy_mat, weight_matrix(w)), saved.x_shape, kh, kw, s, p), dw, db

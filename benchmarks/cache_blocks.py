@@ -1,0 +1,91 @@
+"""Convolutions in cache-sized blocks against the whole batch at once, inside real training steps
+and eval forward passes, alternating step by step in one process.
+
+    python -m benchmarks.cache_blocks [--kernels shifted patch_gemm] [--models NAME ...] [--rounds 16]
+
+Two kernels run in blocks on the CPU, each block on one core with its rows in cache:
+scratchnet.kernels.shifted runs a convolution's k*k products, and its weight gradient's row
+patches, a block of grid positions at a time (with ``shifted.BLOCK_ROWS`` larger than any grid
+everything runs over the whole grid, on OpenBLAS's threads and the long sums, as before);
+scratchnet.kernels.patch_gemm gathers and multiplies the patches a block of samples at a time
+(with ``patch_gemm.BLOCK_BYTES`` larger than any batch's patches, one patch matrix, as
+before).  ``--kernels`` names the kernels whose blocks are switched; the others keep theirs.
+Each round runs one training step (forward, loss, backward, AdamW), then one eval-mode forward
+pass (BatchNorm unfolded, as benchmarks.shape_set measures inference), with each setting, the
+order alternating from round to round, after a warm-up of each; the figures are the median
+times and the median of the rounds' ratios, blocks over whole (below 1: the blocks faster).  A
+plain script: NumPy first, nothing set up.
+"""
+import numpy  # noqa: F401  (first, as a user's script does)
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+
+WHOLE = 1 << 62  # a block size above any batch's: one block
+
+
+def switch(kernels):
+    """(owner, {"whole": settings, "blocks": settings}) for alternate(): one object whose
+    attribute ``setting`` names the side, applying each named kernel's block size."""
+    from scratchnet.kernels import patch_gemm, shifted
+    attributes = {"shifted": (shifted, "BLOCK_ROWS"), "patch_gemm": (patch_gemm, "BLOCK_BYTES")}
+    kept = {k: getattr(*attributes[k]) for k in kernels}
+
+    class Switch:
+        def __setattr__(self, name, side):
+            for k in kernels:
+                setattr(*attributes[k], WHOLE if side == "whole" else kept[k])
+            object.__setattr__(self, name, side)
+
+    owner = Switch()
+    owner.setting = "blocks"
+    return owner
+
+
+def main(argv=None):
+    from .bench import blas_kernels, networks, scratchnet_step
+    from .long_sums import alternate
+    from .shape_set import SHAPES
+    nets = networks()
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cache_blocks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kernels", nargs="+", choices=["shifted", "patch_gemm"],
+                   default=["shifted", "patch_gemm"])
+    p.add_argument("--models", nargs="+", choices=list(nets), metavar="NAME",
+                   default=[f"shape:{name}" for name in SHAPES] + ["preset:cpu128bc"],
+                   help="among: " + ", ".join(nets))
+    p.add_argument("--batch", type=int, help="the batch (default: the shape's, else 32)")
+    p.add_argument("--rounds", type=int, default=16)
+    args = p.parse_args(argv)
+    if args.rounds < 1 or (args.batch is not None and args.batch < 1):
+        p.error("--rounds and --batch must be at least 1")
+    print(f"BLAS kernels: {blas_kernels()}; blocks switched: {', '.join(args.kernels)}")
+    owner = switch(args.kernels)
+    settings = {"whole": "whole", "blocks": "blocks"}
+    results = {}
+    for name in args.models:
+        shape, cfg = nets[name]
+        batch = args.batch or (SHAPES[name[len("shape:"):]][1] if name.startswith("shape:")
+                               else 32)
+        model, x, train_step = scratchnet_step(shape, cfg, batch)
+
+        def eval_forward():
+            model.eval()
+            model.forward(x)
+            model.train()
+
+        results[name] = {}
+        for what, step in (("training", train_step), ("eval", eval_forward)):
+            model.train()
+            times = alternate(step, args.rounds, owner, "setting", settings)
+            ratio = statistics.median(b / w for b, w in zip(times["blocks"], times["whole"]))
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            print(f"{name} (batch {batch}) {what}: {med['whole']:.1f} ms whole, "
+                  f"{med['blocks']:.1f} ms in blocks; blocks / whole, median of "
+                  f"{args.rounds} rounds: x{ratio:.3f}", flush=True)
+            results[name][what] = dict(times=times, ratio=ratio)
+    return results
+
+
+if __name__ == "__main__":
+    main()
