@@ -195,3 +195,29 @@ def test_the_blocks_benchmark_times_both_settings_and_gives_the_blocks_back(caps
     assert "blocks / whole" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cache_blocks.main(["--rounds", "0"])
+
+
+@pytest.mark.parametrize("algorithm, stride", [("shifted", 1), ("im2col", 2)])
+def test_convolutions_in_blocks_are_the_same_on_any_number_of_cores(monkeypatch, algorithm,
+                                                                   stride):
+    """The blocks follow the shapes alone and each is a one-thread product, so one thread
+    gives the numbers of two bit for bit, in float32: forward, dL/dx, dL/dW."""
+    from scratchnet.kernels import patch_gemm, shifted
+    monkeypatch.setattr(shifted, "BLOCK_ROWS", 256)
+    monkeypatch.setattr(shifted, "BLOCK_BYTES", 0)
+    monkeypatch.setattr(patch_gemm, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(patch_gemm, "WEIGHT_SHARE", 0)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 16, 20, 30)).astype(np.float32)
+    runs = []
+    for threads in ("2", "1"):
+        monkeypatch.setenv("SCRATCHNET_THREADS", threads)
+        conv = sn.Conv2d(16, 24, 3, stride, 1, rng=np.random.default_rng(6))
+        with conv_policy.using(conv_policy.prefer(algorithm)):
+            y = conv.forward(x)
+            blocks = conv._cache.saved.blocks if algorithm == "im2col" else None
+            dx = conv.backward(np.ones_like(y) + y)
+        runs.append((y.copy(), dx.copy(), conv.weight.grad.copy()))
+    assert algorithm == "shifted" or len(blocks) > 3
+    for first, second in zip(*runs):
+        np.testing.assert_array_equal(first, second)
