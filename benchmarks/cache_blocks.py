@@ -44,29 +44,23 @@ def switch(kernels):
 
 def main(argv=None):
     from .bench import blas_kernels, networks, scratchnet_step
-    from .long_sums import alternate
+    from .long_sums import add_step_arguments, alternate, batch_of, checked_step_arguments
     from .shape_set import SHAPES
     nets = networks()
     p = argparse.ArgumentParser(prog="python -m benchmarks.cache_blocks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kernels", nargs="+", choices=["shifted", "patch_gemm"],
                    default=["shifted", "patch_gemm"])
-    p.add_argument("--models", nargs="+", choices=list(nets), metavar="NAME",
-                   default=[f"shape:{name}" for name in SHAPES] + ["preset:cpu128bc"],
-                   help="among: " + ", ".join(nets))
-    p.add_argument("--batch", type=int, help="the batch (default: the shape's, else 32)")
-    p.add_argument("--rounds", type=int, default=16)
-    args = p.parse_args(argv)
-    if args.rounds < 1 or (args.batch is not None and args.batch < 1):
-        p.error("--rounds and --batch must be at least 1")
+    add_step_arguments(p, nets, [f"shape:{name}" for name in SHAPES] + ["preset:cpu128bc"],
+                       rounds=16)
+    args = checked_step_arguments(p, argv)
     print(f"BLAS kernels: {blas_kernels()}; blocks switched: {', '.join(args.kernels)}")
     owner = switch(args.kernels)
     settings = {"whole": "whole", "blocks": "blocks"}
     results = {}
     for name in args.models:
         shape, cfg = nets[name]
-        batch = args.batch or (SHAPES[name[len("shape:"):]][1] if name.startswith("shape:")
-                               else 32)
+        batch = batch_of(name, args.batch)
         model, x, train_step = scratchnet_step(shape, cfg, batch)
 
         def eval_forward():

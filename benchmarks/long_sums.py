@@ -45,27 +45,44 @@ def alternate(step, rounds, owner=None, attribute="SMALL_OUTPUT", settings=None)
     return times
 
 
+def add_step_arguments(p, nets, default_models, rounds):
+    """--models (among ``nets``), --batch and --rounds of a benchmark that alternates settings
+    inside real steps (this one, benchmarks.cache_blocks)."""
+    p.add_argument("--models", nargs="+", choices=list(nets), metavar="NAME",
+                   default=default_models, help="among: " + ", ".join(nets))
+    p.add_argument("--batch", type=int, help="the batch (default: the shape's, else 32)")
+    p.add_argument("--rounds", type=int, default=rounds)
+
+
+def checked_step_arguments(p, argv):
+    """The parsed arguments, --rounds and --batch at least 1."""
+    args = p.parse_args(argv)
+    if args.rounds < 1 or (args.batch is not None and args.batch < 1):
+        p.error("--rounds and --batch must be at least 1")
+    return args
+
+
+def batch_of(name, batch):
+    """The batch a network is timed at: ``batch`` if given, else a shape's own, else 32."""
+    from .shape_set import SHAPES
+    if batch:
+        return batch
+    return SHAPES[name[len("shape:"):]][1] if name.startswith("shape:") else 32
+
+
 def main(argv=None):
     from .bench import networks, scratchnet_step
     nets = networks()
     p = argparse.ArgumentParser(prog="python -m benchmarks.long_sums", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", choices=list(nets), metavar="NAME",
-                   default=["preset:cpu128bc", "shape:s3-w16-40x100-b64"],
-                   help="among: " + ", ".join(nets))
-    p.add_argument("--batch", type=int, help="the batch (default: the shape's, else 32)")
-    p.add_argument("--rounds", type=int, default=30)
-    args = p.parse_args(argv)
-    if args.rounds < 1 or (args.batch is not None and args.batch < 1):
-        p.error("--rounds and --batch must be at least 1")
-    from .shape_set import SHAPES
+    add_step_arguments(p, nets, ["preset:cpu128bc", "shape:s3-w16-40x100-b64"], rounds=30)
+    args = checked_step_arguments(p, argv)
     from .bench import blas_kernels
     print(f"BLAS kernels: {blas_kernels()}")
     results = {}
     for name in args.models:
         shape, cfg = nets[name]
-        batch = args.batch or (SHAPES[name[len("shape:"):]][1] if name.startswith("shape:")
-                               else 32)
+        batch = batch_of(name, args.batch)
         model, _, step = scratchnet_step(shape, cfg, batch)
         model.train()
         times = alternate(step, args.rounds)
