@@ -1,7 +1,7 @@
 """Convolutions in cache-sized blocks against the whole batch at once, inside real training steps
 and eval forward passes, alternating step by step in one process.
 
-    python -m benchmarks.cache_blocks [--kernels shifted patch_gemm] [--models NAME ...] [--rounds 16]
+    python -m benchmarks.cache_blocks [--kernels shifted patch_gemm] [--models NAME ...]
 
 Two kernels run in blocks on the CPU, each block on one core with its rows in cache:
 scratchnet.kernels.shifted runs a convolution's k*k products, and its weight gradient's row

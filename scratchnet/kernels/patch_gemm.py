@@ -28,8 +28,8 @@ from .im2col import (col2im, conv_output_size, gradient_transposed, im2col, outp
 from .long_rows import map_long_rows
 
 # Blocks of samples whose patches take about BLOCK_BYTES, in a multiple of BLOCK_MULTIPLE blocks
-# so that 1, 2 or 4 cores finish together (docs/speed.md, "The convolution algorithms, one
-# table").
+# so that 1, 2 or 4 cores finish together, for weight matrices of at most BLOCK_BYTES /
+# WEIGHT_SHARE (docs/speed.md, "The convolution algorithms, one table").
 BLOCK_BYTES = 1 << 21
 BLOCK_MULTIPLE = 4
 WEIGHT_SHARE = 4
@@ -142,10 +142,11 @@ def flipped_kernel_applies(w, stride, padding):
 
 
 def backward_in_blocks(dy_mat, saved, needs_input_grad):
-    """(dL/dWm (C_out, K), and where dL/dx is not the flipped kernel's convolution dL/dx's
-    padded channels-last memory, else None) a block of samples at a time: each block's patches gathered again from the padded
-    input, dY_j^T X_j (or its transpose, as :func:`weight_gradient_matrix`) into the block's
-    part, and dY_j Wm scattered back into the block's samples (im2col.scatter_patches)."""
+    """(dL/dWm (C_out, K), and dL/dx's padded channels-last memory where dL/dx is not the
+    flipped kernel's convolution, else None) a block of samples at a time: each block's
+    patches gathered again from the padded input, dY_j^T X_j (or its transpose, as
+    :func:`weight_gradient_matrix`) into the block's part, and dY_j Wm scattered back into
+    the block's samples (im2col.scatter_patches)."""
     xp = get_array_module(dy_mat)
     w, blocks, stride = saved.weight, saved.blocks, saved.stride
     c_out, _, kh, kw = w.shape

@@ -118,9 +118,10 @@ def tap_matrices(weight):
 
 
 # The sums and the weight gradients run over blocks of grid positions, a block's products on
-# one core with its rows in cache: blocks of at least BLOCK_ROWS positions (a call's fixed cost) and about
-# BLOCK_BYTES of input and output rows, in a multiple of BLOCK_MULTIPLE blocks so that 1, 2 or
-# 4 cores finish together (docs/speed.md, "The convolution algorithms, one table").
+# one core with its rows in cache: blocks of at least BLOCK_ROWS positions (a call's fixed
+# cost) and about BLOCK_BYTES of input and output rows, in a multiple of BLOCK_MULTIPLE blocks
+# so that 1, 2 or 4 cores finish together (docs/speed.md, "The convolution algorithms, one
+# table").
 BLOCK_BYTES = 1 << 21
 BLOCK_ROWS = 8192
 BLOCK_MULTIPLE = 4
