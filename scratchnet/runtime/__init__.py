@@ -28,8 +28,9 @@ small output (16-64 channels), whose sums OpenBLAS's threads share poorly, run f
 ``parallel``'s threads with BLAS held to one thread (a global setting) for the moment they take
 (``blas.one_thread_products``): the long sums into a small output, which
 ``blas.summed_matmul`` cuts into fixed parts (2-7% of a training step where the narrow
-convolutions are; docs/speed.md, "Long sums over the runtime's threads"), and the shifted
-convolutions' sums, a cache-sized block of the output at a time (scratchnet.kernels.shifted).
+convolutions are; docs/speed.md, "Long sums over the runtime's threads"), and the
+convolutions run in cache-sized blocks, of grid positions (scratchnet.kernels.shifted) or of
+samples (scratchnet.kernels.patch_gemm).
 ``parallel`` splits the element-wise work, and the timeout below keeps BLAS's threads from
 spinning beside it.
 
