@@ -43,6 +43,10 @@ from .layers import BatchNorm2d, Dropout
 from .runtime.backend import (DeviceGroup, get_array_module, nccl_unique_id, to_numpy,
                               use_local_gpu)
 
+# Seconds a rank that ends the job waits, after flushing its output, for the launcher to
+# forward it (Communicator.abort).
+ABORT_GRACE_S = 0.5
+
 
 class DistributedError(RuntimeError):
     """A data-parallel job that cannot go on: MPI missing, ranks that disagree or diverge."""
@@ -178,7 +182,13 @@ class Communicator:
                           enumerate(where)))
 
     def abort(self, code=1):
-        """End every rank of the job now (after a rank's own error: the others would wait)."""
+        """End every rank of the job now (after a rank's own error: the others would wait).
+        This rank's output is flushed first and given ABORT_GRACE_S to reach the launcher,
+        which forwards each rank's output and stops forwarding when the job is aborted: a
+        rank's last error line was otherwise lost now and then on a loaded host."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
 
 
