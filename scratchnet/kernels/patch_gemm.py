@@ -174,9 +174,7 @@ def backward_in_blocks(dy_mat, saved, needs_input_grad):
                                 stride)
 
     blas.one_thread_products(block_sums, len(blocks) - 1, dy_mat.shape[0] * k)
-    dw = parts[0].copy()
-    for j in range(1, len(blocks) - 1):
-        dw += parts[j]
+    dw = blas.sum_in_order(parts)
     return (dw.T if transposed else dw), dx_padded
 
 

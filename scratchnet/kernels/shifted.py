@@ -302,10 +302,7 @@ def gradient_in_blocks(x_flat, d_grid, h, k, bounds, transposed):
                     product(d_grid[lo:hi].T, q, parts[j, a])
 
     blas.one_thread_products(block_sums, blocks, d_grid.shape[0] * k * c)
-    dw = parts[0].copy()
-    for j in range(1, blocks):
-        dw += parts[j]
-    return dw
+    return blas.sum_in_order(parts)
 
 
 def crop(y, n, h, w, bias=None):

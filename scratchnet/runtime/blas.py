@@ -330,9 +330,18 @@ def summed_matmul(a, b, out=None):
         one_thread_products(parts, SUM_PARTS, PIECE_ELEMENTS * thread_count())
     else:
         parts(slice(0, SUM_PARTS), lambda a, b, out: matmul(a, b, out=out))
+    return sum_in_order(partial, out)
+
+
+def sum_in_order(parts, out=None):
+    """((P_0 + P_1) + P_2) + ... of the stacked ``parts`` (a sum's parts, each computed on
+    its own), written into ``out`` when given: one fixed order, so that the rounding does not
+    depend on which thread computed which part."""
+    xp = get_array_module(parts)
     if out is None:
-        out = np.empty((m, b.shape[1]), dtype=a.dtype)
-    np.copyto(out, partial[0])
-    for j in range(1, SUM_PARTS):
-        out += partial[j]
+        out = parts[0].copy()
+    else:
+        xp.copyto(out, parts[0])
+    for part in parts[1:]:
+        out += part
     return out
