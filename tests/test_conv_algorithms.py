@@ -6,6 +6,7 @@ import pytest
 
 import scratchnet as sn
 from scratchnet.kernels import conv_policy
+from scratchnet.runtime import parallel
 from scratchnet.runtime.backend import to_numpy
 from scratchnet.kernels.im2col import conv2d_reference, conv2d_reference_backward
 
@@ -163,7 +164,7 @@ def test_sample_blocks_follow_the_shapes_alone():
     per_sample = 20 * 50 * 9 * 16 * 4                   # a sample's patches, 3x3 stride 2
     blocks = patch_gemm.sample_blocks(x, 3, 3, 2, 1, 32)
     sizes = np.diff(blocks)
-    assert blocks[0] == 0 and blocks[-1] == 64 and len(sizes) % patch_gemm.BLOCK_MULTIPLE == 0
+    assert blocks[0] == 0 and blocks[-1] == 64 and len(sizes) % parallel.BLOCK_MULTIPLE == 0
     assert sizes.max() - sizes.min() <= 1
     assert sizes.max() * per_sample <= 2 * patch_gemm.BLOCK_BYTES
     assert patch_gemm.sample_blocks(x[:, :1], 3, 3, 2, 1, 32) == (0, 64)     # one channel: whole

@@ -7,6 +7,7 @@ from scratchnet.kernels import conv_cost, conv_policy
 from scratchnet.gradcheck import check_layer
 from scratchnet.kernels.im2col import im2col
 from scratchnet.kernels import shifted
+from scratchnet.runtime import parallel
 from scratchnet.kernels.shifted import (correlate_shifted, crop, grid_geometry,
                                         position_blocks, row_blocks, row_patches, to_grid,
                                         weight_gradient_shifted)
@@ -72,7 +73,7 @@ def test_the_sums_in_blocks_are_the_convolution(rng, monkeypatch, k):
 
 def test_position_blocks_cover_the_grid_evenly_from_the_shapes_alone():
     rows = max(shifted.BLOCK_ROWS, shifted.BLOCK_BYTES // (32 * 4))
-    multiple = shifted.BLOCK_MULTIPLE
+    multiple = parallel.BLOCK_MULTIPLE
     assert position_blocks(2 * rows - 1, 16, 16, 4) == [0, 2 * rows - 1]   # one block
     for positions in (2 * rows, 5 * rows + 3, 3 * rows, 17 * rows):
         bounds = position_blocks(positions, 16, 16, 4)

@@ -23,15 +23,14 @@ from typing import NamedTuple
 
 from ..runtime.backend import device_of, get_array_module
 from ..runtime import blas
+from ..runtime.parallel import even_blocks
 from .im2col import (col2im, conv_output_size, gradient_transposed, im2col, output_rows,
                      scatter_patches, sliding_windows, to_channels_last, weight_matrix)
 from .long_rows import map_long_rows
 
-# Blocks of samples whose patches take about BLOCK_BYTES, in a multiple of BLOCK_MULTIPLE blocks
-# so that 1, 2 or 4 cores finish together, for weight matrices of at most BLOCK_BYTES /
-# WEIGHT_SHARE (docs/speed.md, "The convolution algorithms, one table").
+# Blocks of samples whose patches take about BLOCK_BYTES, for weight matrices of at most
+# BLOCK_BYTES / WEIGHT_SHARE (docs/speed.md, "The convolution algorithms, one table").
 BLOCK_BYTES = 1 << 21
-BLOCK_MULTIPLE = 4
 WEIGHT_SHARE = 4
 
 
@@ -51,24 +50,18 @@ class Saved(NamedTuple):
 
 def sample_blocks(x, kh, kw, stride, padding, c_out):
     """The bounds of the blocks of samples the patch GEMM runs in (module docstring): even
-    blocks of about BLOCK_BYTES of patches (one sample at least), as many as fit, rounded up to
-    a multiple of BLOCK_MULTIPLE (at most one a sample); or one block of the whole batch where
-    two would not fit, where the weight matrix takes more than BLOCK_BYTES / WEIGHT_SHARE
-    (each block reads it again, and its gradient's part is written and added once a block),
-    for a 1x1 kernel (its patches are no larger than the input), on a one-channel input
-    (whose patches are built transposed: im2col.tap_planes) and off the CPU.  A function of
-    the shapes alone, so the numbers do not follow the core count."""
+    blocks of about BLOCK_BYTES of patches (one sample at least), from the shapes alone
+    (scratchnet.runtime.parallel.even_blocks); or one block of the whole batch where two would
+    not fit, where the weight matrix takes more than BLOCK_BYTES / WEIGHT_SHARE (each block
+    reads it again, and its gradient's part is written and added once a block), for a 1x1
+    kernel (its patches are no larger than the input), on a one-channel input (whose patches
+    are built transposed: im2col.tap_planes) and off the CPU."""
     n, c, h, wd = x.shape
     if (c == 1 or kh * kw == 1 or device_of(x) != "cpu"
             or kh * kw * c * c_out * x.itemsize * WEIGHT_SHARE > BLOCK_BYTES):
         return (0, n)
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
-    per_block = max(1, BLOCK_BYTES // (ho * wo * kh * kw * c * x.itemsize))
-    count = n // per_block
-    if count < 2:
-        return (0, n)
-    count = min(n, -(-count // BLOCK_MULTIPLE) * BLOCK_MULTIPLE)
-    return tuple(n * j // count for j in range(count + 1))
+    return tuple(even_blocks(n, max(1, BLOCK_BYTES // (ho * wo * kh * kw * c * x.itemsize))))
 
 
 def forward(x, w, b, stride, padding):

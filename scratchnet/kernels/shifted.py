@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 from ..runtime.backend import as_strided, device_of, get_array_module
 from ..runtime import blas
-from ..runtime.parallel import parallel_slices
+from ..runtime.parallel import even_blocks, parallel_slices
 from .im2col import gradient_transposed, output_rows
 
 # Where Conv2d sums shifted GEMMs is decided by scratchnet.kernels.conv_policy, from the costs
@@ -119,28 +119,18 @@ def tap_matrices(weight):
 
 # The sums and the weight gradients run over blocks of grid positions, a block's products on
 # one core with its rows in cache: blocks of at least BLOCK_ROWS positions (a call's fixed
-# cost) and about BLOCK_BYTES of input and output rows, in a multiple of BLOCK_MULTIPLE blocks
-# so that 1, 2 or 4 cores finish together (docs/speed.md, "The convolution algorithms, one
-# table").
+# cost) and about BLOCK_BYTES of input and output rows (docs/speed.md, "The convolution
+# algorithms, one table").
 BLOCK_BYTES = 1 << 21
 BLOCK_ROWS = 8192
-BLOCK_MULTIPLE = 4
 
 
 def position_blocks(positions, c_in, c_out, itemsize):
-    """The bounds of the blocks of grid positions the shifted sums run over: as many even
-    blocks of at least max(BLOCK_ROWS, BLOCK_BYTES / ((C_in + C_out) itemsize)) positions as
-    fit, rounded up to a multiple of BLOCK_MULTIPLE; or one block of them all (BLAS's own
-    threads) where two would not fit.  A function of the shapes alone: OpenBLAS rounds a
-    product's rows differently with the size of the product they are in (by a float32 unit in
-    the last place or so), so blocks that followed the core count would make the numbers
-    follow it too."""
-    rows = max(BLOCK_ROWS, BLOCK_BYTES // ((c_in + c_out) * itemsize))
-    count = positions // rows
-    if count < 2:
-        return [0, positions]
-    count = -(-count // BLOCK_MULTIPLE) * BLOCK_MULTIPLE
-    return [positions * j // count for j in range(count + 1)]
+    """The bounds of the blocks of grid positions the shifted sums run over: even blocks of at
+    least max(BLOCK_ROWS, BLOCK_BYTES / ((C_in + C_out) itemsize)) positions, from the shapes
+    alone (scratchnet.runtime.parallel.even_blocks); one block of them all (BLAS's own
+    threads) where two would not fit."""
+    return even_blocks(positions, max(BLOCK_ROWS, BLOCK_BYTES // ((c_in + c_out) * itemsize)))
 
 
 def correlate_shifted(flat, h, weight):

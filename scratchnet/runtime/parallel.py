@@ -29,6 +29,10 @@ from .cores import thread_count
 # measured no faster than one call: the gain is the second core's.)
 PIECE_ELEMENTS = 1 << 18
 
+# Fixed blocks of work (even_blocks) come in a multiple of this many, so that 1, 2 or 4 cores
+# finish together.
+BLOCK_MULTIPLE = 4
+
 _THREAD_PREFIX = "scratchnet-parallel"
 _pool, _pool_key = None, None
 _local = threading.local()  # .inside: this thread is running a piece
@@ -91,3 +95,18 @@ def parallel_slices(fn, n, elements, xp=np):
     finished.wait()
     if errors:
         raise errors[0]
+
+
+def even_blocks(n, least):
+    """The bounds of even blocks of range(n) of at least ``least`` items each, as many as fit,
+    their count rounded up to a multiple of BLOCK_MULTIPLE (at most n); [0, n], one block,
+    where two would not fit.  The convolutions' blocks of work for the runtime's threads
+    (scratchnet.kernels.shifted, patch_gemm).  A function of n and ``least`` alone, never of the
+    cores: OpenBLAS rounds a product's rows differently with the size of the product they are
+    in (by a float32 unit in the last place or so), so blocks that followed the core count
+    would make the numbers follow it too."""
+    count = n // least
+    if count < 2:
+        return [0, n]
+    count = min(n, -(-count // BLOCK_MULTIPLE) * BLOCK_MULTIPLE)
+    return [n * j // count for j in range(count + 1)]
