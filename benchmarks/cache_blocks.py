@@ -24,22 +24,18 @@ import statistics  # noqa: E402
 WHOLE = 1 << 62  # a block size above any batch's: one block
 
 
-def switch(kernels):
-    """(owner, {"whole": settings, "blocks": settings}) for alternate(): one object whose
-    attribute ``setting`` names the side, applying each named kernel's block size."""
+def block_settings(kernels):
+    """({"whole": sizes, "blocks": sizes}, apply) for alternate(): the named kernels' block
+    sizes above any batch's, and as they are; ``apply(sizes)`` puts them in force."""
     from scratchnet.kernels import patch_gemm, shifted
     attributes = {"shifted": (shifted, "BLOCK_ROWS"), "patch_gemm": (patch_gemm, "BLOCK_BYTES")}
-    kept = {k: getattr(*attributes[k]) for k in kernels}
+    settings = {"whole": {k: WHOLE for k in kernels},
+                "blocks": {k: getattr(*attributes[k]) for k in kernels}}
 
-    class Switch:
-        def __setattr__(self, name, side):
-            for k in kernels:
-                setattr(*attributes[k], WHOLE if side == "whole" else kept[k])
-            object.__setattr__(self, name, side)
-
-    owner = Switch()
-    owner.setting = "blocks"
-    return owner
+    def apply(sizes):
+        for k, size in sizes.items():
+            setattr(*attributes[k], size)
+    return settings, apply
 
 
 def main(argv=None):
@@ -55,8 +51,7 @@ def main(argv=None):
                        rounds=16)
     args = checked_step_arguments(p, argv)
     print(f"BLAS kernels: {blas_kernels()}; blocks switched: {', '.join(args.kernels)}")
-    owner = switch(args.kernels)
-    settings = {"whole": "whole", "blocks": "blocks"}
+    settings, apply = block_settings(args.kernels)
     results = {}
     for name in args.models:
         shape, cfg = nets[name]
@@ -71,7 +66,7 @@ def main(argv=None):
         results[name] = {}
         for what, step in (("training", train_step), ("eval", eval_forward)):
             model.train()
-            times = alternate(step, args.rounds, owner, "setting", settings)
+            times = alternate(step, args.rounds, settings, apply)
             ratio = statistics.median(b / w for b, w in zip(times["blocks"], times["whole"]))
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             print(f"{name} (batch {batch}) {what}: {med['whole']:.1f} ms whole, "

@@ -20,28 +20,30 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 
-def alternate(step, rounds, owner=None, attribute="SMALL_OUTPUT", settings=None):
-    """{name: [s]}: ``step`` timed under each of ``settings`` ({name: value} of ``owner``'s
-    ``attribute``; by default blas.SMALL_OUTPUT, "openblas": 0 and "ours": as it is), one step
-    each per round, the order alternating, after a warm-up step each; the attribute is given
-    back its value after."""
-    if owner is None:
-        from scratchnet.runtime import blas as owner
-    kept = getattr(owner, attribute)
-    settings = settings or {"openblas": 0, "ours": kept}
+def alternate(step, rounds, settings=None, apply=None):
+    """{name: [s]}: ``step`` timed under each of ``settings`` ({name: value}, put in force by
+    ``apply(value)``; by default blas.SMALL_OUTPUT, "openblas": 0 and "ours": as it is), one
+    step each per round, the order alternating, after a warm-up step each.  The last setting
+    is the one in force when called, and is put back after."""
+    if apply is None:
+        from scratchnet.runtime import blas
+
+        def apply(value):
+            blas.SMALL_OUTPUT = value
+        settings = settings or {"openblas": 0, "ours": blas.SMALL_OUTPUT}
     times = {name: [] for name in settings}
     try:
         for value in settings.values():
-            setattr(owner, attribute, value)
+            apply(value)
             step()  # warm-up
         for r in range(rounds):
             for name in (list(settings) if r % 2 == 0 else list(settings)[::-1]):
-                setattr(owner, attribute, settings[name])
+                apply(settings[name])
                 t = time.perf_counter()
                 step()
                 times[name].append(time.perf_counter() - t)
     finally:
-        setattr(owner, attribute, kept)
+        apply(list(settings.values())[-1])
     return times
 
 

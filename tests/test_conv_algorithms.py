@@ -180,10 +180,10 @@ def test_the_blocks_benchmark_times_both_settings_and_gives_the_blocks_back(caps
     from benchmarks import cache_blocks
     from scratchnet.kernels import patch_gemm, shifted
     kept = shifted.BLOCK_ROWS, patch_gemm.BLOCK_BYTES
-    owner = cache_blocks.switch(["patch_gemm"])
-    owner.setting = "whole"
+    settings, apply = cache_blocks.block_settings(["patch_gemm"])
+    apply(settings["whole"])
     assert patch_gemm.BLOCK_BYTES == cache_blocks.WHOLE and shifted.BLOCK_ROWS == kept[0]
-    owner.setting = "blocks"
+    apply(settings["blocks"])
     assert (shifted.BLOCK_ROWS, patch_gemm.BLOCK_BYTES) == kept
     results = cache_blocks.main(["--models", "shape:s3-w16-40x100-b64", "--batch", "2",
                                  "--rounds", "2"])
