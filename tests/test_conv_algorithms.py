@@ -129,13 +129,16 @@ def test_large_weight_gradients_come_in_the_weights_memory_order(algorithm, c_in
     (3, 7, 6, 3, 2, 1),            # dL/dx scattered back a block at a time
     (4, 5, 5, (1, 3), 2, 0),       # strided, not square
     (2, 6, 7, 3, 1, 0),            # stride 1: dL/dx the flipped kernel's, whole
-    (3, 6, 7, (3, 1), 1, 1)])      # stride 1, not square: scattered back
+    (3, 6, 7, (3, 1), 1, 1),       # stride 1, not square: scattered back
+    (1, 9, 11, 5, 2, 2),           # one channel, its tap planes: scattered back
+    (1, 8, 7, 3, 1, 1)])           # one channel, stride 1: the flipped kernel's dL/dx
 @pytest.mark.parametrize("bias", [True, False])
 def test_the_patch_gemm_in_blocks_of_samples_matches_the_reference(monkeypatch, c_in, h, w,
                                                                      kernel, stride, padding,
                                                                      bias):
     """Blocks of one or two samples (patch_gemm.sample_blocks), uneven over 5 samples: the
-    forward, dL/dx, dL/dW and dL/db of the reference, in float64, with no patch matrix saved."""
+    forward, dL/dx, dL/dW and dL/db of the reference, in float64, with no patch matrix saved;
+    a one-channel input's patches gathered as their tap planes (im2col.padded_tap_planes)."""
     from scratchnet.kernels import patch_gemm
     monkeypatch.setattr(patch_gemm, "BLOCK_BYTES", 1)
     monkeypatch.setattr(patch_gemm, "WEIGHT_SHARE", 0)
@@ -161,13 +164,14 @@ def test_the_patch_gemm_in_blocks_of_samples_matches_the_reference(monkeypatch, 
 def test_sample_blocks_follow_the_shapes_alone():
     from scratchnet.kernels import patch_gemm
     x = np.zeros((64, 16, 40, 100), np.float32)
-    per_sample = 20 * 50 * 9 * 16 * 4                   # a sample's patches, 3x3 stride 2
-    blocks = patch_gemm.sample_blocks(x, 3, 3, 2, 1, 32)
-    sizes = np.diff(blocks)
-    assert blocks[0] == 0 and blocks[-1] == 64 and len(sizes) % parallel.BLOCK_MULTIPLE == 0
-    assert sizes.max() - sizes.min() <= 1
-    assert sizes.max() * per_sample <= 2 * patch_gemm.BLOCK_BYTES
-    assert patch_gemm.sample_blocks(x[:, :1], 3, 3, 2, 1, 32) == (0, 64)     # one channel: whole
+    for c in (16, 1):            # a sample's patches and output rows, 3x3 stride 2, 32 out
+        per_sample = 20 * 50 * (9 * c + 32) * 4
+        blocks = patch_gemm.sample_blocks(x[:, :c], 3, 3, 2, 1, 32)
+        sizes = np.diff(blocks)
+        assert blocks[0] == 0 and blocks[-1] == 64
+        assert len(sizes) > 1 and len(sizes) % parallel.BLOCK_MULTIPLE == 0
+        assert sizes.max() - sizes.min() <= 1
+        assert patch_gemm.BLOCK_BYTES / 2 <= sizes.max() * per_sample <= 2 * patch_gemm.BLOCK_BYTES
     assert patch_gemm.sample_blocks(x, 1, 1, 2, 0, 32) == (0, 64)            # 1x1: whole
     assert patch_gemm.sample_blocks(x[:2], 3, 3, 2, 1, 32) == (0, 2)         # two blocks: whole
     wide = np.zeros((64, 256, 8, 27), np.float32)        # a 2304 x 512 weight matrix, 4.7 MB
@@ -198,9 +202,10 @@ def test_the_blocks_benchmark_times_both_settings_and_gives_the_blocks_back(caps
         cache_blocks.main(["--rounds", "0"])
 
 
-@pytest.mark.parametrize("algorithm, stride", [("shifted", 1), ("im2col", 2)])
+@pytest.mark.parametrize("algorithm, stride, c_in", [("shifted", 1, 16), ("im2col", 2, 16),
+                                                     ("im2col", 2, 1)])
 def test_convolutions_in_blocks_are_the_same_on_any_number_of_cores(monkeypatch, algorithm,
-                                                                   stride):
+                                                                   stride, c_in):
     """The blocks follow the shapes alone and each is a one-thread product, so one thread
     gives the numbers of two bit for bit, in float32: forward, dL/dx, dL/dW."""
     from scratchnet.kernels import patch_gemm, shifted
@@ -209,11 +214,11 @@ def test_convolutions_in_blocks_are_the_same_on_any_number_of_cores(monkeypatch,
     monkeypatch.setattr(patch_gemm, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(patch_gemm, "WEIGHT_SHARE", 0)
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((8, 16, 20, 30)).astype(np.float32)
+    x = rng.standard_normal((8, c_in, 20, 30)).astype(np.float32)
     runs = []
     for threads in ("2", "1"):
         monkeypatch.setenv("SCRATCHNET_THREADS", threads)
-        conv = sn.Conv2d(16, 24, 3, stride, 1, rng=np.random.default_rng(6))
+        conv = sn.Conv2d(c_in, 24, 3, stride, 1, rng=np.random.default_rng(6))
         with conv_policy.using(conv_policy.prefer(algorithm)):
             y = conv.forward(x)
             blocks = conv._cache.saved.blocks if algorithm == "im2col" else None

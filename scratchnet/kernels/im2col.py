@@ -101,14 +101,25 @@ def tap_planes(x, kh, kw, stride=1, padding=0, ones=False):
     """
     xp = get_array_module(x)
     n, _, h, w = x.shape
-    s = stride
-    ho, wo = conv_output_size(h, kh, s, padding), conv_output_size(w, kw, s, padding)
-    xpad = to_channels_last(x, padding)[..., 0]                     # (N, Hp, Wp)
-    phases = [[xp.ascontiguousarray(xpad[:, u::s, v::s]) for v in range(s)] for u in range(s)]
-    rows = kh * kw + (1 if ones else 0)
-    planes = xp.empty((rows, n, ho, wo), dtype=x.dtype)
+    ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
+    planes = xp.empty((kh * kw + (1 if ones else 0), n * ho * wo), dtype=x.dtype)
     if ones:
         planes[-1] = 1
+    padded_tap_planes(to_channels_last(x, padding), kh, kw, stride, planes)
+    return planes
+
+
+def padded_tap_planes(x_nhwc, kh, kw, stride, out):
+    """The tap planes (:func:`tap_planes`) of an already padded one-channel channels-last
+    array (N, Hp, Wp, 1), written into the first kh*kw rows of ``out`` (rows of N*Ho*Wo);
+    returns ``out``."""
+    xp = get_array_module(x_nhwc)
+    s = stride
+    xpad = x_nhwc[..., 0]                                           # (N, Hp, Wp)
+    n, hp, wp = xpad.shape
+    ho, wo = (hp - kh) // s + 1, (wp - kw) // s + 1
+    phases = [[xp.ascontiguousarray(xpad[:, u::s, v::s]) for v in range(s)] for u in range(s)]
+    planes = out[:kh * kw].reshape(kh * kw, n, ho, wo)
 
     def gather(part):  # whole planes, shared between the cores (a batch-wise cut would make
         for t in range(part.start, part.stop):  # kh*kw times more, smaller copies)
@@ -116,7 +127,7 @@ def tap_planes(x, kh, kw, stride=1, padding=0, ones=False):
             planes[t] = phases[a % s][b % s][:, a // s:a // s + ho, b // s:b // s + wo]
 
     parallel_slices(gather, kh * kw, planes.size, xp)
-    return planes.reshape(rows, n * ho * wo)
+    return out
 
 
 def patch_matrix(x_nhwc, kh, kw, stride=1):

@@ -10,14 +10,15 @@ col2im(dY Wm) or, for a stride-1 square kernel with p <= k - 1, the correlation 
 the flipped kernel: im2col(dy, padding k-1-p) W~m^T, one GEMM with no scatter-add.
 
 In blocks of samples.  Every product above is a sum over the rows of X, one row per output
-pixel, and the rows of a sample depend on that sample alone.  So on the CPU, for an input of
-several channels whose patches span several blocks (:func:`sample_blocks`), the batch runs a
-block of samples at a time, each block on one core (blas.one_thread_products): its patches
-are gathered into a buffer of the block's size and multiplied while in cache, Y's rows and
+pixel, and the rows of a sample depend on that sample alone.  So on the CPU, for a batch whose
+patches and output rows span several blocks (:func:`sample_blocks`), the batch runs a block of
+samples at a time, each block on one core (blas.one_thread_products): its patches are
+gathered into a buffer of the block's size and multiplied while in cache, Y's rows and
 dL/dx's samples written by their block alone, and dL/dWm = sum over blocks of dY_j^T X_j, the
 blocks' parts added in order.  The patch matrix, kh*kw times the input, is then never written
 whole and read back: the forward saves the padded input, and the backward gathers each
-block's patches again.
+block's patches again.  A one-channel input's patches are gathered as their tap planes, X_j^T
+(im2col.tap_planes), and multiplied as the (column-major) view X_j.
 """
 from typing import NamedTuple
 
@@ -25,11 +26,12 @@ from ..runtime.backend import device_of, get_array_module
 from ..runtime import blas
 from ..runtime.parallel import even_blocks
 from .im2col import (col2im, conv_output_size, gradient_transposed, im2col, output_rows,
-                     scatter_patches, sliding_windows, to_channels_last, weight_matrix)
+                     padded_tap_planes, scatter_patches, sliding_windows, to_channels_last,
+                     weight_matrix)
 from .long_rows import map_long_rows
 
-# Blocks of samples whose patches take about BLOCK_BYTES, for weight matrices of at most
-# BLOCK_BYTES / WEIGHT_SHARE (docs/speed.md, "The convolution algorithms, one table").
+# Blocks of samples whose patches and output rows take about BLOCK_BYTES, for weight matrices
+# of at most BLOCK_BYTES / WEIGHT_SHARE (docs/speed.md, "The convolution algorithms, one table").
 BLOCK_BYTES = 1 << 21
 WEIGHT_SHARE = 4
 
@@ -50,18 +52,19 @@ class Saved(NamedTuple):
 
 def sample_blocks(x, kh, kw, stride, padding, c_out):
     """The bounds of the blocks of samples the patch GEMM runs in (module docstring): even
-    blocks of about BLOCK_BYTES of patches (one sample at least), from the shapes alone
-    (scratchnet.runtime.parallel.even_blocks); or one block of the whole batch where two would
-    not fit, where the weight matrix takes more than BLOCK_BYTES / WEIGHT_SHARE (each block
-    reads it again, and its gradient's part is written and added once a block), for a 1x1
-    kernel (its patches are no larger than the input), on a one-channel input (whose patches
-    are built transposed: im2col.tap_planes) and off the CPU."""
+    blocks of about BLOCK_BYTES of patches and output rows, kh*kw*C + C_out numbers an output
+    pixel (one sample at least), from the shapes alone (scratchnet.runtime.parallel.
+    even_blocks); or one block of the whole batch where two would not fit, where the weight
+    matrix takes more than BLOCK_BYTES / WEIGHT_SHARE (each block reads it again, and its
+    gradient's part is written and added once a block), for a 1x1 kernel (its patches are no
+    larger than the input) and off the CPU."""
     n, c, h, wd = x.shape
-    if (c == 1 or kh * kw == 1 or device_of(x) != "cpu"
+    if (kh * kw == 1 or device_of(x) != "cpu"
             or kh * kw * c * c_out * x.itemsize * WEIGHT_SHARE > BLOCK_BYTES):
         return (0, n)
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
-    return tuple(even_blocks(n, max(1, BLOCK_BYTES // (ho * wo * kh * kw * c * x.itemsize))))
+    row_bytes = (kh * kw * c + c_out) * x.itemsize
+    return tuple(even_blocks(n, max(1, BLOCK_BYTES // (ho * wo * row_bytes))))
 
 
 def forward(x, w, b, stride, padding):
@@ -92,9 +95,17 @@ def patch_buffer(windows, blocks):
     return xp.empty((largest * ho * wo, kh * kw * c), dtype=windows.dtype)
 
 
-def gather_block(buffer, windows, a, b):
-    """Samples a..b-1's patches, gathered into the start of ``buffer``: (rows, kh*kw*C)."""
-    cols = buffer[:(b - a) * windows.shape[1] * windows.shape[2]]
+def gather_block(buffer, windows, a, b, padded, stride):
+    """Samples a..b-1's patches X_j (rows, kh*kw*C), gathered into the start of ``buffer``
+    from the sliding windows of the padded input; for one channel its tap planes X_j^T
+    (im2col.padded_tap_planes, copies in rows of Wo numbers rather than runs of kw), returned
+    as their column-major view X_j."""
+    _, ho, wo, kh, kw, c = windows.shape
+    rows = (b - a) * ho * wo
+    if c == 1:
+        planes = buffer.reshape(-1)[:rows * kh * kw].reshape(kh * kw, rows)
+        return padded_tap_planes(padded[a:b], kh, kw, stride, planes).T
+    cols = buffer[:rows]
     cols.reshape((b - a,) + windows.shape[1:])[...] = windows[a:b]
     return cols
 
@@ -110,7 +121,8 @@ def forward_in_blocks(padded, wm_t, kh, kw, stride, blocks):
         buffer = patch_buffer(windows, blocks)
         for j in range(part.start, part.stop):
             a, b = blocks[j], blocks[j + 1]
-            product(gather_block(buffer, windows, a, b), wm_t, y[a * rows:b * rows])
+            product(gather_block(buffer, windows, a, b, padded, stride), wm_t,
+                    y[a * rows:b * rows])
 
     blas.one_thread_products(block_products, len(blocks) - 1, y.size)
     return y
@@ -156,14 +168,16 @@ def backward_in_blocks(dy_mat, saved, needs_input_grad):
         buffer = patch_buffer(windows, blocks)
         for j in range(part.start, part.stop):
             a, b = blocks[j], blocks[j + 1]
-            cols, d = gather_block(buffer, windows, a, b), dy_mat[a * rows:b * rows]
+            cols = gather_block(buffer, windows, a, b, saved.padded, stride)
+            d = dy_mat[a * rows:b * rows]
             if transposed:
                 product(cols.T, d, parts[j])
             else:
                 product(d.T, cols, parts[j])
             if scatter:                                   # the buffer's patches are used
-                product(d, wm, cols)
-                scatter_patches(dx_padded[a:b], cols.reshape((b - a,) + windows.shape[1:]),
+                d_cols = buffer[:cols.shape[0]]           # dY_j Wm, in rows (not the planes')
+                product(d, wm, d_cols)
+                scatter_patches(dx_padded[a:b], d_cols.reshape((b - a,) + windows.shape[1:]),
                                 stride)
 
     blas.one_thread_products(block_sums, len(blocks) - 1, dy_mat.shape[0] * k)
