@@ -337,7 +337,7 @@ def test_stem_applies_batchnorm_after_the_pool_with_the_same_numbers(rng, negati
     if negative_gamma:
         for s in (stem, plain):
             s.bn.weight.data[1] = -0.5
-    assert_stem_matches_plain(rng, stem, plain, lambda: not stem._saved.pool_first,
+    assert_stem_matches_plain(rng, stem, plain, lambda: not stem._cache.pool_first,
                               negative_gamma)
     np.testing.assert_array_equal(stem.bn.running_var, plain.bn.running_var)
 
@@ -352,7 +352,7 @@ def test_stem_gradients_in_training(rng, negative_gamma):
         stem.bn.weight.data[1] = -0.5
     x = rng.standard_normal((2, 1, 8, 7))
     stem.forward(x)
-    assert stem._saved.pool_first != negative_gamma  # the pool-first order, unless gamma < 0
+    assert stem._cache.pool_first != negative_gamma  # the pool-first order, unless gamma < 0
     assert_all_small(check_layer(stem, x))
 
 
@@ -379,7 +379,7 @@ def test_stem_in_eval_mode_pools_before_its_batchnorm_with_the_same_numbers(rng,
     bit as the layers in their own order, and the gradients (eval-mode backward) to rounding;
     a channel with gamma < 0 makes the stem run the layers in their own order."""
     stem, plain = eval_stem_pair(rng, np.float32, negative_gamma)
-    assert_stem_matches_plain(rng, stem, plain, lambda: not stem._saved.pool_first,
+    assert_stem_matches_plain(rng, stem, plain, lambda: not stem._cache.pool_first,
                               negative_gamma)
 
 
@@ -388,5 +388,5 @@ def test_stem_gradients_in_eval_mode(rng):
     stem.conv.needs_input_grad = True
     x = rng.standard_normal((2, 1, 8, 7))
     stem.forward(x)
-    assert stem._saved.pool_first               # the pool-first order
+    assert stem._cache.pool_first               # the pool-first order
     assert_all_small(check_layer(stem, x))

@@ -163,3 +163,47 @@ def test_a_model_that_has_trained_can_be_deep_copied(rng):
     twin = copy.deepcopy(model)
     a, b = model.forward(x), twin.forward(x)  # same dropout generator state, same masks
     np.testing.assert_array_equal(a, b)
+
+
+def layers_keeping_state(model):
+    """The dotted names of the layers whose last forward kept something for backward."""
+    names = []
+
+    def walk(layer, prefix):
+        if layer._cache is not None:
+            names.append(prefix)
+        for name, child in layer.named_children():
+            walk(child, f"{prefix}.{name}" if prefix else name)
+
+    walk(model, "")
+    return names
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_a_pass_lets_go_of_what_the_last_pass_kept_before_it_runs(rng, mode):
+    """Sequential.forward releases every layer's saved state before its first layer runs, so
+    that two passes' activations never coexist (eval mode keeps each layer's input or output
+    until the next pass); the new pass keeps its own, and its backward runs as before."""
+    model = small_resnet()
+    model.train(mode == "train")
+    x = rng.standard_normal((4, 1, 9, 9)).astype(np.float32)
+    model.forward(x)
+    kept = layers_keeping_state(model)
+    assert "fc" in kept and "layer2.0.conv2" in kept and len(kept) > 10
+    seen = []
+    stem_forward = model.stem.conv.forward
+
+    def first_layer(x):  # what the rest of the network holds when the next pass begins
+        seen.extend(layers_keeping_state(model))
+        return stem_forward(x)
+
+    model.stem.conv.forward = first_layer
+    y = model.forward(x)
+    assert seen == []
+    assert layers_keeping_state(model) == kept
+    model.backward(np.ones_like(y))
+    model.forward(x)
+    model.release_saved()
+    assert layers_keeping_state(model) == []
+    with pytest.raises(RuntimeError, match="Linear.backward: no forward pass"):
+        model.backward(np.ones_like(y))

@@ -53,6 +53,12 @@ class Layer:
                                "through; call forward(x) before each backward(dy)")
         return cache
 
+    def release_saved(self):
+        """Let go of what the last forward pass kept for backward, in this layer and every layer
+        inside it (a backward then raises :meth:`saved`'s error)."""
+        for layer in self.modules():
+            layer._cache = None
+
     def __call__(self, x):
         return self.forward(x)
 
@@ -210,6 +216,10 @@ class Sequential(Layer):
         return getattr(self, self._order[i])
 
     def forward(self, x):
+        # A pass replaces what the last one kept for backward, which eval mode keeps until then
+        # (each layer's input or output): let go of it first, so that two passes' activations
+        # never coexist (docs/speed.md, "Memory kept, not page-faulted").
+        self.release_saved()
         for layer in self:
             x = layer.forward(x)
         return x

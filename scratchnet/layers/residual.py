@@ -69,8 +69,6 @@ class Stem(Sequential):
     stay the ``bn`` child's.  Without a pool, or with the BatchNorm folded into the
     convolution (scratchnet.fusion), the children run in turn."""
 
-    _saved = None
-
     def _fused(self):
         return hasattr(self, "pool") and isinstance(self.bn, BatchNorm2d)
 
@@ -80,17 +78,14 @@ class Stem(Sequential):
         z = self.conv.forward(x)
         check_input(z, 4, "BatchNorm2d", self.bn.num_features)
         pool = self.pool
-        y, self._saved = stem.forward(z, self._bn_parts(), pool.kernel_size, pool.stride,
+        y, self._cache = stem.forward(z, self._bn_parts(), pool.kernel_size, pool.stride,
                                       pool.padding, self.bn.training)
         return y
 
     def backward(self, dy):
         if not self._fused():
             return super().backward(dy)
-        saved, self._saved = self._saved, None
-        if saved is None:
-            raise RuntimeError("Stem.backward called without a forward pass before it")
-        dz, dgamma, dbeta = stem.backward(dy, saved, self._bn_parts())
+        dz, dgamma, dbeta = stem.backward(dy, self.saved(), self._bn_parts())
         self.bn.weight.grad += dgamma
         self.bn.bias.grad += dbeta
         return self.conv.backward(dz)
