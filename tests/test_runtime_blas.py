@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet.runtime import blas
+from scratchnet.runtime import blas, parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -209,7 +209,7 @@ def test_long_sums_are_the_products_to_rounding(dtype, layout):
     np.testing.assert_array_equal(out, got)
     lib = blas.cblas()
     if lib is not None:  # the parts, each a one-thread product, added in order: bit for bit
-        bounds = blas.sum_parts(LONG, blas.SUM_PARTS)
+        bounds = parallel.even_bounds(LONG, blas.SUM_PARTS)
         threads = lib.get_threads()
         lib.set_threads(1)
         try:

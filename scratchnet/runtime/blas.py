@@ -46,7 +46,7 @@ import numpy as np
 from . import blas_settings, memory
 from .backend import get_array_module
 from .cores import machine_cores, thread_count
-from .parallel import PIECE_ELEMENTS, parallel_slices
+from .parallel import PIECE_ELEMENTS, even_bounds, parallel_slices
 
 _GEMM = None  # dtype -> SciPy's gemm, loaded on first use
 _LOADED_WITH = None  # the settings SciPy's OpenBLAS read when it loaded
@@ -274,11 +274,6 @@ def cblas():
     return _CBLAS or None
 
 
-def sum_parts(k, parts):
-    """The bounds of ``parts`` contiguous parts of range(k), as even as they come."""
-    return [k * j // parts for j in range(parts + 1)]
-
-
 def one_thread_products(work, pieces, elements):
     """Run ``work(part, product)`` over slices ``part`` covering range(pieces) on the runtime's
     threads (scratchnet.runtime.parallel), with the runtime's BLAS held to one thread
@@ -319,7 +314,7 @@ def summed_matmul(a, b, out=None):
             or (out is not None and (out.dtype != a.dtype or not out.flags.c_contiguous))):
         return matmul(a, b, out=out)
     m, k = a.shape
-    bounds = sum_parts(k, SUM_PARTS)
+    bounds = even_bounds(k, SUM_PARTS)
     partial = np.empty((SUM_PARTS, m, b.shape[1]), dtype=a.dtype)
 
     def parts(js, product):

@@ -68,7 +68,7 @@ def parallel_slices(fn, n, elements, xp=np):
         fn(slice(0, n))
         return
     pieces = min(n, max(workers, elements // PIECE_ELEMENTS))
-    bounds = [n * k // pieces for k in range(pieces + 1)]
+    bounds = even_bounds(n, pieces)
     parts = iter([slice(a, b) for a, b in zip(bounds, bounds[1:])])  # next(): one taker each
     unfinished, lock, finished, errors = pieces, threading.Lock(), threading.Event(), []
 
@@ -97,6 +97,11 @@ def parallel_slices(fn, n, elements, xp=np):
         raise errors[0]
 
 
+def even_bounds(n, parts):
+    """The bounds of ``parts`` contiguous parts of range(n), as even as they come."""
+    return [n * j // parts for j in range(parts + 1)]
+
+
 def even_blocks(n, least):
     """The bounds of even blocks of range(n) of at least ``least`` items each, as many as fit,
     their count rounded up to a multiple of BLOCK_MULTIPLE (at most n); [0, n], one block,
@@ -109,4 +114,4 @@ def even_blocks(n, least):
     if count < 2:
         return [0, n]
     count = min(n, -(-count // BLOCK_MULTIPLE) * BLOCK_MULTIPLE)
-    return [n * j // count for j in range(count + 1)]
+    return even_bounds(n, count)
