@@ -64,7 +64,7 @@ def test_the_sums_in_blocks_are_the_convolution(rng, monkeypatch, k):
     monkeypatch.setattr(shifted, "BLOCK_BYTES", 0)
     for rows in (7, 30):                              # 16 and 8 blocks
         monkeypatch.setattr(shifted, "BLOCK_ROWS", rows)
-        assert len(position_blocks(grid.shape[0] - 2 * p, c, c_out, 8)) > 2
+        assert len(position_blocks(grid.shape[0] - 2 * p, c, c_out, grid)) > 2
         blocked = correlate_shifted(grid, h, weight)
         np.testing.assert_allclose(crop(blocked, n, h, w).reshape(-1, c_out), expected,
                                    rtol=1e-12, atol=1e-12)
@@ -74,9 +74,10 @@ def test_the_sums_in_blocks_are_the_convolution(rng, monkeypatch, k):
 def test_position_blocks_cover_the_grid_evenly_from_the_shapes_alone():
     rows = max(shifted.BLOCK_ROWS, shifted.BLOCK_BYTES // (32 * 4))
     multiple = parallel.BLOCK_MULTIPLE
-    assert position_blocks(2 * rows - 1, 16, 16, 4) == [0, 2 * rows - 1]   # one block
+    f32 = np.zeros(1, np.float32)                                     # rows of float32
+    assert position_blocks(2 * rows - 1, 16, 16, f32) == [0, 2 * rows - 1]   # one block
     for positions in (2 * rows, 5 * rows + 3, 3 * rows, 17 * rows):
-        bounds = position_blocks(positions, 16, 16, 4)
+        bounds = position_blocks(positions, 16, 16, f32)
         sizes = np.diff(bounds)
         assert bounds[0] == 0 and bounds[-1] == positions
         assert len(sizes) % multiple == 0 and len(sizes) >= positions // rows
@@ -84,7 +85,7 @@ def test_position_blocks_cover_the_grid_evenly_from_the_shapes_alone():
     # Wider rows, fewer of them per block: the bytes bound.
     wide = shifted.BLOCK_BYTES // (1024 * 4)
     least = max(wide, shifted.BLOCK_ROWS)
-    assert np.diff(position_blocks(100 * least, 512, 512, 4)).min() >= least * 25 // 26
+    assert np.diff(position_blocks(100 * least, 512, 512, f32)).min() >= least * 25 // 26
 
 
 def test_crop_takes_the_images_columns_adds_the_bias_and_is_contiguous(rng):
@@ -231,8 +232,9 @@ def test_weight_gradient_in_blocks_is_dy_transposed_times_the_patches(rng, monke
     monkeypatch.setattr(shifted, "BLOCK_BYTES", 0)
     monkeypatch.setattr(shifted, "BLOCK_ROWS", 5)
     positions = h * grid_geometry(3, h, w, p)[1]
-    assert len(position_blocks(positions, k * 4, 5, 8)) > 5
-    dw = weight_gradient_shifted(to_grid(x, p), to_grid(dy, p), h, k)
+    x_grid = to_grid(x, p)
+    assert len(position_blocks(positions, k * 4, 5, x_grid)) > 5
+    dw = weight_gradient_shifted(x_grid, to_grid(dy, p), h, k)
     assert dw.shape == (5, k, k, 4)
     assert (dw.strides[3] == dw.itemsize) != transposed     # dY^T Q: C_in innermost
     np.testing.assert_allclose(dw.reshape(5, -1), expected, rtol=1e-12, atol=1e-12)

@@ -125,12 +125,16 @@ BLOCK_BYTES = 1 << 21
 BLOCK_ROWS = 8192
 
 
-def position_blocks(positions, c_in, c_out, itemsize):
-    """The bounds of the blocks of grid positions the shifted sums run over: even blocks of at
-    least max(BLOCK_ROWS, BLOCK_BYTES / ((C_in + C_out) itemsize)) positions, from the shapes
-    alone (scratchnet.runtime.parallel.even_blocks); one block of them all (BLAS's own
-    threads) where two would not fit."""
-    return even_blocks(positions, max(BLOCK_ROWS, BLOCK_BYTES // ((c_in + c_out) * itemsize)))
+def position_blocks(positions, c_in, c_out, grid):
+    """The bounds of the blocks of grid positions the shifted sums run over, for rows of C_in
+    and C_out numbers of ``grid``'s dtype: even blocks of at least max(BLOCK_ROWS, BLOCK_BYTES
+    / ((C_in + C_out) itemsize)) positions, from the shapes alone (scratchnet.runtime.parallel.
+    even_blocks); one block of them all (BLAS's own threads) where two would not fit, and off
+    the CPU (a GPU's products: whole, one launch each)."""
+    if device_of(grid) != "cpu":
+        return [0, positions]
+    return even_blocks(positions,
+                       max(BLOCK_ROWS, BLOCK_BYTES // ((c_in + c_out) * grid.itemsize)))
 
 
 def correlate_shifted(flat, h, weight):
@@ -156,8 +160,7 @@ def correlate_shifted(flat, h, weight):
     # table").
     taps = tap_matrices(weight)
     y = xp.empty((positions, c_out), dtype=flat.dtype)
-    bounds = (position_blocks(positions, c_in, c_out, y.itemsize) if device_of(y) == "cpu"
-              else [0, positions])   # a GPU's products: whole, one launch each
+    bounds = position_blocks(positions, c_in, c_out, y)
     kernel_rows = row_blocks(h, k)
 
     def sums(blocks, product):
@@ -224,8 +227,7 @@ def weight_gradient_shifted(x_flat, dy_flat, h, k):
     # shapes; a large gradient as dY^T Q (C_out, k*C_in), rows of the weight's memory order
     # (im2col.gradient_transposed; docs/speed.md, "The convolution algorithms, one table").
     transposed = gradient_transposed(k * k * c, c_out)
-    bounds = (position_blocks(positions, k * c, c_out, x_flat.itemsize)
-              if device_of(x_flat) == "cpu" else [0, positions])
+    bounds = position_blocks(positions, k * c, c_out, x_flat)
     if len(bounds) > 2:
         dw = gradient_in_blocks(x_flat, d_grid, h, k, bounds, transposed)
     else:
