@@ -6,7 +6,8 @@ from scipy.signal import correlate
 import scratchnet as sn
 import scratchnet.layers.conv as conv_module
 from scratchnet.kernels.convolution import weight_matrix
-from scratchnet.kernels.im2col import col2im, im2col, patch_matrix, tap_planes, to_channels_last
+from scratchnet.kernels.im2col import (col2im, im2col, padded_tap_planes, patch_matrix,
+                                      tap_planes, to_channels_last)
 
 
 def conv_loops(x, w, b, stride, padding):
@@ -116,10 +117,13 @@ def test_im2col_rows_are_patches(rng):
 
 
 @pytest.mark.parametrize("kh,kw,stride,padding", [(7, 7, 2, 3), (3, 2, 1, 1), (5, 5, 3, 2),
-                                                  (2, 3, 2, 0), (1, 1, 2, 0)])
+                                                  (2, 3, 2, 0), (1, 1, 2, 0), (1, 3, 2, 0),
+                                                  (4, 1, 3, 1)])
 def test_one_channel_patches_are_the_gathered_ones(rng, kh, kw, stride, padding):
-    """im2col of a one-channel input builds its transpose a tap at a time from the input's
-    polyphase components (tap_planes); the matrix is the same gather's, element for element."""
+    """im2col of a one-channel input builds its transpose from the input's polyphase
+    components, one strided copy a phase (tap_planes), kernels narrower than the stride
+    included; the matrix is the same gather's, element for element, for the whole batch and
+    for a slice of its samples (the blocks of the patch GEMM)."""
     x = rng.standard_normal((3, 1, 11, 14))
     expected = patch_matrix(to_channels_last(x, padding), kh, kw, stride)
     cols = im2col(x, kh, kw, stride, padding)
@@ -127,6 +131,10 @@ def test_one_channel_patches_are_the_gathered_ones(rng, kh, kw, stride, padding)
     np.testing.assert_array_equal(cols, expected)
     if kh * kw > 1:
         np.testing.assert_array_equal(tap_planes(x, kh, kw, stride, padding), expected.T)
+        rows = expected.shape[0] // 3                      # one sample's patches
+        out = np.full((kh * kw, 2 * rows), np.nan)
+        padded_tap_planes(to_channels_last(x, padding)[1:], kh, kw, stride, out)
+        np.testing.assert_array_equal(out, expected[rows:].T)
 
 
 # (2, 2, 1) and (4, 3, 2): even windows with p = k/2, where no offset reads inside the image

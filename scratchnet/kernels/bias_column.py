@@ -1,7 +1,7 @@
 """One input channel with a bias (a folded stem): the bias rides in the GEMM as one more
 column, [X | 1] [Wm | b]^T = X Wm^T + 1 b^T, instead of a pass over Y.
 
-The patches of a one-channel input are built transposed, a tap at a time, with a row of ones
+The patches of a one-channel input are built transposed, a plane per tap, with a row of ones
 appended (scratchnet.kernels.im2col.tap_planes); the backward pass is the patch GEMM's
 (scratchnet.kernels.patch_gemm), from the same patches without the ones.
 """

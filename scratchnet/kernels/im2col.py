@@ -76,7 +76,7 @@ def sliding_windows(x_nhwc, kh, kw, stride):
 def im2col(x, kh, kw, stride=1, padding=0):
     """Patch matrix of x (N, C, H, W): shape (N*Ho*Wo, kh*kw*C), rows ordered (n, i, j),
     columns ordered (a, b, c).  One padding copy (if p > 0) and one gather copy.  For one
-    channel (the stem's log-Mel input) it is built transposed, a tap at a time, and returned
+    channel (the stem's log-Mel input) it is built transposed, a plane per tap, and returned
     as a (column-major) view of that: :func:`tap_planes`."""
     if x.shape[1] == 1 and kh * kw > 1:
         return tap_planes(x, kh, kw, stride, padding).T
@@ -112,21 +112,32 @@ def tap_planes(x, kh, kw, stride=1, padding=0, ones=False):
 def padded_tap_planes(x_nhwc, kh, kw, stride, out):
     """The tap planes (:func:`tap_planes`) of an already padded one-channel channels-last
     array (N, Hp, Wp, 1), written into the first kh*kw rows of ``out`` (rows of N*Ho*Wo);
-    returns ``out``."""
+    returns ``out``.
+
+    One copy a phase.  The taps that read phase (u, v) are a = u + s a', b = v + s b', and
+    their planes are phase[u, v][n, i + a', j + b']: one strided view of the phase, (a', b',
+    n, i, j), with the phase's row and column strides doing double duty for (a', i) and
+    (b', j).  Their rows of the output, a*kw + b, are the (u::s, v::s) slice of the planes
+    seen as (kh, kw, ...).  So s*s copies (each in rows of Wo numbers) write every plane,
+    where a copy a plane took kh*kw calls, most of a one-sample block's time on the 7x7 stems
+    (docs/speed.md, "The convolution algorithms, one table")."""
     xp = get_array_module(x_nhwc)
     s = stride
     xpad = x_nhwc[..., 0]                                           # (N, Hp, Wp)
     n, hp, wp = xpad.shape
     ho, wo = (hp - kh) // s + 1, (wp - kw) // s + 1
-    phases = [[xp.ascontiguousarray(xpad[:, u::s, v::s]) for v in range(s)] for u in range(s)]
-    planes = out[:kh * kw].reshape(kh * kw, n, ho, wo)
+    planes = out[:kh * kw].reshape(kh, kw, n, ho, wo)
 
-    def gather(part):  # whole planes, shared between the cores (a batch-wise cut would make
-        for t in range(part.start, part.stop):  # kh*kw times more, smaller copies)
-            a, b = divmod(t, kw)
-            planes[t] = phases[a % s][b % s][:, a // s:a // s + ho, b // s:b // s + wo]
+    def gather(part):  # samples, each piece s*s copies
+        for u in range(min(s, kh)):
+            for v in range(min(s, kw)):
+                phase = xp.ascontiguousarray(xpad[part, u::s, v::s])
+                sn, sr, sc = phase.strides
+                taps = as_strided(phase, (len(range(u, kh, s)), len(range(v, kw, s)),
+                                          phase.shape[0], ho, wo), (sr, sc, sn, sr, sc))
+                planes[u::s, v::s, part] = taps
 
-    parallel_slices(gather, kh * kw, planes.size, xp)
+    parallel_slices(gather, n, planes.size, xp)
     return out
 
 
