@@ -38,6 +38,17 @@ def test_the_calling_thread_takes_pieces_too(monkeypatch):
     assert len(on_main) == 8 and any(on_main)  # returns only once every piece has run
 
 
+def test_pieces_given_cut_the_range_into_that_many(monkeypatch):
+    """``pieces`` overrides the cut by PIECE_ELEMENTS (which would make 3 pieces of 12 items
+    here), never beyond one item a piece."""
+    monkeypatch.setenv("SCRATCHNET_THREADS", "2")
+    for pieces, sizes in ((12, [1] * 12), (4, [3] * 4), (20, [1] * 12)):
+        seen = []
+        parallel.parallel_slices(seen.append, 12, 3 * parallel.PIECE_ELEMENTS, pieces=pieces)
+        assert sorted(len(range(12)[part]) for part in seen) == sizes
+        assert sorted(i for part in seen for i in range(12)[part]) == list(range(12))
+
+
 @pytest.mark.parametrize("threads, elements", [("1", 1 << 30), ("2", 100)])
 def test_one_thread_or_little_work_is_one_call(monkeypatch, threads, elements):
     monkeypatch.setenv("SCRATCHNET_THREADS", threads)

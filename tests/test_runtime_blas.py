@@ -310,6 +310,21 @@ def test_one_thread_products_add_into_rows_and_give_the_threads_back(dtype, reac
         assert lib.get_threads() == before
 
 
+def test_one_thread_products_give_each_piece_its_own_slice(monkeypatch):
+    """Each block of work is a slice of its own, which the threads take in turn: 12 even
+    blocks then split 6 and 6 between two cores, where slices of about PIECE_ELEMENTS (3 of
+    4 blocks for this much work) left one core 8 blocks and the other 4."""
+    monkeypatch.setenv("SCRATCHNET_THREADS", "2")
+    lib = blas.cblas()
+    if lib is None or lib.get_threads() < 2 or CORES < 2:
+        pytest.skip("the pieces run in turn: SciPy's OpenBLAS unreachable or one thread")
+    seen = []
+    blas.one_thread_products(lambda part, product: seen.append(part), 12,
+                             3 * parallel.PIECE_ELEMENTS)
+    assert sorted(part.stop - part.start for part in seen) == [1] * 12
+    assert sorted(part.start for part in seen) == list(range(12))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_products_add_into_their_output_in_place(rng, dtype):
     out = rng.standard_normal((50, 6)).astype(dtype)

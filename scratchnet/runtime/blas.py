@@ -294,7 +294,10 @@ def one_thread_products(work, pieces, elements):
         return
     lib.set_threads(1)  # a global setting: the pieces beside each other, a core each
     try:
-        parallel_slices(lambda part: work(part, lib.product), pieces, elements, np)
+        # Each piece its own slice, which the threads take in turn: even blocks in a multiple
+        # of BLOCK_MULTIPLE then split evenly between the cores, where slices of about
+        # PIECE_ELEMENTS could leave one core 4 blocks of 12 after the other's 8.
+        parallel_slices(lambda part: work(part, lib.product), pieces, elements, np, pieces)
     finally:
         lib.set_threads(threads)
 

@@ -49,12 +49,13 @@ def _executor(helpers):
     return _pool
 
 
-def parallel_slices(fn, n, elements, xp=np):
+def parallel_slices(fn, n, elements, xp=np, pieces=None):
     """Call ``fn(part)`` on slices ``part`` that together cover ``range(n)`` (the samples of a
     batch, or the rows of an (N*H*W, C) matrix) once each.  On NumPy, with more than one
     thread and at least PIECE_ELEMENTS ``elements`` of work in all, the range is cut into
-    pieces of about PIECE_ELEMENTS elements (at least one per thread) that the threads share;
-    otherwise ``fn`` runs once on ``slice(0, n)``.  ``fn`` must write only into its part.
+    pieces of about PIECE_ELEMENTS elements (at least one per thread), or into ``pieces``
+    pieces when given, that the threads share; otherwise ``fn`` runs once on ``slice(0, n)``.
+    ``fn`` must write only into its part.
 
     The calling thread takes pieces too, beside thread_count() - 1 helper threads, each
     taking the next piece not yet taken until none is left, and the caller then waits for the
@@ -67,7 +68,9 @@ def parallel_slices(fn, n, elements, xp=np):
     if workers < 2:
         fn(slice(0, n))
         return
-    pieces = min(n, max(workers, elements // PIECE_ELEMENTS))
+    if pieces is None:
+        pieces = max(workers, elements // PIECE_ELEMENTS)
+    pieces = min(n, pieces)
     bounds = even_bounds(n, pieces)
     parts = iter([slice(a, b) for a, b in zip(bounds, bounds[1:])])  # next(): one taker each
     unfinished, lock, finished, errors = pieces, threading.Lock(), threading.Event(), []
