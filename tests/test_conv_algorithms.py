@@ -128,6 +128,7 @@ def test_large_weight_gradients_come_in_the_weights_memory_order(algorithm, c_in
 @pytest.mark.parametrize("c_in, h, w, kernel, stride, padding", [
     (3, 7, 6, 3, 2, 1),            # dL/dx scattered back a block at a time
     (4, 5, 5, (1, 3), 2, 0),       # strided, not square
+    (3, 7, 8, 1, 2, 0),            # a 1x1 shortcut, stride 2: scattered back
     (2, 6, 7, 3, 1, 0),            # stride 1: dL/dx the flipped kernel's, whole
     (3, 6, 7, (3, 1), 1, 1),       # stride 1, not square: scattered back
     (1, 9, 11, 5, 2, 2),           # one channel, its tap planes: scattered back
@@ -172,7 +173,8 @@ def test_sample_blocks_follow_the_shapes_alone():
         assert len(sizes) > 1 and len(sizes) % parallel.BLOCK_MULTIPLE == 0
         assert sizes.max() - sizes.min() <= 1
         assert patch_gemm.BLOCK_BYTES / 2 <= sizes.max() * per_sample <= 2 * patch_gemm.BLOCK_BYTES
-    assert patch_gemm.sample_blocks(x, 1, 1, 2, 0, 32) == (0, 64)            # 1x1: whole
+    shortcut = patch_gemm.sample_blocks(x, 1, 1, 2, 0, 32)                   # 1x1/2: blocks
+    assert len(shortcut) - 1 == 8 and np.ptp(np.diff(shortcut)) == 0    # 20*50*48*4 B a sample
     assert patch_gemm.sample_blocks(x[:2], 3, 3, 2, 1, 32) == (0, 2)         # two blocks: whole
     wide = np.zeros((64, 256, 8, 27), np.float32)        # a 2304 x 512 weight matrix, 4.7 MB
     assert patch_gemm.sample_blocks(wide, 3, 3, 2, 1, 512) == (0, 64)

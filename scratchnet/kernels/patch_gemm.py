@@ -56,11 +56,11 @@ def sample_blocks(x, kh, kw, stride, padding, c_out):
     pixel (one sample at least), from the shapes alone (scratchnet.runtime.parallel.
     even_blocks); or one block of the whole batch where two would not fit, where the weight
     matrix takes more than BLOCK_BYTES / WEIGHT_SHARE (each block reads it again, and its
-    gradient's part is written and added once a block), for a 1x1 kernel (its patches are no
-    larger than the input) and off the CPU."""
+    gradient's part is written and added once a block) and off the CPU.  A 1x1 kernel's
+    patches are no larger than its input, but its blocks still keep their products' rows in
+    cache and on one core each (docs/speed.md, "The convolution algorithms, one table")."""
     n, c, h, wd = x.shape
-    if (kh * kw == 1 or device_of(x) != "cpu"
-            or kh * kw * c * c_out * x.itemsize * WEIGHT_SHARE > BLOCK_BYTES):
+    if device_of(x) != "cpu" or kh * kw * c * c_out * x.itemsize * WEIGHT_SHARE > BLOCK_BYTES:
         return (0, n)
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
     row_bytes = (kh * kw * c + c_out) * x.itemsize
