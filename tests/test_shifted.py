@@ -53,7 +53,7 @@ def test_the_sums_in_blocks_are_the_convolution(rng, monkeypatch, k):
     """Blocks of grid positions small enough that kernel rows start and end inside blocks:
     the im2col convolution, and on these small products (one thread either way) bit for bit
     the sums over the whole grid in one block: every output row gets the same products in
-    the same order."""
+    the same order; and so is the crop taken block by block."""
     n, c, h, w, c_out = 3, 4, 9, 11, 5
     p = (k - 1) // 2
     x = rng.standard_normal((n, c, h, w))
@@ -69,6 +69,12 @@ def test_the_sums_in_blocks_are_the_convolution(rng, monkeypatch, k):
         np.testing.assert_allclose(crop(blocked, n, h, w).reshape(-1, c_out), expected,
                                    rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(crop(blocked, n, h, w), crop(whole, n, h, w))
+        # Cropped block by block as the sums go (image rows that two or three blocks share
+        # at the end), with a bias: the same as the crop of the whole grid's sums.
+        bias = rng.standard_normal(c_out)
+        out = np.full((n, h, w, c_out), np.nan)
+        assert correlate_shifted(grid, h, weight, cropped=(out, bias)) is out
+        np.testing.assert_array_equal(out, crop(whole, n, h, w, bias))
 
 
 def test_position_blocks_cover_the_grid_evenly_from_the_shapes_alone():

@@ -137,17 +137,21 @@ def position_blocks(positions, c_in, c_out, grid):
                        max(BLOCK_ROWS, BLOCK_BYTES // ((c_in + c_out) * grid.itemsize)))
 
 
-def correlate_shifted(flat, h, weight):
+def correlate_shifted(flat, h, weight, cropped=None):
     """Cross-correlation of a grid F (from :func:`to_grid`, of h-row images) with weight
     (C_out, C, k, k), stride 1, padding p = (k-1)/2: returns Y (H*N*Wq, C_out), one row per grid
-    position (see the module docstring); the rows of the zero columns are unspecified.
+    position (see the module docstring); the rows of the zero columns are unspecified.  With
+    ``cropped`` = (out, bias), out (N, h, w, C_out), it also writes :func:`crop` (Y, N, h, w,
+    bias) into out and returns out.
 
     The sum over the k*k taps runs a block of positions at a time (:func:`position_blocks`):
     each block's k*k products add into the same rows of Y, which stay in cache from one tap
     to the next instead of being read from memory and written back k*k times, and the blocks
     share the cores, each block's products on one core (blas.one_thread_products).  Each
     output row gets the same products in the same order however the positions are blocked
-    (the blocks change the rounding only: :func:`position_blocks`)."""
+    (the blocks change the rounding only: :func:`position_blocks`).  The crop, too, takes a
+    block's whole image rows as soon as its products are done, while they are in cache
+    (:func:`crop_rows`); the few image rows that two blocks share follow at the end."""
     xp = get_array_module(flat)
     c_out, c_in, k, _ = weight.shape
     p = (k - 1) // 2
@@ -175,9 +179,21 @@ def correlate_shifted(flat, h, weight):
                 for b in centre_first(k) if a == p else range(k):
                     product(flat[start + b:start + b + hi - lo], taps[a, b], y[lo:hi],
                             0.0 if a == p and b == p else 1.0)
+            if cropped is not None and len(bounds) > 2:      # the block's whole image rows
+                crop_rows(y, out, -(-g0 // wq), g1 // wq, row_bias)
 
+    if cropped is not None:
+        out, bias = cropped
+        wq = r // out.shape[0]
+        row_bias = None if bias is None else xp.tile(bias, (out.shape[2], 1))
     blas.one_thread_products(sums, len(bounds) - 1, y.size)
-    return y
+    if cropped is None:
+        return y
+    if len(bounds) == 2:
+        return crop(y, *out.shape[:3], bias, out=out)
+    for q in sorted({g // wq for g in bounds[1:-1] if g % wq}):   # rows two blocks share
+        crop_rows(y, out, q, q + 1, row_bias)
+    return out
 
 
 def overlapping_rows(flat, kw):
@@ -297,13 +313,14 @@ def gradient_in_blocks(x_flat, d_grid, h, k, bounds, transposed):
     return blas.sum_in_order(parts)
 
 
-def crop(y, n, h, w, bias=None):
+def crop(y, n, h, w, bias=None, out=None):
     """The C-contiguous (N, h, w, C) convolution in Y (H*N*Wq, C), grid positions with j < w,
-    plus ``bias`` (C,)."""
+    plus ``bias`` (C,); written into ``out`` when given."""
     xp = get_array_module(y)
     c = y.shape[1]
     rows = y.reshape(h, n, -1, c)
-    out = xp.empty((n, h, w, c), dtype=y.dtype)
+    if out is None:
+        out = xp.empty((n, h, w, c), dtype=y.dtype)
     # The bias repeated along an image row, (w, C): the additions then run in loops of w*C
     # numbers, not C (scratchnet.kernels.long_rows).
     row_bias = None if bias is None else xp.tile(bias, (w, 1))
@@ -319,6 +336,21 @@ def crop(y, n, h, w, bias=None):
     return out
 
 
+def crop_rows(y, out, q0, q1, row_bias=None):
+    """:func:`crop` of image rows q0..q1-1 of the grid alone: out[n, i] = the first w grid
+    positions of image row q = i N + n of Y (H*N*Wq, C), plus ``row_bias`` (the bias repeated
+    w times, (w, C)), for out (N, h, w, C); one copy for each image row i they meet."""
+    xp = get_array_module(y)
+    n, h, w, c = out.shape
+    rows = y.reshape(h, n, -1, c)
+    for i in range(q0 // n, (q1 - 1) // n + 1) if q1 > q0 else ():
+        a, b = max(q0 - i * n, 0), min(q1 - i * n, n)
+        if row_bias is None:
+            out[a:b, i] = rows[i, a:b, :w]
+        else:
+            xp.add(rows[i, a:b, :w], row_bias, out=out[a:b, i])
+
+
 class Saved(NamedTuple):
     """The input's grid, its shape, the weight (a reference), the bias presence, padding."""
     grid: object
@@ -331,15 +363,18 @@ class Saved(NamedTuple):
 def forward(x, w, b, stride, padding):
     """(y (N, C_out, H, W), channels-last behind the NCHW view; saved), for stride 1 and
     "same" padding (conv_policy.can_run says where)."""
+    xp = get_array_module(x)
     n, _, h, wd = x.shape
     grid = to_grid(x, padding)
-    y = crop(correlate_shifted(grid, h, w), n, h, wd, b)
+    y = xp.empty((n, h, wd, w.shape[0]), dtype=x.dtype)
+    correlate_shifted(grid, h, w, cropped=(y, b))
     return y.transpose(0, 3, 1, 2), Saved(grid, x.shape, w, b is not None, padding)
 
 
 def backward(dy, saved, needs_input_grad=True):
     """(dL/dx or None, dL/dW, dL/db or None): dy on its own grid serves both dL/dW (dY at
     the grid positions) and dL/dx (the shifted sum over it with the flipped kernel)."""
+    xp = get_array_module(dy)
     w, p = saved.weight, saved.padding
     n, c, h, wd = saved.x_shape
     kh = w.shape[2]
@@ -349,5 +384,7 @@ def backward(dy, saved, needs_input_grad=True):
     dx = None
     if needs_input_grad:
         flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # W~ (C_in, C_out, kh, kw)
-        dx = crop(correlate_shifted(dy_grid, h, flipped), n, h, wd).transpose(0, 3, 1, 2)
+        dx = xp.empty((n, h, wd, c), dtype=dy.dtype)
+        correlate_shifted(dy_grid, h, flipped, cropped=(dx, None))
+        dx = dx.transpose(0, 3, 1, 2)
     return dx, dw.transpose(0, 3, 1, 2), db
