@@ -39,17 +39,23 @@ def taps(offset, count, stride):
     return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
-def to_channels_last(x, padding=0, fill=0.0):
-    """Return x (N, C, H, W) as a C-contiguous (N, H+2p, W+2p, C) array, padded with ``fill``.
+def to_channels_last(x, padding=0, fill=0.0, out=None):
+    """Return x (N, C, H, W) as a C-contiguous (N, H+2p, W+2p, C) array, padded with ``fill``,
+    written into ``out`` when given.
 
-    When x already lives in channels-last memory and needs no padding this is a free view.
+    When x already lives in channels-last memory and needs no padding this is a free view
+    (and ``out`` is left alone).
     """
     xp = get_array_module(x)
     x_nhwc = x.transpose(0, 2, 3, 1)
     if padding == 0:
-        return xp.ascontiguousarray(x_nhwc)
+        if out is None or x_nhwc.flags.c_contiguous:
+            return xp.ascontiguousarray(x_nhwc)
+        out[...] = x_nhwc
+        return out
     n, h, w, c = x_nhwc.shape
-    out = xp.empty((n, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
+    if out is None:
+        out = xp.empty((n, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
     # Fill only the border, then copy the interior once.
     out[:, :padding] = fill
     out[:, h + padding:] = fill

@@ -12,12 +12,12 @@ the flipped kernel: im2col(dy, padding k-1-p) W~m^T, one GEMM with no scatter-ad
 In blocks of samples.  Every product above is a sum over the rows of X, one row per output
 pixel, and the rows of a sample depend on that sample alone.  So on the CPU, for a batch whose
 patches and output rows span several blocks (:func:`sample_blocks`), the batch runs a block of
-samples at a time, each block on one core (blas.one_thread_products): its patches are
-gathered into a buffer of the block's size and multiplied while in cache, Y's rows and
-dL/dx's samples written by their block alone, and dL/dWm = sum over blocks of dY_j^T X_j, the
-blocks' parts added in order.  The patch matrix, kh*kw times the input, is then never written
-whole and read back: the forward saves the padded input, and the backward gathers each
-block's patches again.  A one-channel input's patches are gathered as their tap planes, X_j^T
+samples at a time, each block on one core (blas.one_thread_products): its samples are
+padded and its patches gathered into buffers of the block's size and multiplied while in
+cache, Y's rows and dL/dx's samples written by their block alone, and dL/dWm = sum over
+blocks of dY_j^T X_j, the blocks' parts added in order.  Neither the patch matrix, kh*kw
+times the input, nor the padded input is then written whole and read back: the forward keeps
+the input, and the backward pads and gathers each block's patches again.  A one-channel input's patches are gathered as their tap planes, X_j^T
 (im2col.tap_planes), and multiplied as the (column-major) view X_j.
 """
 from typing import NamedTuple
@@ -38,15 +38,15 @@ WEIGHT_SHARE = 4
 
 class Saved(NamedTuple):
     """The patches X, the input's shape, the weight (a reference), the bias presence, stride
-    and padding; in blocks (module docstring) X is None, and ``padded`` the channels-last
-    padded input and ``blocks`` the bounds of the blocks of samples."""
+    and padding; in blocks (module docstring) X is None, and ``x`` is the input (a
+    reference) and ``blocks`` the bounds of the blocks of samples."""
     cols: object
     x_shape: tuple
     weight: object
     has_bias: bool
     stride: int
     padding: int
-    padded: object = None
+    x: object = None
     blocks: tuple = None
 
 
@@ -75,53 +75,61 @@ def forward(x, w, b, stride, padding):
     ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
     blocks = sample_blocks(x, kh, kw, stride, padding, c_out)
     if len(blocks) > 2:
-        padded = to_channels_last(x, padding)
-        y, cols = forward_in_blocks(padded, weight_matrix(w).T, kh, kw, stride, blocks), None
+        y = forward_in_blocks(x, weight_matrix(w).T, kh, kw, stride, padding, blocks)
+        cols, kept = None, x
     else:
-        padded, blocks = None, None
+        kept, blocks = None, None
         cols = im2col(x, kh, kw, stride, padding)
         y = blas.matmul(cols, weight_matrix(w).T)
     if b is not None:  # over long rows: scratchnet.kernels.long_rows
         map_long_rows(lambda out, bias: xp.add(out, bias, out=out), y, [], [b])
     return (y.reshape(n, ho, wo, c_out).transpose(0, 3, 1, 2),
-            Saved(cols, x.shape, w, b is not None, stride, padding, padded, blocks))
+            Saved(cols, x.shape, w, b is not None, stride, padding, kept, blocks))
 
 
-def patch_buffer(windows, blocks):
-    """A buffer for the patches of the largest block of samples: (rows, kh*kw*C)."""
-    xp = get_array_module(windows)
-    n, ho, wo, kh, kw, c = windows.shape
+def block_buffers(x, blocks, kh, kw, stride, padding):
+    """Buffers for the largest block of samples of x (N, C, H, W): its samples padded in
+    channels-last memory (b, Hp, Wp, C), and its patches (rows, kh*kw*C)."""
+    xp = get_array_module(x)
+    _, c, h, wd = x.shape
     largest = max(b - a for a, b in zip(blocks, blocks[1:]))
-    return xp.empty((largest * ho * wo, kh * kw * c), dtype=windows.dtype)
+    ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
+    return (xp.empty((largest, h + 2 * padding, wd + 2 * padding, c), dtype=x.dtype),
+            xp.empty((largest * ho * wo, kh * kw * c), dtype=x.dtype))
 
 
-def gather_block(buffer, windows, a, b, padded, stride):
-    """Samples a..b-1's patches X_j (rows, kh*kw*C), gathered into the start of ``buffer``
-    from the sliding windows of the padded input; for one channel its tap planes X_j^T
-    (im2col.padded_tap_planes, copies in rows of Wo numbers rather than runs of kw), returned
-    as their column-major view X_j."""
-    _, ho, wo, kh, kw, c = windows.shape
+def gather_block(buffers, x, a, b, kh, kw, stride, padding):
+    """Samples a..b-1's patches X_j (rows, kh*kw*C), gathered into the start of the patch
+    buffer (:func:`block_buffers`) from the sliding windows of the block's own samples,
+    padded into the start of the other buffer first (im2col.to_channels_last): each block
+    pads its samples while they are in cache, and the padded batch is never written whole.
+    For one channel its tap planes X_j^T (im2col.padded_tap_planes, copies in rows of Wo
+    numbers rather than runs of kw), returned as their column-major view X_j."""
+    padded_samples, buffer = buffers
+    padded = to_channels_last(x[a:b], padding, out=padded_samples[:b - a])
+    windows = sliding_windows(padded, kh, kw, stride)           # (b - a, Ho, Wo, kh, kw, C)
+    _, ho, wo, _, _, c = windows.shape
     rows = (b - a) * ho * wo
     if c == 1:
         planes = buffer.reshape(-1)[:rows * kh * kw].reshape(kh * kw, rows)
-        return padded_tap_planes(padded[a:b], kh, kw, stride, planes).T
+        return padded_tap_planes(padded, kh, kw, stride, planes).T
     cols = buffer[:rows]
-    cols.reshape((b - a,) + windows.shape[1:])[...] = windows[a:b]
+    cols.reshape(windows.shape)[...] = windows
     return cols
 
 
-def forward_in_blocks(padded, wm_t, kh, kw, stride, blocks):
-    """Y = X Wm^T (N*Ho*Wo, C_out) a block of samples at a time, from the padded input."""
-    xp = get_array_module(padded)
-    windows = sliding_windows(padded, kh, kw, stride)           # (N, Ho, Wo, kh, kw, C)
-    rows = windows.shape[1] * windows.shape[2]                  # a sample's
-    y = xp.empty((windows.shape[0] * rows, wm_t.shape[1]), dtype=padded.dtype)
+def forward_in_blocks(x, wm_t, kh, kw, stride, padding, blocks):
+    """Y = X Wm^T (N*Ho*Wo, C_out) a block of samples at a time."""
+    xp = get_array_module(x)
+    n, _, h, wd = x.shape
+    rows = conv_output_size(h, kh, stride, padding) * conv_output_size(wd, kw, stride, padding)
+    y = xp.empty((n * rows, wm_t.shape[1]), dtype=x.dtype)
 
     def block_products(part, product):
-        buffer = patch_buffer(windows, blocks)
+        buffers = block_buffers(x, blocks, kh, kw, stride, padding)
         for j in range(part.start, part.stop):
             a, b = blocks[j], blocks[j + 1]
-            product(gather_block(buffer, windows, a, b, padded, stride), wm_t,
+            product(gather_block(buffers, x, a, b, kh, kw, stride, padding), wm_t,
                     y[a * rows:b * rows])
 
     blas.one_thread_products(block_products, len(blocks) - 1, y.size)
@@ -149,35 +157,37 @@ def flipped_kernel_applies(w, stride, padding):
 def backward_in_blocks(dy_mat, saved, needs_input_grad):
     """(dL/dWm (C_out, K), and dL/dx's padded channels-last memory where dL/dx is not the
     flipped kernel's convolution, else None) a block of samples at a time: each block's
-    patches gathered again from the padded input, dY_j^T X_j (or its transpose, as
-    :func:`weight_gradient_matrix`) into the block's part, and dY_j Wm scattered back into
-    the block's samples (im2col.scatter_patches)."""
+    patches gathered again from its samples (:func:`gather_block`), dY_j^T X_j (or its
+    transpose, as :func:`weight_gradient_matrix`) into the block's part, and dY_j Wm
+    scattered back into the block's samples (im2col.scatter_patches)."""
     xp = get_array_module(dy_mat)
-    w, blocks, stride = saved.weight, saved.blocks, saved.stride
+    x, w, blocks, stride, p = saved.x, saved.weight, saved.blocks, saved.stride, saved.padding
+    n, c, h, wd = x.shape
     c_out, _, kh, kw = w.shape
-    windows = sliding_windows(saved.padded, kh, kw, stride)
-    k, rows = kh * kw * windows.shape[5], windows.shape[1] * windows.shape[2]
+    ho, wo = conv_output_size(h, kh, stride, p), conv_output_size(wd, kw, stride, p)
+    k, rows = kh * kw * c, ho * wo
     transposed = gradient_transposed(k, c_out)
     parts = xp.empty((len(blocks) - 1,) + ((k, c_out) if transposed else (c_out, k)),
                      dtype=dy_mat.dtype)
-    scatter = needs_input_grad and not flipped_kernel_applies(w, stride, saved.padding)
-    dx_padded = xp.empty(saved.padded.shape, dtype=dy_mat.dtype) if scatter else None
+    scatter = needs_input_grad and not flipped_kernel_applies(w, stride, p)
+    dx_padded = (xp.empty((n, h + 2 * p, wd + 2 * p, c), dtype=dy_mat.dtype) if scatter
+                 else None)
     wm = weight_matrix(w)
 
     def block_sums(part, product):
-        buffer = patch_buffer(windows, blocks)
+        buffers = block_buffers(x, blocks, kh, kw, stride, p)
         for j in range(part.start, part.stop):
             a, b = blocks[j], blocks[j + 1]
-            cols = gather_block(buffer, windows, a, b, saved.padded, stride)
+            cols = gather_block(buffers, x, a, b, kh, kw, stride, p)
             d = dy_mat[a * rows:b * rows]
             if transposed:
                 product(cols.T, d, parts[j])
             else:
                 product(d.T, cols, parts[j])
             if scatter:                                   # the buffer's patches are used
-                d_cols = buffer[:cols.shape[0]]           # dY_j Wm, in rows (not the planes')
+                d_cols = buffers[1][:cols.shape[0]]       # dY_j Wm, in rows (not the planes')
                 product(d, wm, d_cols)
-                scatter_patches(dx_padded[a:b], d_cols.reshape((b - a,) + windows.shape[1:]),
+                scatter_patches(dx_padded[a:b], d_cols.reshape(b - a, ho, wo, kh, kw, c),
                                 stride)
 
     blas.one_thread_products(block_sums, len(blocks) - 1, dy_mat.shape[0] * k)
