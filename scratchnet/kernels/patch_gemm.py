@@ -17,8 +17,9 @@ padded and its patches gathered into buffers of the block's size and multiplied 
 cache, Y's rows and dL/dx's samples written by their block alone, and dL/dWm = sum over
 blocks of dY_j^T X_j, the blocks' parts added in order.  Neither the patch matrix, kh*kw
 times the input, nor the padded input is then written whole and read back: the forward keeps
-the input, and the backward pads and gathers each block's patches again.  A one-channel input's patches are gathered as their tap planes, X_j^T
-(im2col.tap_planes), and multiplied as the (column-major) view X_j.
+the input, and the backward pads and gathers each block's patches again.  A one-channel
+input's patches are gathered as their tap planes, X_j^T (im2col.tap_planes), and multiplied
+as the (column-major) view X_j.
 """
 from typing import NamedTuple
 

@@ -166,6 +166,10 @@ def correlate_shifted(flat, h, weight, cropped=None):
     y = xp.empty((positions, c_out), dtype=flat.dtype)
     bounds = position_blocks(positions, c_in, c_out, y)
     kernel_rows = row_blocks(h, k)
+    if cropped is not None:
+        out, bias = cropped
+        wq = r // out.shape[0]                                   # grid positions an image row
+        row_bias = None if bias is None else xp.tile(bias, (out.shape[2], 1))
 
     def sums(blocks, product):
         for j in range(blocks.start, blocks.stop):
@@ -182,10 +186,6 @@ def correlate_shifted(flat, h, weight, cropped=None):
             if cropped is not None and len(bounds) > 2:      # the block's whole image rows
                 crop_rows(y, out, -(-g0 // wq), g1 // wq, row_bias)
 
-    if cropped is not None:
-        out, bias = cropped
-        wq = r // out.shape[0]
-        row_bias = None if bias is None else xp.tile(bias, (out.shape[2], 1))
     blas.one_thread_products(sums, len(bounds) - 1, y.size)
     if cropped is None:
         return y
