@@ -166,9 +166,10 @@ def correlate_shifted(flat, h, weight, cropped=None):
     y = xp.empty((positions, c_out), dtype=flat.dtype)
     bounds = position_blocks(positions, c_in, c_out, y)
     kernel_rows = row_blocks(h, k)
-    if cropped is not None:
-        out, bias = cropped
-        wq = r // out.shape[0]                                   # grid positions an image row
+    out, bias = cropped if cropped is not None else (None, None)
+    in_blocks = out is not None and len(bounds) > 2      # each block crops its own rows
+    if in_blocks:
+        wq = grid_geometry(*out.shape[:3], p)[0]                 # grid positions an image row
         row_bias = None if bias is None else xp.tile(bias, (out.shape[2], 1))
 
     def sums(blocks, product):
@@ -183,13 +184,13 @@ def correlate_shifted(flat, h, weight, cropped=None):
                 for b in centre_first(k) if a == p else range(k):
                     product(flat[start + b:start + b + hi - lo], taps[a, b], y[lo:hi],
                             0.0 if a == p and b == p else 1.0)
-            if cropped is not None and len(bounds) > 2:      # the block's whole image rows
+            if in_blocks:                                  # the block's whole image rows
                 crop_rows(y, out, -(-g0 // wq), g1 // wq, row_bias)
 
     blas.one_thread_products(sums, len(bounds) - 1, y.size)
-    if cropped is None:
+    if out is None:
         return y
-    if len(bounds) == 2:
+    if not in_blocks:
         return crop(y, *out.shape[:3], bias, out=out)
     for q in sorted({g // wq for g in bounds[1:-1] if g % wq}):   # rows two blocks share
         crop_rows(y, out, q, q + 1, row_bias)
