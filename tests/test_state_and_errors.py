@@ -152,6 +152,47 @@ def test_layers_leave_their_inputs_and_upstream_gradients_untouched(rng, layer):
     np.testing.assert_array_equal(dy, dy_before)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_relu_in_place_writes_its_output_over_its_input(rng, training):
+    """ReLU(inplace=True) returns its input's own memory holding max(x, 0), and its backward
+    is the plain ReLU's."""
+    x = rng.standard_normal((3, 4, 5, 6))
+    plain, inplace = sn.ReLU(), sn.ReLU(inplace=True)
+    plain.train(training)
+    inplace.train(training)
+    expected = plain.forward(x)
+    dy = rng.standard_normal(x.shape)
+    expected_dx = plain.backward(dy)
+    y = inplace.forward(x)
+    assert np.shares_memory(y, x)
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_array_equal(inplace.backward(dy), expected_dx)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("stride, width", [(1, 3), (2, 4)])
+def test_basic_block_with_relus_in_place_computes_the_same(rng, training, stride, width):
+    """BasicBlock's ReLUs rectify arrays made inside the block, in place: the block's output
+    and gradients are bit for bit those of the same block with plain ReLUs."""
+    import copy
+    block = sn.BasicBlock(3, width, stride, rng).astype(np.float64)
+    assert block.relu1.inplace and block.relu2.inplace
+    plain = copy.deepcopy(block)
+    plain.relu1.inplace = plain.relu2.inplace = False
+    x = rng.standard_normal((2, 3, 6, 5))
+    outputs = []
+    for b in (block, plain):
+        b.train(training)
+        y = b.forward(x)
+        dx = b.backward(np.cos(y))
+        outputs.append((y, dx, [p.grad.copy() for p in b.parameters()]))
+    (y1, dx1, g1), (y2, dx2, g2) = outputs
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(dx1, dx2)
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_model_that_has_trained_can_be_deep_copied(rng):
     # The weight average and the BatchNorm fold both start from copy.deepcopy(model); the
     # dropout generator made by a training forward must not stop that.

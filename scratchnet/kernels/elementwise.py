@@ -4,13 +4,14 @@ from ..runtime.backend import get_array_module
 from ..runtime.parallel import parallel_slices
 
 
-def rectify(x, with_mask):
-    """(max(x, 0), the mask [max(x, 0) > 0] or None), in x's layout.  The 0 is an array of one
-    sample's zeros in x's layout, broadcast over the samples, not a scalar: NumPy runs maximum
-    against a scalar several times slower (docs/speed.md, "Long rows"), and the result is the
-    same."""
+def rectify(x, with_mask, out=None):
+    """(max(x, 0), the mask [max(x, 0) > 0] or None), in x's layout; written into ``out`` when
+    given, which may be x itself (each value is read before it is written).  The 0 is an array
+    of one sample's zeros in x's layout, broadcast over the samples, not a scalar: NumPy runs
+    maximum against a scalar several times slower (docs/speed.md, "Long rows"), and the result
+    is the same."""
     xp = get_array_module(x)
-    y = xp.empty_like(x)  # the layout of x (empty_like keeps its strides' order)
+    y = xp.empty_like(x) if out is None else out  # empty_like keeps the order of x's strides
     mask = xp.empty_like(x, dtype=bool) if with_mask else None
     zeros = xp.zeros_like(x[:1])  # (1, C, H, W), x's memory order
 

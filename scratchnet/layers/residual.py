@@ -32,7 +32,10 @@ class BasicBlock(Layer):
         super().__init__()
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride, 1, bias=False, rng=rng)
         self.bn1 = BatchNorm2d(out_channels)
-        self.relu1 = ReLU()
+        # The ReLUs rectify in place: their inputs are BatchNorm's output (which no layer keeps;
+        # a folded BatchNorm's is the convolution's, which no layer keeps either) and f, both
+        # made inside the block.
+        self.relu1 = ReLU(inplace=True)
         self.conv2 = Conv2d(out_channels, out_channels, 3, 1, 1, bias=False, rng=rng)
         self.bn2 = BatchNorm2d(out_channels)
         if stride != 1 or in_channels != out_channels:
@@ -41,7 +44,7 @@ class BasicBlock(Layer):
                 BatchNorm2d(out_channels))
         else:
             self.downsample = None
-        self.relu2 = ReLU()
+        self.relu2 = ReLU(inplace=True)
         self.in_channels = in_channels
 
     def forward(self, x):
