@@ -16,8 +16,8 @@ class ReLU(Layer):
 
     ``inplace=True`` (PyTorch's name) writes y over x, for an x that nothing reads afterwards:
     a layer's output made inside a block, as BasicBlock's are.  The values are the same; the
-    pass then writes into memory it has just read instead of into a fresh array, 0.60-0.77 of
-    the time (docs/speed.md, "ReLU in place")."""
+    pass then writes into memory it has just read instead of into a fresh array (docs/speed.md,
+    "ReLU in place")."""
 
     def __init__(self, inplace=False):
         super().__init__()
