@@ -22,6 +22,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import platform
 import resource
 import sys
 import time
@@ -126,6 +127,32 @@ def blas_kernels():
         if lib.get("user_api") == "blas":
             return lib.get("architecture") or lib.get("internal_api")
     return None
+
+
+def processor(cpuinfo=None):
+    """The CPU a figure was measured on, as 'AMD EPYC (family 25, model 17)': the first
+    processor's model name, family and model in /proc/cpuinfo (or the text ``cpuinfo``), else
+    platform.processor().  A virtual machine may name two generations alike ('AMD EPYC' for a
+    Zen 4 and a Zen 5), whose ratios to PyTorch differ (docs/speed.md, "The ceiling"): the
+    family and model tell them apart."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break                                 # the first processor's block only
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def blas_settings():
@@ -349,7 +376,7 @@ def main(argv=None):
     print(f"float32 GEMM (2048^3) on {args.device}: {rate:.0f} GFLOP/s; batch {args.batch}; "
           f"malloc: {args.malloc}; scratchnet threads: {threads} "
           f"(OPENBLAS_THREAD_TIMEOUT {blas_timeout})")
-    print(f"BLAS kernels: {kernels or 'unknown (pip install threadpoolctl)'}; "
+    print(f"{processor()}; BLAS kernels: {kernels or 'unknown (pip install threadpoolctl)'}; "
           + ", ".join(f"{k} {v}" for k, v in settings.items()))
     try:
         import torch  # noqa: F401
@@ -359,8 +386,8 @@ def main(argv=None):
         print("PyTorch not installed: no reference (pip install .[bench])")
     report = {"gemm_gflops": rate, "batch": args.batch, "device": args.device,
               "malloc": args.malloc, "threads": threads, "openblas_thread_timeout": blas_timeout,
-              "blas_kernels": kernels, **{k.lower(): v for k, v in settings.items()},
-              "models": {}}
+              "blas_kernels": kernels, "processor": processor(),
+              **{k.lower(): v for k, v in settings.items()}, "models": {}}
     header = (f"{'model':<14} {'input':<12} {'impl':<11} {'train clips/s':>13} "
               f"{'GFLOP/s':>8} {'of GEMM':>7} {'infer clips/s':>13} {'BN folded':>9} "
               f"{'peak MB':>8}")

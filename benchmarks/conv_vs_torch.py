@@ -124,7 +124,8 @@ def main(argv=None):
         threads = machine_cores()
         torch.set_num_threads(threads)
     rate = bench.gemm_rate(np)
-    print(f"float32 GEMM (2048^3): {rate:.0f} GFLOP/s; BLAS kernels: {bench.blas_kernels()}"
+    print(f"{bench.processor()}; float32 GEMM (2048^3): {rate:.0f} GFLOP/s; "
+          f"BLAS kernels: {bench.blas_kernels()}"
           + (f"; PyTorch threads {threads}" if threads else ""))
     found = geometries(args.networks)
     sides = ["ours"] + ([] if args.no_torch else ["pytorch"])

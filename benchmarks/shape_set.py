@@ -13,7 +13,8 @@ cores, eval under torch.inference_mode(), BatchNorm unfolded on both sides), rou
 alternating, medians; the ratios ours / PyTorch's, their geometric means and ranges; each
 side's training GFLOP/s as a share of the float32 GEMM rate measured in the same run; and
 each side's median milliseconds a step (benchmarks.conv_vs_torch times the convolutions
-alone, to set beside them).
+alone, to set beside them).  The first line names the processor, the GEMM rate and OpenBLAS's
+kernels: the ratios are the machine's, not the code's alone (docs/speed.md, "The ceiling").
 """
 import numpy  # first, as a user's script does: measured as users get the library
 
@@ -62,7 +63,8 @@ def main(argv=None):
                         "scratchnet's runtime does so itself at its first product")
     args = p.parse_args(argv)
     rate = bench.gemm_rate(numpy)
-    print(f"float32 GEMM (2048^3): {rate:.0f} GFLOP/s; BLAS kernels: {bench.blas_kernels()}")
+    print(f"{bench.processor()}; float32 GEMM (2048^3): {rate:.0f} GFLOP/s; "
+          f"BLAS kernels: {bench.blas_kernels()}")
     print(f"{'shape':<28} {'train ours/pt':>13} {'infer ours/pt':>13} "
           f"{'GEMM share ours':>15} {'pt':>5}   {'ms a step, train ours pt':>24} "
           f"{'infer ours pt':>13}")
