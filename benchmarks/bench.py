@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import time
@@ -31,6 +30,7 @@ import numpy as np
 
 from dsp import LogMel
 from scratchnet.kernels.im2col import conv_output_size as conv_out
+from scratchnet.runtime.backend import cpu_identity
 
 from experiments.esc50 import CLIP_SECONDS
 from experiments.models import PRESETS
@@ -129,30 +129,15 @@ def blas_kernels():
     return None
 
 
-def processor(cpuinfo=None):
-    """The CPU a figure was measured on, as 'AMD EPYC (family 25, model 17)': the first
-    processor's model name, family and model in /proc/cpuinfo (or the text ``cpuinfo``), else
-    platform.processor().  A virtual machine may name two generations alike ('AMD EPYC' for a
-    Zen 4 and a Zen 5), whose ratios to PyTorch differ (docs/speed.md, "The ceiling"): the
-    family and model tell them apart."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-        except OSError:
-            cpuinfo = ""
-    fields = {}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            if fields:
-                break                                 # the first processor's block only
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    name = fields.get("model name") or platform.processor() or "unknown CPU"
-    if "cpu family" in fields and "model" in fields:
-        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
-    return name
+def processor():
+    """The CPU a figure was measured on, as 'AMD EPYC (family 25, model 17)'
+    (scratchnet.runtime.backend.cpu_identity).  A virtual machine may name two generations
+    alike ('AMD EPYC' for a Zen 4 and a Zen 5), whose ratios to PyTorch differ (docs/speed.md,
+    "The ceiling"): the family and model tell them apart."""
+    name, family, model = cpu_identity()
+    if family is None or model is None:
+        return name
+    return f"{name} (family {family}, model {model})"
 
 
 def blas_settings():

@@ -79,18 +79,30 @@ def describe_device(device):
         name = _cupy.cuda.runtime.getDeviceProperties(_cupy.cuda.Device().id)["name"]
         return name.decode() if isinstance(name, bytes) else str(name)
     threads = thread_count()
-    return f"{_cpu_model()}, {threads} thread{'s' if threads > 1 else ''}"
+    return f"{cpu_identity()[0]}, {threads} thread{'s' if threads > 1 else ''}"
 
 
-def _cpu_model():
-    try:  # Linux names the model here; platform.processor() often gives only the architecture
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+def cpu_identity(cpuinfo=None):
+    """(model name, family, model) of the first processor in /proc/cpuinfo, or in the text
+    ``cpuinfo``: family and model None where it gives none, the name platform's where Linux
+    names none (platform.processor() often gives only the architecture)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break                                 # the first processor's block only
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = (fields.get("model name") or platform.processor() or platform.machine()
+            or "unknown CPU")
+    return name, fields.get("cpu family"), fields.get("model")
 
 
 def memory_order(x):
